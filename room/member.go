@@ -1,0 +1,261 @@
+package room
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Output is where a member's lines go: the transport's end of the connection.
+type Output interface {
+	// Write writes rendered lines. It may block while the client is slow: only the member's own
+	// writer goroutine calls it, never the room.
+	Write(p []byte) (int, error)
+	// Close tears the connection down now. It must not block, and it must make a Write in progress
+	// return: the room calls it to disconnect a member that is too slow, and at shutdown.
+	Close() error
+}
+
+// Reason says why a member left.
+type Reason uint8
+
+const (
+	ReasonQuit       Reason = iota + 1 // the user asked to leave (/quit, bye)
+	ReasonEOF                          // the client closed its input or the connection
+	ReasonSlow                         // the outbox overflowed: the client reads slower than the room talks
+	ReasonStalled                      // one write blocked longer than the write timeout
+	ReasonWriteError                   // the connection failed while writing
+	ReasonShutdown                     // the server is shutting down
+)
+
+// String is the reason as logged.
+func (r Reason) String() string {
+	switch r {
+	case ReasonQuit:
+		return "quit"
+	case ReasonEOF:
+		return "eof"
+	case ReasonSlow:
+		return "too slow: outbox full"
+	case ReasonStalled:
+		return "too slow: write timeout"
+	case ReasonWriteError:
+		return "write error"
+	case ReasonShutdown:
+		return "shutdown"
+	}
+	return "unknown"
+}
+
+// Slow reports whether the member was disconnected for not keeping up.
+func (r Reason) Slow() bool { return r == ReasonSlow || r == ReasonStalled }
+
+// noticeSuffix is what the left notice says about the reason, if anything.
+func (r Reason) noticeSuffix() string {
+	if r.Slow() {
+		return " (too slow)"
+	}
+	return ""
+}
+
+// Member is one connection in the room. Its transport hands it input lines with Handle and calls
+// Leave when the connection ends.
+type Member struct {
+	room   *Room
+	name   string
+	key    string // folded name
+	out    Output
+	opts   JoinOptions
+	format Format
+	index  int // position in room.members, -1 once removed; guarded by room.mu
+
+	mu        sync.Mutex
+	queue     []*event // the outbox
+	spare     []*event // the last batch's backing array, reused while lines keep coming
+	flushing  bool     // a writer goroutine is running
+	closed    bool     // the outbox takes no more lines
+	isDrained bool
+	reason    Reason
+	drained   chan struct{} // closed once the outbox is closed, empty and no write is running
+
+	writeStarted atomic.Int64 // UnixNano when the current write began, 0 when none
+
+	finishOnce sync.Once
+	done       chan struct{}
+}
+
+func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
+	return &Member{
+		room:    r,
+		name:    name,
+		key:     foldName(name),
+		out:     out,
+		opts:    opts,
+		format:  opts.Format,
+		index:   -1,
+		drained: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+}
+
+// Name is the member's name as they chose it.
+func (m *Member) Name() string { return m.name }
+
+// Done is closed when the member has left the room, whoever ended it.
+func (m *Member) Done() <-chan struct{} { return m.done }
+
+// Reason says why the member left; zero while it is in the room.
+func (m *Member) Reason() Reason {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reason
+}
+
+// Errorf sends the member an error line, for problems the transport finds in its input (a line
+// too long to read, say). The text is sanitised like any other.
+func (m *Member) Errorf(format string, args ...any) {
+	m.reply(kindError, Sanitize(fmt.Sprintf(format, args...)))
+}
+
+// Leave takes the member out of the room and tells the others. Lines already queued for it (a
+// goodbye, an error) are written first, for at most the room's drain timeout. Leave is idempotent,
+// and safe to call after the room ended the member itself.
+func (m *Member) Leave(reason Reason) {
+	m.room.remove(m, reason)
+	m.closeOutbox(reason)
+	t := time.NewTimer(m.room.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-m.drained:
+		m.finish(false)
+	case <-t.C:
+		m.finish(true)
+	}
+}
+
+// reply queues a line for this member alone.
+func (m *Member) reply(k kind, text string) {
+	m.deliver(newEvent(k, m.room.cfg.Now(), m.name, "", text))
+}
+
+// deliver queues ev for this member, disconnecting it if its outbox overflows.
+func (m *Member) deliver(ev *event) {
+	if !m.enqueue(ev) {
+		m.kill(ReasonSlow)
+	}
+}
+
+// enqueue adds ev to the outbox and makes sure a writer is running. It never blocks on the
+// client. It returns false when the outbox is full; the member is then closed for more lines and
+// the caller must disconnect it with kill, outside the room's lock.
+func (m *Member) enqueue(ev *event) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return true // leaving: whatever comes now has no one to read it
+	}
+	if len(m.queue) >= m.room.cfg.OutboxSize {
+		m.closed = true
+		m.reason = ReasonSlow
+		clear(m.queue)
+		m.queue = m.queue[:0]
+		m.checkDrainedLocked()
+		return false
+	}
+	m.queue = append(m.queue, ev)
+	if !m.flushing {
+		m.flushing = true
+		m.room.flushers.Add(1)
+		go m.flush()
+	}
+	return true
+}
+
+// flush is the member's writer: it runs while the outbox has lines, renders everything queued
+// into one buffer and writes it in one call, so a burst costs one write, not one per line. It
+// exits when the outbox is empty; the next line starts a new one. Idle members hold no goroutine.
+func (m *Member) flush() {
+	defer m.room.flushers.Done()
+	bp := m.room.getBuffer()
+	defer m.room.putBuffer(bp)
+	for {
+		m.mu.Lock()
+		if len(m.queue) == 0 {
+			m.flushing = false
+			if cap(m.queue) > 64 {
+				m.queue = nil // don't pin a burst's worth of slice to an idle member
+			}
+			m.spare = nil
+			m.checkDrainedLocked()
+			m.mu.Unlock()
+			return
+		}
+		batch := m.queue
+		m.queue, m.spare = m.spare[:0], nil
+		m.mu.Unlock()
+
+		buf := (*bp)[:0]
+		for _, ev := range batch {
+			buf = ev.appendTo(buf, m)
+		}
+		clear(batch)
+		m.writeStarted.Store(time.Now().UnixNano())
+		_, err := m.out.Write(buf)
+		m.writeStarted.Store(0)
+		*bp = buf
+
+		m.mu.Lock()
+		m.spare = batch[:0]
+		m.mu.Unlock()
+		if err != nil {
+			m.kill(ReasonWriteError)
+		}
+	}
+}
+
+// closeOutbox stops the outbox taking new lines; what is queued still gets written.
+func (m *Member) closeOutbox(reason Reason) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	if m.reason == 0 {
+		m.reason = reason
+	}
+	m.checkDrainedLocked()
+}
+
+func (m *Member) checkDrainedLocked() {
+	if m.closed && !m.flushing && len(m.queue) == 0 && !m.isDrained {
+		m.isDrained = true
+		close(m.drained)
+	}
+}
+
+// kill disconnects the member at once, dropping whatever is still queued for it. The room uses it
+// for members that are too slow or whose connection failed. It never blocks on the client.
+func (m *Member) kill(reason Reason) {
+	m.mu.Lock()
+	m.closed = true
+	if m.reason == 0 {
+		m.reason = reason
+	}
+	reason = m.reason
+	clear(m.queue)
+	m.queue = m.queue[:0]
+	m.checkDrainedLocked()
+	m.mu.Unlock()
+
+	m.room.remove(m, reason)
+	m.finish(true)
+}
+
+// finish marks the member done, closing its connection when the room ends it.
+func (m *Member) finish(closeOutput bool) {
+	m.finishOnce.Do(func() {
+		close(m.done)
+		if closeOutput {
+			_ = m.out.Close()
+		}
+	})
+}

@@ -1,0 +1,209 @@
+package room
+
+import (
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Format is how a member's terminal wants its lines.
+type Format uint8
+
+const (
+	// Plain lines carry no escape codes at all: for TCP, bots and SSH sessions without a PTY.
+	Plain Format = iota
+	// ANSI lines are coloured and timestamped, for an interactive terminal.
+	ANSI
+)
+
+// kind says what a line is; it decides its look and its plain-text prefix.
+type kind uint8
+
+const (
+	kindMessage kind = iota // alice: text
+	kindAction              // ** alice waves
+	kindNotice              // * alice joined (3 online): room-wide news
+	kindInfo                // * ...: a reply to one member (/who, /help, welcome)
+	kindError               // error: ...
+	kindDMIn                // [dm from alice] text
+	kindDMOut               // [dm to bob] text
+)
+
+// event is one line on its way to members. It is immutable once built, so one event, and the
+// bytes rendered for it, are shared by every member that receives it.
+type event struct {
+	kind  kind
+	at    time.Time
+	from  string // the sending member's name (messages, actions, DMs)
+	peer  string // the other side of a DM
+	text  string // sanitised; info text may hold several lines
+	plain []byte
+	ansi  []byte
+	lower string // lower-cased text, for mention matching
+}
+
+func newEvent(k kind, at time.Time, from, peer, text string) *event {
+	ev := &event{kind: k, at: at, from: from, peer: peer, text: text}
+	ev.plain = ev.render(Plain, "")
+	ev.ansi = ev.render(ANSI, "")
+	if k == kindMessage || k == kindAction {
+		ev.lower = asciiLower(text)
+	}
+	return ev
+}
+
+// appendTo appends the event as the member m should see it.
+func (ev *event) appendTo(b []byte, m *Member) []byte {
+	if m.format == Plain {
+		return append(b, ev.plain...)
+	}
+	if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
+		return append(b, ev.render(ANSI, m.name)...)
+	}
+	return append(b, ev.ansi...)
+}
+
+// ANSI styling. Only the server's own constants ever reach a terminal as escape codes: user text
+// is sanitised before it becomes an event.
+const (
+	sgrReset   = "\x1b[0m"
+	sgrDim     = "\x1b[2m"
+	sgrBold    = "\x1b[1m"
+	sgrError   = "\x1b[1;31m"
+	sgrDM      = "\x1b[1;35m"
+	sgrMention = "\x1b[1;7m"
+	bell       = "\a"
+)
+
+// render draws the event in format f. highlight, when set, is the name of the member the line
+// mentions: it is highlighted and rings that member's bell.
+func (ev *event) render(f Format, highlight string) []byte {
+	var b []byte
+	if f == ANSI {
+		b = make([]byte, 0, len(ev.text)+64)
+		if highlight != "" || ev.kind == kindDMIn {
+			b = append(b, bell...)
+		}
+		b = append(b, sgrDim...)
+		b = ev.at.AppendFormat(b, "15:04")
+		b = append(b, sgrReset+" "...)
+	} else {
+		b = make([]byte, 0, len(ev.text)+len(ev.from)+4)
+	}
+	switch ev.kind {
+	case kindMessage:
+		b = appendName(b, f, ev.from)
+		b = append(b, ": "...)
+		b = appendHighlighted(b, f, ev.text, highlight)
+	case kindAction:
+		b = append(b, "** "...)
+		b = appendName(b, f, ev.from)
+		b = append(b, ' ')
+		b = appendHighlighted(b, f, ev.text, highlight)
+	case kindNotice:
+		b = appendStyled(b, f, sgrDim, "* "+ev.text)
+	case kindInfo:
+		for i, line := range strings.Split(ev.text, "\n") {
+			if i > 0 {
+				b = append(b, '\n')
+				if f == ANSI {
+					b = append(b, "      "...) // under the timestamp
+				}
+			}
+			b = append(b, "* "...)
+			b = append(b, line...)
+		}
+	case kindError:
+		b = appendStyled(b, f, sgrError, "error:")
+		b = append(b, ' ')
+		b = append(b, ev.text...)
+	case kindDMIn:
+		b = appendStyled(b, f, sgrDM, "[dm from "+ev.peer+"]")
+		b = append(b, ' ')
+		b = append(b, ev.text...)
+	case kindDMOut:
+		b = appendStyled(b, f, sgrDM, "[dm to "+ev.peer+"]")
+		b = append(b, ' ')
+		b = append(b, ev.text...)
+	}
+	return append(b, '\n')
+}
+
+func appendStyled(b []byte, f Format, sgr, s string) []byte {
+	if f == Plain {
+		return append(b, s...)
+	}
+	b = append(b, sgr...)
+	b = append(b, s...)
+	return append(b, sgrReset...)
+}
+
+// appendName draws a member's name, in its own colour on a terminal.
+func appendName(b []byte, f Format, name string) []byte {
+	if f == Plain {
+		return append(b, name...)
+	}
+	b = append(b, "\x1b[1;38;5;"...)
+	b = strconv.AppendUint(b, uint64(nameColour(name)), 10)
+	b = append(b, 'm')
+	b = append(b, name...)
+	return append(b, sgrReset...)
+}
+
+// nameColour picks a stable colour for a name from a palette of 256-colour codes that read well on
+// dark and light backgrounds. The same name (in any case) always gets the same colour.
+func nameColour(name string) uint8 {
+	palette := [...]uint8{
+		1, 2, 3, 5, 6, 9, 10, 11, 12, 13, 14, 28, 31, 32, 33, 35, 37, 38, 39, 40, 41, 42,
+		61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72,
+		97, 98, 99, 100, 101, 106, 107, 108, 109, 110, 112, 113,
+		130, 131, 132, 133, 134, 135, 136, 137, 138, 139, 140, 141,
+		160, 161, 162, 163, 164, 165, 166, 167, 168, 169, 170, 171,
+		172, 173, 174, 175, 176, 177, 178, 179, 180, 202, 203, 204,
+		205, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215, 216,
+	}
+	h := fnv.New32a()
+	h.Write([]byte(foldName(name)))
+	return palette[h.Sum32()%uint32(len(palette))]
+}
+
+// appendHighlighted appends text, marking every mention of name when name is set.
+func appendHighlighted(b []byte, f Format, text, name string) []byte {
+	if f == Plain || name == "" {
+		return append(b, text...)
+	}
+	lower, key := asciiLower(text), foldName(name)
+	for {
+		i := mentionIndex(lower, key)
+		if i < 0 {
+			return append(b, text...)
+		}
+		b = append(b, text[:i]...)
+		b = append(b, sgrMention...)
+		b = append(b, text[i:i+len(key)]...)
+		b = append(b, sgrReset...)
+		text, lower = text[i+len(key):], lower[i+len(key):]
+	}
+}
+
+// mentions reports whether lower-cased text names the member whose folded name is key, as a
+// whole word ("@alice," counts, "malice" does not).
+func mentions(lower, key string) bool { return mentionIndex(lower, key) >= 0 }
+
+func mentionIndex(lower, key string) int {
+	for off := 0; ; {
+		i := strings.Index(lower[off:], key)
+		if i < 0 {
+			return -1
+		}
+		i += off
+		end := i + len(key)
+		if (i == 0 || !isWordByte(lower[i-1])) && (end == len(lower) || !isWordByte(lower[end])) {
+			return i
+		}
+		off = i + 1
+	}
+}
+
+func isWordByte(c byte) bool { return isAlnum(c) || c == '_' }

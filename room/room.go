@@ -1,0 +1,356 @@
+package room
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/charmbracelet/log"
+)
+
+// ErrClosed is returned by Join once the room is shutting down.
+var ErrClosed = errors.New("room is closed")
+
+// Config holds the room's limits. The zero value of each field means its default.
+type Config struct {
+	// Name is what the room calls itself in the welcome line.
+	Name string
+	// MaxMessageBytes is the longest message a member may send, after sanitising. Default 1000.
+	MaxMessageBytes int
+	// OutboxSize is how many lines may wait for a member before it is disconnected as too slow.
+	// Default 1024.
+	OutboxSize int
+	// WriteTimeout is how long one write to a member may block before it is disconnected as too
+	// slow. Default 10s.
+	WriteTimeout time.Duration
+	// DrainTimeout bounds how long a leaving member's last lines (a goodbye, an error) may take to
+	// be written before its connection is closed anyway. Default 2s.
+	DrainTimeout time.Duration
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Name:            "chatd",
+		MaxMessageBytes: 1000,
+		OutboxSize:      1024,
+		WriteTimeout:    10 * time.Second,
+		DrainTimeout:    2 * time.Second,
+		Now:             time.Now,
+	}
+}
+
+// withDefaults fills in every unset field.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Name == "" {
+		c.Name = d.Name
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if c.OutboxSize == 0 {
+		c.OutboxSize = d.OutboxSize
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = d.WriteTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = d.DrainTimeout
+	}
+	if c.Now == nil {
+		c.Now = d.Now
+	}
+	return c
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxMessageBytes < 1:
+		return fmt.Errorf("max message bytes must be positive, got %d", c.MaxMessageBytes)
+	case c.OutboxSize < 16:
+		return fmt.Errorf("outbox size must be at least 16 lines, got %d", c.OutboxSize)
+	case c.WriteTimeout < 100*time.Millisecond:
+		return fmt.Errorf("write timeout must be at least 100ms, got %s", c.WriteTimeout)
+	case c.DrainTimeout <= 0:
+		return fmt.Errorf("drain timeout must be positive, got %s", c.DrainTimeout)
+	}
+	return nil
+}
+
+// MaxLineBytes is the longest input line a transport should read before discarding it as too
+// long: well above the message limit, so that a long message gets the precise "message too long"
+// answer, and bounded so that reading a line costs bounded memory.
+func (c Config) MaxLineBytes() int { return 4*c.MaxMessageBytes + 64 }
+
+// Room is one chat room: its members and the order of everything said in it. Every method is safe
+// for concurrent use.
+type Room struct {
+	cfg      Config
+	log      *log.Logger
+	commands map[string]*command
+	help     string
+
+	mu      sync.Mutex
+	members []*Member          // in join order; a member knows its index
+	byName  map[string]*Member // by folded name
+	closed  bool
+
+	buffers  sync.Pool      // render buffers, shared so that idle members hold none
+	flushers sync.WaitGroup // every running writer goroutine
+	janitor  sync.WaitGroup
+	stop     chan struct{} // closed by Shutdown: stops the janitor
+	shutdown sync.Once
+	done     chan struct{} // closed when Shutdown has finished
+}
+
+// New returns an empty room. logger may be nil.
+func New(cfg Config, logger *log.Logger) (*Room, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("room config: %w", err)
+	}
+	if logger == nil {
+		logger = log.New(discard{})
+	}
+	r := &Room{
+		cfg:    cfg,
+		log:    logger,
+		byName: make(map[string]*Member),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	r.commands, r.help = newCommands()
+	r.janitor.Add(1)
+	go r.watchWrites()
+	return r, nil
+}
+
+// Config returns the room's effective configuration.
+func (r *Room) Config() Config { return r.cfg }
+
+// JoinOptions describe a member's connection.
+type JoinOptions struct {
+	Format    Format // how its terminal wants lines
+	Echo      bool   // whether it gets its own messages back (interactive terminals do)
+	Transport string // "ssh", "tcp": for logs
+	Remote    string // remote address: for logs
+}
+
+// Join admits name into the room, writing to out. The name must be valid and not in use by anyone
+// online (compared case-insensitively); the error is then a *NameError fit to show the user.
+// The new member's welcome line and everyone's join notice are queued before Join returns, so the
+// join notice always precedes anything the member says.
+func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	m := newMember(r, name, out, opts)
+	now := r.cfg.Now()
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, taken := r.byName[m.key]; taken {
+		r.mu.Unlock()
+		return nil, takenError(name)
+	}
+	m.index = len(r.members)
+	r.members = append(r.members, m)
+	r.byName[m.key] = m
+	online := len(r.members)
+	m.enqueue(newEvent(kindInfo, now, "", "", fmt.Sprintf("welcome to %s, %s! /help lists the commands; bye leaves.", r.cfg.Name, name)))
+	slow := r.broadcastLocked(newEvent(kindNotice, now, "", "", name+" joined ("+strconv.Itoa(online)+" online)"), nil)
+	r.mu.Unlock()
+
+	r.log.Info("join", "user", name, "transport", opts.Transport, "remote", opts.Remote, "online", online)
+	r.dropSlow(slow)
+	return m, nil
+}
+
+// Names returns the names of everyone online, sorted case-insensitively.
+func (r *Room) Names() []string {
+	r.mu.Lock()
+	names := make([]string, len(r.members))
+	for i, m := range r.members {
+		names[i] = m.name
+	}
+	r.mu.Unlock()
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(strings.Compare(foldName(a), foldName(b)), strings.Compare(a, b))
+	})
+	return names
+}
+
+// Online returns how many members are in the room.
+func (r *Room) Online() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.members)
+}
+
+// broadcast queues ev for every member except one (nil for none) and drops whoever overflows.
+func (r *Room) broadcast(ev *event, except *Member) {
+	r.mu.Lock()
+	slow := r.broadcastLocked(ev, except)
+	r.mu.Unlock()
+	r.dropSlow(slow)
+}
+
+// broadcastLocked queues ev for every member but except, and returns the members whose outbox
+// overflowed. Holding r.mu across the loop is what gives every member the same order of events.
+func (r *Room) broadcastLocked(ev *event, except *Member) (slow []*Member) {
+	for _, m := range r.members {
+		if m != except && !m.enqueue(ev) {
+			slow = append(slow, m)
+		}
+	}
+	return slow
+}
+
+// dropSlow disconnects members whose outbox overflowed. It must be called without r.mu held.
+func (r *Room) dropSlow(slow []*Member) {
+	for _, m := range slow {
+		m.kill(ReasonSlow)
+	}
+}
+
+// remove takes m out of the room and tells everyone left, unless the room is shutting down.
+// It reports false when m had already been removed.
+func (r *Room) remove(m *Member, reason Reason) bool {
+	r.mu.Lock()
+	if m.index < 0 {
+		r.mu.Unlock()
+		return false
+	}
+	last := len(r.members) - 1
+	r.members[m.index] = r.members[last]
+	r.members[m.index].index = m.index
+	r.members[last] = nil
+	r.members = r.members[:last]
+	m.index = -1
+	delete(r.byName, m.key)
+	var slow []*Member
+	if !r.closed {
+		slow = r.broadcastLocked(newEvent(kindNotice, r.cfg.Now(), "", "", m.name+" left"+reason.noticeSuffix()), nil)
+	}
+	online := len(r.members)
+	r.mu.Unlock()
+
+	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "online", online)
+	r.dropSlow(slow)
+	return true
+}
+
+// lookup returns the online member called name (any case), or nil.
+func (r *Room) lookup(name string) *Member {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byName[foldName(name)]
+}
+
+// watchWrites disconnects members whose current write has been blocked longer than WriteTimeout:
+// a client that stopped reading must not hold its writer (and its queued lines) forever.
+func (r *Room) watchWrites() {
+	defer r.janitor.Done()
+	period := min(r.cfg.WriteTimeout/4, time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var stalled []*Member
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		deadline := time.Now().Add(-r.cfg.WriteTimeout).UnixNano()
+		stalled = stalled[:0]
+		r.mu.Lock()
+		for _, m := range r.members {
+			if started := m.writeStarted.Load(); started != 0 && started < deadline {
+				stalled = append(stalled, m)
+			}
+		}
+		r.mu.Unlock()
+		for _, m := range stalled {
+			m.kill(ReasonStalled)
+		}
+	}
+}
+
+// Shutdown tells every member the server is going down, gives their writers until ctx expires to
+// deliver that, then disconnects everyone. Later joins fail with ErrClosed. It is idempotent:
+// every call returns once the first has finished.
+func (r *Room) Shutdown(ctx context.Context) error {
+	var err error
+	r.shutdown.Do(func() {
+		err = r.shutdownOnce(ctx)
+		close(r.done)
+	})
+	<-r.done
+	return err
+}
+
+func (r *Room) shutdownOnce(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	members := slices.Clone(r.members)
+	r.mu.Unlock()
+	close(r.stop)
+	r.janitor.Wait()
+
+	bye := newEvent(kindNotice, r.cfg.Now(), "", "", "server is shutting down, goodbye")
+	for _, m := range members {
+		m.enqueue(bye)
+		m.closeOutbox(ReasonShutdown)
+	}
+	for _, m := range members {
+		select {
+		case <-m.drained:
+		case <-ctx.Done():
+		}
+	}
+	for _, m := range members {
+		r.remove(m, ReasonShutdown)
+		m.finish(true)
+	}
+	flushed := make(chan struct{})
+	go func() { r.flushers.Wait(); close(flushed) }()
+	select {
+	case <-flushed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("room shutdown: %w", ctx.Err())
+	}
+}
+
+func (r *Room) getBuffer() *[]byte {
+	if b, ok := r.buffers.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 4096)
+	return &b
+}
+
+func (r *Room) putBuffer(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return // a rare huge batch: let it go rather than pin it in the pool
+	}
+	*b = (*b)[:0]
+	r.buffers.Put(b)
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
