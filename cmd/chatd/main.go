@@ -1,0 +1,151 @@
+// Command chatd is the chat server: people join with the SSH client they already have
+// (ssh -p 2222 alice@host) or over a plain TCP line protocol. This file only reads the
+// configuration, wires the parts together and handles signals.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/charmbracelet/log"
+	gossh "golang.org/x/crypto/ssh"
+
+	"chatd/hostkeys"
+	"chatd/room"
+	"chatd/sshd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, rest, err := parseConfig(args, getenv, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatd: %v\n", err)
+		return 2
+	}
+	if len(rest) > 0 {
+		switch rest[0] {
+		case "hostkeys":
+			return runHostkeys(rest[1:], cfg.DataDir, cfg.SSHAddr, stdout, stderr)
+		default:
+			fmt.Fprintf(stderr, "chatd: unknown command %q (chatd --help lists the options and commands)\n", rest[0])
+			return 2
+		}
+	}
+	logger := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("chatd stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// shutdownGrace bounds a graceful stop: members get the goodbye within the first part, and the
+// whole process is gone well within 5 s of the signal.
+const shutdownGrace = 4 * time.Second
+
+// serve runs the servers until ctx is cancelled (a signal) or one of them fails.
+func serve(ctx context.Context, cfg config, logger *log.Logger) error {
+	signers, err := loadHostKeys(cfg, logger.WithPrefix("hostkeys"))
+	if err != nil {
+		return err
+	}
+	rm, err := room.New(room.Config{}, logger.WithPrefix("room"))
+	if err != nil {
+		return err
+	}
+	sshCfg := sshd.DefaultConfig()
+	sshCfg.Addr = cfg.SSHAddr
+	sshCfg.HostSigners = signers
+	sshSrv, err := sshd.New(sshCfg, rm, logger.WithPrefix("sshd"))
+	if err != nil {
+		return err
+	}
+	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
+	if err != nil {
+		return fmt.Errorf("listen ssh: %w", err)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- sshSrv.Serve(sshLn) }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "signal", context.Cause(ctx))
+	case serveErr = <-errc:
+		serveErr = fmt.Errorf("serve ssh: %w", serveErr)
+	}
+
+	// The room first: it tells everyone and ends their sessions, which lets the servers' own
+	// graceful shutdown finish instead of waiting for chats that never end.
+	deadline, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	roomCtx, cancelRoom := context.WithTimeout(deadline, shutdownGrace/2)
+	defer cancelRoom()
+	if err := rm.Shutdown(roomCtx); err != nil {
+		logger.Warn("room shutdown", "err", err)
+	}
+	if err := sshSrv.Shutdown(deadline); err != nil {
+		logger.Warn("ssh shutdown incomplete, closing", "err", err)
+		_ = sshSrv.Close()
+	}
+	logger.Info("stopped")
+	return serveErr
+}
+
+// loadHostKeys loads the configured host keys, or those in the data directory (generating one
+// on first start), and logs each key's fingerprint for operators to publish.
+func loadHostKeys(cfg config, logger *log.Logger) ([]gossh.Signer, error) {
+	var keys []hostkeys.Key
+	var err error
+	if len(cfg.HostKeys) > 0 {
+		keys, err = hostkeys.LoadFiles(cfg.HostKeys)
+	} else {
+		dir := filepath.Join(cfg.DataDir, "hostkeys")
+		var generated bool
+		keys, generated, err = hostkeys.LoadDir(dir)
+		if generated {
+			logger.Info("generated a new host key", "dir", dir)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host keys: %w", err)
+	}
+	signers := make([]gossh.Signer, len(keys))
+	for i, k := range keys {
+		logger.Info("host key", "type", k.Type, "bits", k.Bits, "fingerprint", k.Fingerprint, "path", k.Path)
+		signers[i] = k.Signer
+	}
+	return signers, nil
+}
+
+func newLogger(cfg config, w io.Writer) *log.Logger {
+	formatter := log.TextFormatter
+	if cfg.LogFormat == "json" {
+		formatter = log.JSONFormatter
+	}
+	return log.NewWithOptions(w, log.Options{
+		Level:           cfg.logLevel,
+		Formatter:       formatter,
+		ReportTimestamp: true,
+		TimeFormat:      time.RFC3339,
+	})
+}

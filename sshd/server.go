@@ -1,0 +1,212 @@
+// Package sshd is the SSH face of the chat: a wish server that authenticates people, and a
+// per-session shell that only moves lines between the SSH channel and the room. It knows nothing
+// of chat rules; those live in package room.
+package sshd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/log"
+	"github.com/charmbracelet/ssh"
+	"github.com/charmbracelet/wish"
+	gossh "golang.org/x/crypto/ssh"
+
+	"chatd/room"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("sshd: server closed")
+
+// Room is what the SSH server needs of the chat room.
+type Room interface {
+	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
+	Exec(args []string, stdout io.Writer) error
+	Config() room.Config
+}
+
+// Config configures the SSH server.
+type Config struct {
+	// Addr is the address Serve's caller listens on, e.g. ":2222"; ListenAndServe uses it.
+	Addr string
+	// HostSigners are the host keys to serve; at least one is required.
+	HostSigners []gossh.Signer
+	// Version is the software version sent in the SSH banner ("SSH-2.0-<Version>").
+	Version string
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Addr: ":2222", Version: "chatd"}
+}
+
+// Validate reports a setting that cannot work.
+func (c Config) Validate() error {
+	if len(c.HostSigners) == 0 {
+		return errors.New("no host key")
+	}
+	if c.Version == "" || strings.ContainsAny(c.Version, " \r\n-") {
+		return fmt.Errorf("invalid version %q: one word, no '-'", c.Version)
+	}
+	return nil
+}
+
+// Server is the chat's SSH server.
+type Server struct {
+	cfg  Config
+	room Room
+	log  *log.Logger
+	srv  *ssh.Server
+}
+
+// New builds a server for rm. logger may be nil.
+func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sshd config: %w", err)
+	}
+	if logger == nil {
+		logger = log.New(io.Discard)
+	}
+	s := &Server{cfg: cfg, room: rm, log: logger}
+	srv, err := wish.NewServer(
+		wish.WithAddress(cfg.Addr),
+		wish.WithVersion(cfg.Version),
+		s.withHostKeys(),
+		// Any key is accepted for now: names are first come, first served. Keyboard-interactive
+		// with no questions lets people without a key in; OpenSSH tries keys first.
+		wish.WithPublicKeyAuth(func(ssh.Context, ssh.PublicKey) bool { return true }),
+		wish.WithKeyboardInteractiveAuth(func(ssh.Context, gossh.KeyboardInteractiveChallenge) bool { return true }),
+		// The last middleware runs first: recover wraps everything, then logging, then the chat.
+		wish.WithMiddleware(s.chat, s.logging, s.recover),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("sshd: %w", err)
+	}
+	s.srv = srv
+	return s, nil
+}
+
+// withHostKeys serves the configured keys. It must come before wish would generate a key into
+// the working directory, which it does when it finds none.
+func (s *Server) withHostKeys() ssh.Option {
+	return func(srv *ssh.Server) error {
+		for _, k := range s.cfg.HostSigners {
+			srv.AddHostKey(k)
+		}
+		return nil
+	}
+}
+
+// Serve accepts connections on ln until Shutdown or Close, then returns ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.log.Info("listening", "addr", ln.Addr().String())
+	err := s.srv.Serve(ln)
+	if errors.Is(err, ssh.ErrServerClosed) {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// ListenAndServe listens on the configured address and serves.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen ssh: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits, until ctx expires, for open ones to end. Chat
+// sessions never end by themselves: shut the room down first, which disconnects its members.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, ssh.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error { return s.srv.Close() }
+
+// recover keeps a panic in one session from taking the server down. The stack goes to the log;
+// the user only learns that something went wrong.
+func (s *Server) recover(next ssh.Handler) ssh.Handler {
+	return func(sess ssh.Session) {
+		defer func() {
+			if v := recover(); v != nil {
+				s.log.Error("panic in session", "user", cleanUser(sess.User()), "remote", sess.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", stack())
+				fmt.Fprint(sess.Stderr(), "error: internal server error; please reconnect\r\n")
+				_ = sess.Exit(1)
+			}
+		}()
+		next(sess)
+	}
+}
+
+// logging records every session: who, from where, with which key, and how it ended.
+func (s *Server) logging(next ssh.Handler) ssh.Handler {
+	return func(sess ssh.Session) {
+		start := time.Now()
+		_, _, isPty := sess.Pty()
+		mode := "plain"
+		switch {
+		case len(sess.RawCommand()) > 0:
+			mode = "exec"
+		case isPty:
+			mode = "pty"
+		}
+		s.log.Info("connect",
+			"user", cleanUser(sess.User()),
+			"remote", sess.RemoteAddr().String(),
+			"key", fingerprint(sess.PublicKey()),
+			"client", cleanPeerString(sess.Context().ClientVersion()),
+			"mode", mode)
+		next(sess)
+		s.log.Info("disconnect",
+			"user", cleanUser(sess.User()),
+			"remote", sess.RemoteAddr().String(),
+			"reason", endReason(sess),
+			"duration", time.Since(start).Round(time.Millisecond).String())
+	}
+}
+
+// fingerprint is the key's SHA256 fingerprint as ssh-keygen prints it, or how the user got in
+// without one.
+func fingerprint(k ssh.PublicKey) string {
+	if k == nil {
+		return "none (keyboard-interactive)"
+	}
+	return gossh.FingerprintSHA256(k)
+}
+
+// cleanUser makes a peer-supplied user name safe to log.
+func cleanUser(name string) string { return cleanPeerString(name) }
+
+// cleanPeerString sanitises and shortens any string the peer chose before it is logged.
+func cleanPeerString(s string) string {
+	const max = 128
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return room.Sanitize(s)
+}
+
+// sessionEndKey carries how a session ended from the shell to the logging middleware.
+type sessionEndKey struct{}
+
+func setEndReason(sess ssh.Session, reason string) {
+	sess.Context().SetValue(sessionEndKey{}, reason)
+}
+
+func endReason(sess ssh.Session) string {
+	if r, ok := sess.Context().Value(sessionEndKey{}).(string); ok {
+		return r
+	}
+	return "ended"
+}
