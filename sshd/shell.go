@@ -116,23 +116,26 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 		}
 	}()
 
+	// Every write to the channel goes through the terminal (or the screen lock): the SSH channel
+	// must not be written from two goroutines at once. Nothing else writes yet here.
+	t.SetBracketedPasteMode(true)
 	out := &termOutput{t: t, screen: screen, conn: serverConn(sess)}
 	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true})
 	if m == nil {
+		t.SetBracketedPasteMode(false)
 		return
 	}
-	t.SetBracketedPasteMode(true)
 	prompt := promptFor(m.Name())
 	t.SetPrompt(prompt)
+	reason := room.ReasonQuit
 	for {
 		line, err := t.ReadLine()
 		if err != nil && !errors.Is(err, term.ErrPasteIndicator) {
-			reason := room.ReasonEOF
-			if in.err == nil { // ^C or ^D at the keyboard, not a lost connection
+			if in.err != nil {
+				reason = room.ReasonEOF // the connection, not ^C or ^D, ended the input
+			} else {
 				m.Handle("/quit")
-				reason = room.ReasonQuit
 			}
-			s.leave(sess, m, reason)
 			break
 		}
 		// Erase what was typed: the room echoes the line back in its place in the order of the
@@ -140,13 +143,16 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 		rows := (visualLen(prompt)+utf8.RuneCountInString(line))/width.get() + 1
 		_, _ = t.Write([]byte(fmt.Sprintf("\x1b[%dA\r\x1b[J", rows)))
 		if m.Handle(line) == room.Quit {
-			s.leave(sess, m, room.ReasonQuit)
 			break
 		}
 	}
-	if m.Reason() == room.ReasonQuit {
-		// Leave the user's terminal as we found it.
-		_, _ = io.WriteString(sess, "\x1b[?2004l")
+	// Leave waits for the member's last lines to be written, which needs the screen.
+	in.release()
+	t.SetPrompt("")
+	s.leave(sess, m, reason)
+	if reason == room.ReasonQuit {
+		// Leave the user's terminal as we found it (through t: the writer may still be running).
+		_, _ = t.Write([]byte("\x1b[?2004l"))
 	}
 }
 
