@@ -16,6 +16,8 @@ import (
 // then flags, each overriding the one before.
 type config struct {
 	SSHAddr   string
+	TCPAddr   string // empty: no TCP
+	MaxConns  int
 	DataDir   string
 	HostKeys  []string
 	LogLevel  string
@@ -27,6 +29,8 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		SSHAddr:   ":2222",
+		TCPAddr:   ":2323",
+		MaxConns:  10000,
 		DataDir:   "./data",
 		LogLevel:  "info",
 		LogFormat: "text",
@@ -42,6 +46,8 @@ type option struct {
 func (c *config) options() []option {
 	return []option{
 		{"ssh-addr", "CHAT_SSH_ADDR", "ADDR", "SSH listen address", (*stringValue)(&c.SSHAddr)},
+		{"tcp-addr", "CHAT_TCP_ADDR", "ADDR", "TCP line-protocol listen address; empty disables TCP", (*stringValue)(&c.TCPAddr)},
+		{"max-conns", "CHAT_MAX_CONNS", "N", "most TCP connections open at once, 0 for no limit", (*intValue)(&c.MaxConns)},
 		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and data (created if missing)", (*stringValue)(&c.DataDir)},
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
@@ -55,7 +61,8 @@ var errHelp = errors.New("help requested")
 // parseConfig reads the environment and the flags. It returns the arguments after the flags
 // (a subcommand, if any).
 // --help goes to stdout: it is output the user asked for.
-func parseConfig(args []string, getenv func(string) string, stdout, stderr io.Writer) (config, []string, error) {
+// An environment variable set to "" counts as set: CHAT_TCP_ADDR= disables TCP.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) (config, []string, error) {
 	c := defaultConfig()
 	defaults := usageDefaults(c)
 	opts := c.options()
@@ -63,7 +70,7 @@ func parseConfig(args []string, getenv func(string) string, stdout, stderr io.Wr
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}
 	for _, o := range opts {
-		if v := getenv(o.env); v != "" {
+		if v, ok := lookupEnv(o.env); ok {
 			if err := o.value.Set(v); err != nil {
 				return c, nil, fmt.Errorf("%s=%q: %w", o.env, v, err)
 			}
@@ -91,6 +98,14 @@ func (c *config) validate() error {
 	if _, _, err := net.SplitHostPort(c.SSHAddr); err != nil {
 		return fmt.Errorf("--ssh-addr %q: %w", c.SSHAddr, err)
 	}
+	if c.TCPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.TCPAddr); err != nil {
+			return fmt.Errorf("--tcp-addr %q: %w", c.TCPAddr, err)
+		}
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("--max-conns %d: want 0 (no limit) or more", c.MaxConns)
+	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
 	}
@@ -117,10 +132,11 @@ func usageDefaults(c config) map[string]string {
 }
 
 func printUsage(w io.Writer, opts []option, defaults map[string]string) {
-	fmt.Fprint(w, `chatd is a chat server people join with ssh: ssh -p 2222 NAME@HOST
+	fmt.Fprint(w, `chatd is a chat server people join with ssh (ssh -p 2222 NAME@HOST) or over plain TCP
+(chat -addr HOST:2323, or nc HOST 2323).
 
 Usage:
-  chatd [flags]                     run the server
+  chatd [flags]                     run the server (SSH on :2222, TCP on :2323)
   chatd [flags] hostkeys COMMAND    manage host keys (chatd hostkeys help)
 
 Flags (each may also be set by its environment variable; a flag overrides the environment):
@@ -141,6 +157,19 @@ type stringValue string
 
 func (s *stringValue) String() string     { return string(*s) }
 func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
+
+type intValue int
+
+func (n *intValue) String() string { return strconv.Itoa(int(*n)) }
+
+func (n *intValue) Set(v string) error {
+	i, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("not a whole number: %q", v)
+	}
+	*n = intValue(i)
+	return nil
+}
 
 // listValue is a repeatable flag whose environment variable holds a comma-separated list.
 type listValue struct {

@@ -21,18 +21,19 @@ import (
 	"chatd/hostkeys"
 	"chatd/room"
 	"chatd/sshd"
+	"chatd/tcp"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run is main without the process: it returns the exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, rest, err := parseConfig(args, getenv, stdout, stderr)
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) int {
+	cfg, rest, err := parseConfig(args, lookupEnv, stdout, stderr)
 	if errors.Is(err, errHelp) {
 		return 0
 	}
@@ -82,16 +83,38 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen ssh: %w", err)
 	}
+	servers := []server{{"ssh", sshSrv, sshLn}}
+	if cfg.TCPAddr != "" {
+		tcpCfg := tcp.DefaultConfig()
+		tcpCfg.Addr = cfg.TCPAddr
+		tcpCfg.MaxConns = cfg.MaxConns
+		tcpSrv, err := tcp.New(tcpCfg, rm, logger.WithPrefix("tcp"))
+		if err != nil {
+			sshLn.Close()
+			return err
+		}
+		tcpLn, err := net.Listen("tcp", cfg.TCPAddr)
+		if err != nil {
+			sshLn.Close()
+			return fmt.Errorf("listen tcp: %w", err)
+		}
+		servers = append(servers, server{"tcp", tcpSrv, tcpLn})
+	}
 
-	errc := make(chan error, 1)
-	go func() { errc <- sshSrv.Serve(sshLn) }()
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if err := s.srv.Serve(s.ln); err != nil {
+				errc <- fmt.Errorf("serve %s: %w", s.name, err)
+			}
+		}()
+	}
 
 	var serveErr error
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down", "signal", context.Cause(ctx))
 	case serveErr = <-errc:
-		serveErr = fmt.Errorf("serve ssh: %w", serveErr)
 	}
 
 	// The room first: it tells everyone and ends their sessions, which lets the servers' own
@@ -103,12 +126,25 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err := rm.Shutdown(roomCtx); err != nil {
 		logger.Warn("room shutdown", "err", err)
 	}
-	if err := sshSrv.Shutdown(deadline); err != nil {
-		logger.Warn("ssh shutdown incomplete, closing", "err", err)
-		_ = sshSrv.Close()
+	for _, s := range servers {
+		if err := s.srv.Shutdown(deadline); err != nil {
+			logger.Warn("shutdown incomplete, closing", "server", s.name, "err", err)
+			_ = s.srv.Close()
+		}
 	}
 	logger.Info("stopped")
 	return serveErr
+}
+
+// server is what serve needs of the SSH and TCP servers.
+type server struct {
+	name string
+	srv  interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+		Close() error
+	}
+	ln net.Listener
 }
 
 // loadHostKeys loads the configured host keys, or those in the data directory (generating one
