@@ -120,11 +120,19 @@ func LoadFiles(paths []string) ([]Key, error) {
 		return nil, errors.New("load host keys: no key files given")
 	}
 	keys := make([]Key, 0, len(paths))
+	byType := make(map[string]string, len(paths))
 	for _, p := range paths {
 		k, err := loadFile(p)
 		if err != nil {
 			return nil, err
 		}
+		// An SSH server offers one key per algorithm: a second one would silently replace the
+		// first, and clients pinned to it would be told the host key changed.
+		algo := k.Signer.PublicKey().Type()
+		if other, dup := byType[algo]; dup {
+			return nil, fmt.Errorf("host keys %s and %s are both %s: a server serves one key per type; remove or move one of them", other, p, k.Type)
+		}
+		byType[algo] = p
 		keys = append(keys, k)
 	}
 	return keys, nil

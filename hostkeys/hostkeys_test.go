@@ -61,7 +61,7 @@ func run(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
 	bin, err := exec.LookPath(tool)
 	if err != nil {
-		t.Skipf("%s not installed", tool)
+		t.Fatalf("%s is required (apt-get install openssh-client)", tool)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = t.TempDir()
@@ -744,7 +744,7 @@ func TestSSHFP(t *testing.T) {
 // then fails authentication, which is fine), and rejects a different key.
 func TestOpenSSHClientAcceptsKey(t *testing.T) {
 	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("ssh not installed")
+		t.Fatal("ssh is required (apt-get install openssh-client)")
 	}
 	dir := t.TempDir()
 	other, err := Generate(t.TempDir(), "ed25519", 0, false)
@@ -823,4 +823,20 @@ func sshConnect(t *testing.T, port int, knownHosts string) string {
 		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
 		"test@127.0.0.1", "true")
 	return out
+}
+
+func TestLoadFilesRefusesTwoKeysOfOneType(t *testing.T) {
+	a, b := keygen(t, "ed25519"), keygen(t, "ed25519")
+	_, err := LoadFiles([]string{a, b})
+	if err == nil {
+		t.Fatal("two ed25519 keys loaded; the server would serve only one of them")
+	}
+	for _, want := range []string{a, b, "both ed25519", "one key per type"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if _, err := LoadFiles([]string{a, keygen(t, "ecdsa"), keygen(t, "rsa")}); err != nil {
+		t.Errorf("one key of each type: %v", err)
+	}
 }

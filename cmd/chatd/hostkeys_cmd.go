@@ -36,11 +36,12 @@ Run "chatd hostkeys <command> -h" for details on a command.
 `
 
 // runHostkeys runs "chatd hostkeys ...". args are the arguments after
-// "hostkeys" (a leading "hostkeys" is tolerated and skipped); dataDir and
-// sshAddr are the resolved --data-dir and --ssh-addr values. Keys live in
-// dataDir/hostkeys. It returns the process exit code: 0 on success, 1 when
-// the command failed, 2 for usage errors.
-func runHostkeys(args []string, dataDir, sshAddr string, stdout, stderr io.Writer) int {
+// "hostkeys" (a leading "hostkeys" is tolerated and skipped); cfg holds the
+// server's resolved configuration, whose --data-dir, --ssh-addr and --hostkey
+// may also be given after the subcommand. Keys live in <data-dir>/hostkeys,
+// or are the --hostkey files when any are given. It returns the process exit
+// code: 0 on success, 1 when the command failed, 2 for usage errors.
+func runHostkeys(args []string, cfg config, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "hostkeys" {
 		args = args[1:]
 	}
@@ -58,28 +59,30 @@ func runHostkeys(args []string, dataDir, sshAddr string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "chatd hostkeys: unknown command %q\n\n%s", cmd, hostkeysUsage)
 		return 2
 	}
-	if dataDir == "" {
-		fmt.Fprintln(stderr, "chatd hostkeys: no data directory: set --data-dir")
-		return 2
-	}
-	dir := filepath.Join(dataDir, "hostkeys")
 	switch cmd {
 	case "generate":
-		return hostkeysGenerate(rest, dir, stdout, stderr)
+		return hostkeysGenerate(rest, &cfg, stdout, stderr)
 	case "list":
-		return hostkeysList(rest, dir, stdout, stderr)
+		return hostkeysList(rest, &cfg, stdout, stderr)
 	case "known-hosts":
-		return hostkeysKnownHosts(rest, dir, sshAddr, stdout, stderr)
+		return hostkeysKnownHosts(rest, &cfg, stdout, stderr)
 	default: // "sshfp"
-		return hostkeysSSHFP(rest, dir, stdout, stderr)
+		return hostkeysSSHFP(rest, &cfg, stdout, stderr)
 	}
 }
 
 // newHostkeysFlagSet returns a FlagSet for "chatd hostkeys <name>" that
-// reports to stderr and prints synopsis and description as its usage.
-func newHostkeysFlagSet(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
+// reports to stderr and prints synopsis and description as its usage. It
+// also takes the server flags that say where the keys are, into cfg.
+func newHostkeysFlagSet(name, synopsis, description string, cfg *config, stderr io.Writer) *flag.FlagSet {
 	fset := flag.NewFlagSet("chatd hostkeys "+name, flag.ContinueOnError)
 	fset.SetOutput(stderr)
+	for _, o := range cfg.options() {
+		switch o.flag {
+		case "data-dir", "ssh-addr", "hostkey":
+			fset.Var(o.value, o.flag, o.usage+" (`"+o.arg+"`)")
+		}
+	}
 	fset.Usage = func() {
 		fmt.Fprintf(stderr, "usage: chatd hostkeys %s %s\n\n%s", name, synopsis, description)
 		hasFlags := false
@@ -96,12 +99,23 @@ func newHostkeysFlagSet(name, synopsis, description string, stderr io.Writer) *f
 // positional arguments. When it returns ok == false, the caller must exit
 // with code (0 for -h, 2 for usage errors).
 func parseHostkeysFlags(fset *flag.FlagSet, args []string, minArgs, maxArgs int) (code int, ok bool) {
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
+	// Flags may come after the arguments too (known-hosts example.org --data-dir /srv/chat):
+	// parse, set the first argument aside, parse the rest, and so on.
+	var positional []string
+	for {
+		if err := fset.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0, false
+			}
+			return 2, false // the FlagSet already printed the error and usage
 		}
-		return 2, false // the FlagSet already printed the error and usage
+		if fset.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fset.Arg(0))
+		args = fset.Args()[1:]
 	}
+	_ = fset.Parse(append([]string{"--"}, positional...)) // so that fset.Args() are the arguments
 	if n := fset.NArg(); n < minArgs || n > maxArgs {
 		if n < minArgs {
 			fmt.Fprintf(fset.Output(), "%s: missing argument\n", fset.Name())
@@ -114,17 +128,24 @@ func parseHostkeysFlags(fset *flag.FlagSet, args []string, minArgs, maxArgs int)
 	return 0, true
 }
 
-func hostkeysGenerate(args []string, dir string, stdout, stderr io.Writer) int {
+// hostkeysDir is where the server keeps its generated keys.
+func hostkeysDir(cfg *config) string { return filepath.Join(cfg.DataDir, "hostkeys") }
+
+func hostkeysGenerate(args []string, cfg *config, stdout, stderr io.Writer) int {
 	fset := newHostkeysFlagSet("generate", "[--type ed25519|ecdsa|rsa] [--bits N] [--force]",
-		"Generate a new host key in "+dir+" as ssh_host_<type>_key (plus .pub).\n"+
-			"chatd loads every key there at startup; restart it to use a new key.\n", stderr)
+		"Generate a new host key in <data-dir>/hostkeys as ssh_host_<type>_key (plus .pub).\n"+
+			"chatd loads every key there at startup; restart it to use a new key.\n", cfg, stderr)
 	typ := fset.String("type", "ed25519", "key type (`TYPE`): ed25519, ecdsa or rsa")
 	bits := fset.Int("bits", 0, "key size in bits (`N`): ecdsa 256 (default), 384 or 521;\nrsa 2048 to 16384 (default 3072); ed25519 is always 256")
 	force := fset.Bool("force", false, "replace an existing key of the same type\n(clients that trusted the old key will warn that the host key changed)")
 	if code, ok := parseHostkeysFlags(fset, args, 0, 0); !ok {
 		return code
 	}
-	k, err := hostkeys.Generate(dir, *typ, *bits, *force)
+	if cfg.DataDir == "" {
+		fmt.Fprintln(stderr, "chatd hostkeys generate: no data directory: set --data-dir")
+		return 2
+	}
+	k, err := hostkeys.Generate(hostkeysDir(cfg), *typ, *bits, *force)
 	if err != nil {
 		fmt.Fprintf(stderr, "chatd hostkeys generate: %v\n", err)
 		return 1
@@ -134,15 +155,15 @@ func hostkeysGenerate(args []string, dir string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func hostkeysList(args []string, dir string, stdout, stderr io.Writer) int {
+func hostkeysList(args []string, cfg *config, stdout, stderr io.Writer) int {
 	fset := newHostkeysFlagSet("list", "[--json]",
-		"List the host keys in "+dir+": type, size in bits, SHA-256 fingerprint\n"+
-			"(as ssh-keygen -l prints it) and private key file.\n", stderr)
+		"List the host keys the server serves: type, size in bits, SHA-256 fingerprint\n"+
+			"(as ssh-keygen -l prints it) and private key file.\n", cfg, stderr)
 	asJSON := fset.Bool("json", false, "print a JSON array of {type, bits, fingerprint, path}")
 	if code, ok := parseHostkeysFlags(fset, args, 0, 0); !ok {
 		return code
 	}
-	keys, code := loadHostkeysForCmd("list", dir, stderr)
+	keys, code := loadHostkeysForCmd("list", cfg, stderr)
 	if code != 0 {
 		return code
 	}
@@ -177,11 +198,11 @@ func hostkeysList(args []string, dir string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func hostkeysKnownHosts(args []string, dir, sshAddr string, stdout, stderr io.Writer) int {
+func hostkeysKnownHosts(args []string, cfg *config, stdout, stderr io.Writer) int {
 	fset := newHostkeysFlagSet("known-hosts", "[HOST[:PORT]]",
 		"Print one known_hosts line per host key, e.g. to append to ~/.ssh/known_hosts.\n"+
 			"HOST defaults to localhost and PORT to the port of --ssh-addr.\n"+
-			"Write IPv6 addresses in brackets when giving a port: [::1]:2222.\n", stderr)
+			"Write IPv6 addresses in brackets when giving a port: [::1]:2222.\n", cfg, stderr)
 	if code, ok := parseHostkeysFlags(fset, args, 0, 1); !ok {
 		return code
 	}
@@ -201,11 +222,11 @@ func hostkeysKnownHosts(args []string, dir, sshAddr string, stdout, stderr io.Wr
 			fmt.Fprintf(stderr, "chatd hostkeys known-hosts: invalid port %q\n", portStr)
 			return 2
 		}
-	} else if port, err = hostkeysPortFromAddr(sshAddr); err != nil {
+	} else if port, err = hostkeysPortFromAddr(cfg.SSHAddr); err != nil {
 		fmt.Fprintf(stderr, "chatd hostkeys known-hosts: %v\n", err)
 		return 1
 	}
-	keys, code := loadHostkeysForCmd("known-hosts", dir, stderr)
+	keys, code := loadHostkeysForCmd("known-hosts", cfg, stderr)
 	if code != 0 {
 		return code
 	}
@@ -215,11 +236,11 @@ func hostkeysKnownHosts(args []string, dir, sshAddr string, stdout, stderr io.Wr
 	return 0
 }
 
-func hostkeysSSHFP(args []string, dir string, stdout, stderr io.Writer) int {
+func hostkeysSSHFP(args []string, cfg *config, stdout, stderr io.Writer) int {
 	fset := newHostkeysFlagSet("sshfp", "HOST",
 		"Print a DNS SSHFP record with the SHA-256 fingerprint of each host key,\n"+
 			"in the format of ssh-keygen -r HOST. Clients check them with\n"+
-			"VerifyHostKeyDNS=yes; without a prompt only if the zone is DNSSEC-signed.\n", stderr)
+			"VerifyHostKeyDNS=yes; without a prompt only if the zone is DNSSEC-signed.\n", cfg, stderr)
 	if code, ok := parseHostkeysFlags(fset, args, 1, 1); !ok {
 		return code
 	}
@@ -228,7 +249,7 @@ func hostkeysSSHFP(args []string, dir string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "chatd hostkeys sshfp: %q is not a DNS name (give HOST without a port)\n", host)
 		return 2
 	}
-	keys, code := loadHostkeysForCmd("sshfp", dir, stderr)
+	keys, code := loadHostkeysForCmd("sshfp", cfg, stderr)
 	if code != 0 {
 		return code
 	}
@@ -238,10 +259,24 @@ func hostkeysSSHFP(args []string, dir string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadHostkeysForCmd loads the keys in dir without ever generating one.
+// loadHostkeysForCmd loads the keys the server would serve (the --hostkey
+// files, or those in <data-dir>/hostkeys) without ever generating one.
 // When code is not 0 it has reported the problem on stderr and the caller
 // should exit with code.
-func loadHostkeysForCmd(cmd, dir string, stderr io.Writer) (keys []hostkeys.Key, code int) {
+func loadHostkeysForCmd(cmd string, cfg *config, stderr io.Writer) (keys []hostkeys.Key, code int) {
+	if len(cfg.HostKeys) > 0 {
+		keys, err := hostkeys.LoadFiles(cfg.HostKeys)
+		if err != nil {
+			fmt.Fprintf(stderr, "chatd hostkeys %s: %v\n", cmd, err)
+			return nil, 1
+		}
+		return keys, 0
+	}
+	if cfg.DataDir == "" {
+		fmt.Fprintf(stderr, "chatd hostkeys %s: no data directory: set --data-dir\n", cmd)
+		return nil, 2
+	}
+	dir := hostkeysDir(cfg)
 	paths, err := hostkeyFiles(dir)
 	if err != nil {
 		fmt.Fprintf(stderr, "chatd hostkeys %s: %v\n", cmd, err)

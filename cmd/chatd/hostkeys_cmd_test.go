@@ -21,7 +21,9 @@ func hkRun(t *testing.T, dataDir, sshAddr string, args ...string) (code int, std
 	t.Helper()
 	before := hkDirNames(t, ".")
 	var out, errOut bytes.Buffer
-	code = runHostkeys(args, dataDir, sshAddr, &out, &errOut)
+	cfg := defaultConfig()
+	cfg.DataDir, cfg.SSHAddr = dataDir, sshAddr
+	code = runHostkeys(args, cfg, &out, &errOut)
 	for _, name := range hkDirNames(t, ".") {
 		if !slices.Contains(before, name) {
 			t.Errorf("hostkeys %q created %q in the working directory", args, name)
@@ -48,7 +50,7 @@ func hkKeygen(t *testing.T, args ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("ssh-keygen")
 	if err != nil {
-		t.Skip("ssh-keygen not installed")
+		t.Fatal("ssh-keygen is required (apt-get install openssh-client)")
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = t.TempDir()
@@ -359,5 +361,16 @@ func TestHostkeysSSHFP(t *testing.T) {
 		if code != 2 || stdout != "" || !strings.Contains(stderr, "not a DNS name") {
 			t.Errorf("sshfp %q: code %d, stdout %q, stderr %q", bad, code, stdout, stderr)
 		}
+	}
+}
+
+func TestHostkeysFlagsAfterArguments(t *testing.T) {
+	dataDir, keys := hkSetup(t)
+	code, stdout, stderr := hkRun(t, "/nonexistent", ":2222", "known-hosts", "example.org:2022", "--data-dir", dataDir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := strings.Count(stdout, "[example.org]:2022 "); got != len(keys) {
+		t.Errorf("got %d lines for [example.org]:2022, want %d:\n%s", got, len(keys), stdout)
 	}
 }

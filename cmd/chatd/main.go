@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if len(rest) > 0 {
 		switch rest[0] {
 		case "hostkeys":
-			return runHostkeys(rest[1:], cfg.DataDir, cfg.SSHAddr, stdout, stderr)
+			return runHostkeys(rest[1:], cfg, stdout, stderr)
 		default:
 			fmt.Fprintf(stderr, "chatd: unknown command %q (chatd --help lists the options and commands)\n", rest[0])
 			return 2

@@ -26,12 +26,14 @@ type Stream struct {
 	lines   map[string]struct{} // every stripped complete line
 	err     error
 	changed chan struct{}
+	done    chan struct{} // closed when the reader has failed
 }
 
 // NewStream reads r until it fails, collecting what it yields.
 func NewStream(r io.Reader) *Stream {
-	s := &Stream{changed: make(chan struct{}), lines: map[string]struct{}{}}
+	s := &Stream{changed: make(chan struct{}), lines: map[string]struct{}{}, done: make(chan struct{})}
 	go func() {
+		defer close(s.done)
 		b := make([]byte, 32<<10)
 		for {
 			n, err := r.Read(b)
@@ -95,6 +97,9 @@ func (s *Stream) Closed() bool {
 	defer s.mu.Unlock()
 	return s.err != nil
 }
+
+// Done is closed once the reader has failed or reached EOF and everything it gave is collected.
+func (s *Stream) Done() <-chan struct{} { return s.done }
 
 // Wait waits until cond holds, re-checking whenever something arrives.
 func (s *Stream) Wait(t testing.TB, what string, cond func() bool) {

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"chatd/room/roomtest"
+)
+
+// The real binaries, built once for all tests.
+var chatdBin, chatBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "chatd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	chatdBin, chatBin = filepath.Join(dir, "chatd"), filepath.Join(dir, "chat")
+	for bin, pkg := range map[string]string{chatdBin: ".", chatBin: "../chat"} {
+		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		check   func(c config) string
+		wantErr string
+	}{
+		{name: "defaults", check: func(c config) string {
+			return fmt.Sprint(c.SSHAddr, " ", c.TCPAddr, " ", c.DataDir, " ", c.MaxConns, " ", c.LogLevel, " ", c.LogFormat)
+		}},
+		{name: "env", env: map[string]string{"CHAT_SSH_ADDR": ":2022", "CHAT_DATA_DIR": "/var/lib/chatd", "CHAT_MAX_CONNS": "50"},
+			check: func(c config) string { return fmt.Sprint(c.SSHAddr, " ", c.DataDir, " ", c.MaxConns) }},
+		{name: "flags override env", env: map[string]string{"CHAT_SSH_ADDR": ":2022", "CHAT_LOG_FORMAT": "json"}, args: []string{"--ssh-addr", ":3022", "--log-format", "text"},
+			check: func(c config) string { return c.SSHAddr + " " + c.LogFormat }},
+		{name: "empty env disables tcp", env: map[string]string{"CHAT_TCP_ADDR": ""},
+			check: func(c config) string { return "tcp=" + c.TCPAddr }},
+		{name: "empty flag disables tcp", args: []string{"--tcp-addr="},
+			check: func(c config) string { return "tcp=" + c.TCPAddr }},
+		{name: "hostkeys from env", env: map[string]string{"CHAT_HOSTKEYS": "/a, /b"},
+			check: func(c config) string { return strings.Join(c.HostKeys, "|") }},
+		{name: "hostkey flags replace env", env: map[string]string{"CHAT_HOSTKEYS": "/a,/b"}, args: []string{"--hostkey", "/c", "--hostkey", "/d"},
+			check: func(c config) string { return strings.Join(c.HostKeys, "|") }},
+		{name: "subcommand", args: []string{"--data-dir", "/x", "hostkeys", "list"},
+			check: func(c config) string { return c.DataDir }},
+		{name: "bad ssh addr", args: []string{"--ssh-addr", "2222"}, wantErr: `--ssh-addr "2222"`},
+		{name: "bad max conns", env: map[string]string{"CHAT_MAX_CONNS": "many"}, wantErr: `CHAT_MAX_CONNS="many": not a whole number`},
+		{name: "negative max conns", args: []string{"--max-conns", "-1"}, wantErr: "--max-conns -1"},
+		{name: "bad level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
+		{name: "bad format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
+		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "flag provided but not defined"},
+	}
+	want := map[string]string{
+		"defaults":                  ":2222 :2323 ./data 10000 info text",
+		"env":                       ":2022 /var/lib/chatd 50",
+		"flags override env":        ":3022 text",
+		"empty env disables tcp":    "tcp=",
+		"empty flag disables tcp":   "tcp=",
+		"hostkeys from env":         "/a|/b",
+		"hostkey flags replace env": "/c|/d",
+		"subcommand":                "/x",
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			var stdout, stderr bytes.Buffer
+			c, _, err := parseConfig(tt.args, lookup, &stdout, &stderr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.check(c); got != want[tt.name] {
+				t.Errorf("got %q, want %q", got, want[tt.name])
+			}
+		})
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	cmd := exec.Command(chatdBin, "--help")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chatd --help: %v", err)
+	}
+	c := defaultConfig()
+	for _, o := range c.options() {
+		for _, want := range []string{"--" + o.flag, o.env} {
+			if !bytes.Contains(out, []byte(want)) {
+				t.Errorf("--help does not mention %s", want)
+			}
+		}
+	}
+}
+
+// chatd is a running chatd process.
+type chatd struct {
+	cmd      *exec.Cmd
+	logs     *roomtest.Stream
+	workDir  string
+	sshAddr  string
+	tcpAddr  string
+	exited   chan struct{}
+	exitCode int
+}
+
+var listeningRE = regexp.MustCompile(`(sshd|tcp): listening addr=(\S+)`)
+
+// startChatd runs the chatd binary on loopback ports and waits until both servers listen.
+func startChatd(t *testing.T, args ...string) *chatd {
+	t.Helper()
+	c := &chatd{workDir: t.TempDir(), exited: make(chan struct{})}
+	all := append([]string{"--ssh-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0"}, args...)
+	c.cmd = exec.Command(chatdBin, all...)
+	c.cmd.Dir = c.workDir
+	c.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.logs = roomtest.NewStream(stderr)
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-c.logs.Done()
+		_ = c.cmd.Wait()
+		c.exitCode = c.cmd.ProcessState.ExitCode()
+		close(c.exited)
+	}()
+	t.Cleanup(func() {
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	})
+	c.logs.Wait(t, "both servers listening", func() bool {
+		m := listeningRE.FindAllStringSubmatch(c.logs.Text(), -1)
+		for _, s := range m {
+			if s[1] == "sshd" {
+				c.sshAddr = s[2]
+			} else {
+				c.tcpAddr = s[2]
+			}
+		}
+		return c.sshAddr != "" && c.tcpAddr != "" || c.logs.Closed()
+	})
+	if c.sshAddr == "" {
+		t.Fatalf("chatd did not start:\n%s", c.logs.Text())
+	}
+	return c
+}
+
+// stop sends SIGTERM and returns the exit code and how long the process took to exit.
+func (c *chatd) stop(t *testing.T) (int, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.exited:
+	case <-time.After(roomtest.HangGuard):
+		t.Fatal("chatd did not exit after SIGTERM")
+	}
+	return c.exitCode, time.Since(start)
+}
+
+func (c *chatd) sshPort() string { _, p, _ := strings.Cut(c.sshAddr, ":"); return p }
+
+// opensshArgs are the flags that make the real ssh client talk to a test server only. With
+// knownHosts empty, any host key is accepted; otherwise only those in the file.
+func opensshArgs(port, key, knownHosts string, extra ...string) []string {
+	strict := "yes"
+	if knownHosts == "" {
+		knownHosts, strict = "/dev/null", "no"
+	}
+	return append([]string{"-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes",
+		"-o", "UserKnownHostsFile=" + knownHosts, "-o", "StrictHostKeyChecking=" + strict,
+		"-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}, extra...)
+}
+
+func sshKeygen(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ssh-keygen", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ssh-keygen %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// clientKey makes a key pair for the ssh client.
+func clientKey(t *testing.T) string {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	sshKeygen(t, "-q", "-t", "ed25519", "-N", "", "-f", key)
+	return key
+}
+
+// knownHosts asks chatd for its known_hosts lines and writes them to a file.
+func knownHosts(t *testing.T, c *chatd, flags ...string) string {
+	t.Helper()
+	args := append(append([]string{"hostkeys", "known-hosts"}, flags...), "127.0.0.1:"+c.sshPort())
+	out, err := exec.Command(chatdBin, args...).Output()
+	if err != nil {
+		t.Fatalf("chatd hostkeys known-hosts: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// proc is a client process whose stdin the test writes and whose stdout it reads.
+type proc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *roomtest.Stream
+	stderr *roomtest.Stream
+	done   chan struct{}
+}
+
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	p := &proc{cmd: exec.CommandContext(ctx, name, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stdout, p.stderr = roomtest.NewStream(stdout), roomtest.NewStream(stderr)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-p.stdout.Done()
+		<-p.stderr.Done()
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+func (p *proc) send(t *testing.T, line string) {
+	t.Helper()
+	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
+		t.Fatalf("send %q: %v", line, err)
+	}
+}
+
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(roomtest.HangGuard):
+		t.Fatalf("%s did not exit", p.cmd.Path)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// TestSSHAndTCPShareTheRoom runs the real server binary with a real OpenSSH user and the real
+// chat client in one room, then stops it with SIGTERM.
+func TestSSHAndTCPShareTheRoom(t *testing.T) {
+	srv := startChatd(t, "--data-dir", t.TempDir())
+	key := clientKey(t)
+	// TestHostKeys checks host keys; here any will do.
+	ssh := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
+	ssh.stdout.WaitLine(t, "* alice joined (1 online)")
+
+	chat := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "bob")
+	ssh.stdout.WaitLine(t, "* bob joined (2 online)")
+	chat.stdout.WaitLine(t, "* bob joined (2 online)")
+
+	chat.send(t, "hello alice, from tcp")
+	ssh.stdout.WaitLine(t, "bob: hello alice, from tcp")
+	ssh.send(t, "hi bob, from ssh")
+	chat.stdout.WaitLine(t, "alice: hi bob, from ssh")
+	ssh.send(t, "/msg bob over here")
+	chat.stdout.WaitLine(t, "[dm from alice] over here")
+	ssh.stdout.WaitLine(t, "[dm to bob] over here")
+	chat.send(t, "/who")
+	chat.stdout.WaitLine(t, "* 2 online: alice, bob")
+
+	code, took := srv.stop(t)
+	if code != 0 {
+		t.Errorf("chatd exited %d after SIGTERM, want 0", code)
+	}
+	if took > 5*time.Second {
+		t.Errorf("chatd took %s to exit after SIGTERM, want < 5s", took)
+	}
+	ssh.stdout.WaitLine(t, "* server is shutting down, goodbye")
+	chat.stdout.WaitLine(t, "* server is shutting down, goodbye")
+	if code := chat.wait(t); code == 0 {
+		t.Error("chat exited 0 when the server went away")
+	}
+	ssh.wait(t)
+	if !strings.Contains(chat.stderr.Text(), "connection closed by server") {
+		t.Errorf("chat said %q", chat.stderr.Text())
+	}
+	entries, _ := os.ReadDir(srv.workDir)
+	if len(entries) != 0 {
+		t.Errorf("chatd wrote into its working directory: %v", entries)
+	}
+	for _, want := range []string{"host key type=ed25519", "connect user=alice", "key=SHA256:", "disconnect user=alice", "reason=shutdown", "stopped"} {
+		if !strings.Contains(srv.logs.Text(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+}
+
+// TestHostKeys checks what an operator does with host keys against the real OpenSSH client:
+// publish known_hosts lines, rotate a key, serve keys made by ssh-keygen.
+func TestHostKeys(t *testing.T) {
+	dataDir := t.TempDir()
+	for _, typ := range []string{"ed25519", "ecdsa", "rsa"} {
+		out, err := exec.Command(chatdBin, "--data-dir", dataDir, "hostkeys", "generate", "--type", typ).CombinedOutput()
+		if err != nil {
+			t.Fatalf("generate %s: %v\n%s", typ, err, out)
+		}
+	}
+	srv := startChatd(t, "--data-dir", dataDir)
+	key := clientKey(t)
+	kh := knownHosts(t, srv, "--data-dir", dataDir)
+	algos := map[string]string{"ed25519": "ssh-ed25519", "ecdsa": "ecdsa-sha2-nistp256", "rsa": "rsa-sha2-512"}
+	for typ, algo := range algos {
+		t.Run("pinned "+typ, func(t *testing.T) {
+			out, err := exec.Command("ssh", opensshArgs(srv.sshPort(), key, kh, "-o", "HostKeyAlgorithms="+algo, "carol@127.0.0.1", "who")...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("ssh with the published %s key: %v\n%s", typ, err, out)
+			}
+		})
+	}
+	port := srv.sshPort()
+	srv.stop(t)
+
+	// Rotate the ed25519 key: a client that pinned the old one must refuse.
+	if out, err := exec.Command(chatdBin, "--data-dir", dataDir, "hostkeys", "generate", "--force").CombinedOutput(); err != nil {
+		t.Fatalf("generate --force: %v\n%s", err, out)
+	}
+	srv = startChatd(t, "--data-dir", dataDir)
+	old, err := os.ReadFile(kh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.ReplaceAll(string(old), "]:"+port+" ", "]:"+srv.sshPort()+" ")
+	if err := os.WriteFile(kh, []byte(moved), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ssh", opensshArgs(srv.sshPort(), key, kh, "-o", "HostKeyAlgorithms=ssh-ed25519", "carol@127.0.0.1", "who")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "REMOTE HOST IDENTIFICATION HAS CHANGED") {
+		t.Errorf("ssh accepted a changed host key: %v\n%s", err, out)
+	}
+	srv.stop(t)
+
+	// A key made by ssh-keygen, served with --hostkey, with the fingerprint ssh-keygen shows.
+	own := filepath.Join(t.TempDir(), "ssh_host_ed25519_key")
+	sshKeygen(t, "-q", "-t", "ed25519", "-N", "", "-f", own)
+	fp := strings.Fields(sshKeygen(t, "-l", "-f", own))[1]
+	srv = startChatd(t, "--data-dir", t.TempDir(), "--hostkey", own)
+	if !strings.Contains(srv.logs.Text(), "fingerprint="+fp) {
+		t.Errorf("log does not show the fingerprint %s:\n%s", fp, srv.logs.Text())
+	}
+	kh = knownHosts(t, srv, "--hostkey", own)
+	if out, err := exec.Command("ssh", opensshArgs(srv.sshPort(), key, kh, "carol@127.0.0.1", "who")...).CombinedOutput(); err != nil {
+		t.Errorf("ssh to a server with an ssh-keygen key: %v\n%s", err, out)
+	}
+	srv.stop(t)
+
+	// A key others can read stops the server with the fix in the message.
+	if err := os.Chmod(own, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(chatdBin, "--ssh-addr", "127.0.0.1:0", "--tcp-addr", "", "--data-dir", t.TempDir(), "--hostkey", own)
+	out, err = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "chmod 600 "+own) {
+		t.Errorf("chatd with a 0644 host key: %v\n%s", err, out)
+	}
+}
