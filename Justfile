@@ -1,0 +1,34 @@
+# chatd tasks: `just` lists them. The README's two commands need none of this.
+
+default:
+    @just --list
+
+# run the server with the defaults (SSH :2222, TCP :2323, data in ./data)
+run *ARGS:
+    go run ./cmd/chatd {{ARGS}}
+
+# run the tests, as CI does
+test:
+    go test -race -count=1 ./...
+
+# build chatd and chat into ./bin
+build:
+    go build -o bin/chatd ./cmd/chatd
+    go build -o bin/chat ./cmd/chat
+
+# vet, and fail on unformatted files
+lint:
+    go vet ./...
+    test -z "$(gofmt -l .)"
+
+# format the code
+fmt:
+    gofmt -w .
+
+# the room and writer benchmarks
+bench:
+    go test -run '^$' -bench . -benchmem ./room/
+
+# everything CI runs
+ci:
+    bash .ci/run
