@@ -87,13 +87,7 @@ func isAlnum(c byte) bool {
 func isNameByte(c byte) bool { return isAlnum(c) || c == '_' || c == '.' || c == '-' }
 
 // quoteName makes a refused name safe to print: sanitised, shortened and quoted.
-func quoteName(name string) string {
-	s := Sanitize(name)
-	if len(s) > 2*MaxNameLen {
-		s = truncateUTF8(s, 2*MaxNameLen) + "…"
-	}
-	return strconv.Quote(s)
-}
+func quoteName(name string) string { return strconv.Quote(Excerpt(name, 2*MaxNameLen)) }
 
 // takenError is the error for a name someone online already uses.
 func takenError(name string) error {

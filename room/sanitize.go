@@ -128,3 +128,16 @@ func skipString(s string, i int) int {
 	}
 	return i
 }
+
+// Excerpt is a peer-supplied string made fit for a log line or an error message: sanitised, and
+// cut at a character boundary to at most max bytes, with "..." added when it was cut.
+func Excerpt(s string, max int) string {
+	if len(s) > 4*max+8 {
+		s = s[:4*max+8] // bound the sanitiser's work on a huge input; escapes only shrink it
+	}
+	s = Sanitize(s)
+	if len(s) <= max {
+		return s
+	}
+	return truncateUTF8(s, max) + "..."
+}

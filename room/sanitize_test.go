@@ -74,3 +74,25 @@ func FuzzSanitize(f *testing.F) {
 		}
 	})
 }
+
+func TestExcerpt(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"a bit too long", 10, "a bit too ..."},
+		{"\x1b[2Jclean", 10, "clean"},
+		{"ééééé", 5, "éé..."}, // never half a character
+		{strings.Repeat("\x1b[2J", 1000) + "x", 10, ""},
+	}
+	for _, tt := range tests {
+		got := Excerpt(tt.in, tt.max)
+		if got != tt.want {
+			t.Errorf("Excerpt(%.20q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		}
+		checkSanitized(t, tt.in, got)
+	}
+}

@@ -189,13 +189,7 @@ func fingerprint(k ssh.PublicKey) string {
 func cleanUser(name string) string { return cleanPeerString(name) }
 
 // cleanPeerString sanitises and shortens any string the peer chose before it is logged.
-func cleanPeerString(s string) string {
-	const max = 128
-	if len(s) > max {
-		s = s[:max] + "..."
-	}
-	return room.Sanitize(s)
-}
+func cleanPeerString(s string) string { return room.Excerpt(s, 128) }
 
 // sessionEndKey carries how a session ended from the shell to the logging middleware.
 type sessionEndKey struct{}

@@ -381,20 +381,7 @@ func durationWords(d time.Duration) string {
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
 
 // cleanPeerString sanitises and shortens a string the peer chose before it is logged.
-func cleanPeerString(s string) string {
-	if len(s) > 4*maxLogLen {
-		s = s[:4*maxLogLen] // bound the sanitiser's work; it turns a cut rune into U+FFFD
-	}
-	s = room.Sanitize(s)
-	if len(s) > maxLogLen {
-		n := maxLogLen
-		for n > 0 && s[n]&0xC0 == 0x80 {
-			n--
-		}
-		s = s[:n] + "..."
-	}
-	return s
-}
+func cleanPeerString(s string) string { return room.Excerpt(s, maxLogLen) }
 
 // Shutdown stops accepting connections, closes those still choosing a name (telling them the
 // server is going down), and waits until ctx expires for the others to end. Chat connections
