@@ -1,0 +1,40 @@
+package store
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkAppend measures the history's write throughput: b.N messages appended, then Flush
+// waits until they are all committed. msgs/s is committed messages per second.
+func BenchmarkAppend(b *testing.B) {
+	// Append outpaces any disk: make room for the whole burst, so that none of it is dropped.
+	path := filepath.Join(b.TempDir(), "chat.db")
+	s, _ := openAt(b, path, Config{}, options{maxBacklog: max(b.N+1, defaultMaxBacklog)})
+	text := "a chat message of a typical length, give or take a few words"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Append(Message{Kind: KindMessage, From: "alice", Text: text})
+	}
+	flush(b, s)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkRecent1000 reads the newest 1000 of 10,000 messages, as a room does when it starts.
+func BenchmarkRecent1000(b *testing.B) {
+	s, _ := openTest(b, Config{})
+	for i := range 10_000 {
+		s.Append(Message{Kind: KindMessage, From: "alice", Text: fmt.Sprintf("message %d of a typical length, give or take a few words", i)})
+	}
+	flush(b, s)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if msgs, err := s.Recent(1000); err != nil || len(msgs) != 1000 {
+			b.Fatalf("Recent = %d, %v", len(msgs), err)
+		}
+	}
+}
