@@ -6,6 +6,9 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
+
+	"chatd/room/store"
 )
 
 // Action tells the transport what to do after handing the room a line.
@@ -28,12 +31,16 @@ type command struct {
 }
 
 // newCommands builds the command table, indexed by name and alias, and the /help text.
-func newCommands() (map[string]*command, string) {
+func newCommands(cfg Config) (map[string]*command, string) {
 	list := []*command{
 		{name: "help", help: "show this help", run: (*Member).cmdHelp},
 		{name: "who", aliases: []string{"names"}, help: "list who is online", run: (*Member).cmdWho},
 		{name: "me", args: "ACTION", help: "say what you do: /me waves", run: (*Member).cmdMe},
-		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only", run: (*Member).cmdMsg},
+		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only (kept for them if they are offline)", run: (*Member).cmdMsg},
+		{name: "history", args: "[N]", help: fmt.Sprintf("show the last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
+		{name: "whois", args: "NAME", help: "who NAME is: sessions, keys", run: (*Member).cmdWhois},
+		{name: "keys", args: "[add|remove ...]", help: "list your name's keys; /keys add KEY; /keys remove FINGERPRINT", run: (*Member).cmdKeys},
+		{name: "timestamps", args: "on|off", help: "show or hide the time at the start of each line", run: (*Member).cmdTimestamps},
 		{name: "quit", aliases: []string{"exit"}, help: `leave (a line that is just "bye" does too)`, run: (*Member).cmdQuit},
 	}
 	byName := make(map[string]*command)
@@ -49,11 +56,15 @@ func newCommands() (map[string]*command, string) {
 		if c.args != "" {
 			names += " " + c.args
 		}
-		fmt.Fprintf(&help, "\n  %-18s %s", names, c.help)
+		fmt.Fprintf(&help, "\n  %-22s %s", names, c.help)
 	}
-	fmt.Fprintf(&help, "\n  %-18s %s", "//text", "send a message that starts with /")
+	fmt.Fprintf(&help, "\n  %-22s %s", "//text", "send a message that starts with /")
+	zone, offset := time.Date(2026, 1, 1, 0, 0, 0, 0, cfg.Location).Zone()
+	fmt.Fprintf(&help, "\ntimes are in the server's time zone, %s (UTC%+03d:%02d)", zone, offset/3600, abs(offset%3600/60))
 	return byName, help.String()
 }
+
+func abs(n int) int { return max(n, -n) }
 
 // Handle processes one line of input from the member: a message, a command, or "bye". The line is
 // sanitised here, so transports pass on what the client sent, as it was sent.
@@ -84,13 +95,14 @@ func (m *Member) Handle(line string) Action {
 	return Continue
 }
 
-// say sends a message or an action to everyone. Interactive members see their own line come back
-// in its place in the room's order; plain clients (bots, scripts) do not get an echo.
+// say sends a message or an action to everyone. Interactive sessions see their own line come
+// back in its place in the room's order; plain clients (bots, scripts) get no echo of their own
+// lines, but a person's other sessions get everything they say.
 func (m *Member) say(k kind, text string) {
 	if !m.checkLength(text) {
 		return
 	}
-	ev := newEvent(k, m.room.cfg.Now(), m.name, "", text)
+	ev := newEvent(k, m.room.now(), m.name, "", text)
 	except := m
 	if m.opts.Echo {
 		except = nil
@@ -102,6 +114,7 @@ func (m *Member) say(k kind, text string) {
 		return
 	}
 	slow := r.broadcastLocked(ev, except)
+	r.rememberLocked(ev)
 	r.mu.Unlock()
 	r.dropSlow(slow)
 }
@@ -145,30 +158,175 @@ func (m *Member) cmdMsg(args string) Action {
 		return Continue
 	}
 	r := m.room
-	now := r.cfg.Now()
+	now := r.now()
 	r.mu.Lock()
-	to := r.byName[foldName(name)]
+	to := r.people[foldName(name)]
 	if to == nil || m.index < 0 {
 		r.mu.Unlock()
-		m.reply(kindError, quoteName(name)+" is not online")
+		m.queueDM(name, text, now)
 		return Continue
 	}
-	if to == m {
+	if to == m.person {
 		r.mu.Unlock()
 		m.reply(kindError, "that is you: /msg sends to someone else")
 		return Continue
 	}
-	// Both lines are queued under the room's lock, so the recipient cannot leave in between and
-	// the sender's confirmation is never a lie.
-	var slow []*Member
-	if !to.enqueue(newEvent(kindDMIn, now, m.name, m.name, text)) {
-		slow = append(slow, to)
-	}
-	if !m.enqueue(newEvent(kindDMOut, now, m.name, to.name, text)) {
-		slow = append(slow, m)
-	}
+	// Both sides are queued under the room's lock, so the recipient cannot leave in between and
+	// the sender's confirmation is never a lie. Every session of each gets its line.
+	slow := r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
+	slow = append(slow, r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))...)
 	r.mu.Unlock()
 	r.dropSlow(slow)
+	return Continue
+}
+
+// queueDM keeps a private message for a registered name that is offline.
+func (m *Member) queueDM(name, text string, now time.Time) {
+	r := m.room
+	if r.cfg.Store == nil {
+		m.reply(kindError, quoteName(name)+" is not online")
+		return
+	}
+	id, ok, err := r.cfg.Store.Identity(name)
+	switch {
+	case err != nil:
+		r.log.Error("store: identity", "user", name, "err", err)
+		m.reply(kindError, ErrUnavailable.Error())
+		return
+	case !ok:
+		m.reply(kindError, quoteName(name)+" is not online")
+		return
+	}
+	_, err = r.cfg.Store.QueueDM(store.DM{At: now, From: m.name, To: id.Name, Text: text})
+	switch {
+	case errors.Is(err, store.ErrQueueFull):
+		m.reply(kindError, id.Name+" is offline and has too many messages waiting; try again when they are back")
+		return
+	case err != nil:
+		r.log.Error("store: queue dm", "from", m.name, "to", id.Name, "err", err)
+		m.reply(kindError, ErrUnavailable.Error())
+		return
+	}
+	r.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
+	m.reply(kindInfo, id.Name+" is offline: they get your message when they next log in")
+}
+
+func (m *Member) cmdHistory(args string) Action {
+	n, err := parseCount(args, 20)
+	if err != nil {
+		m.reply(kindError, "usage: /history [N]: "+err.Error())
+		return Continue
+	}
+	r := m.room
+	r.mu.Lock()
+	r.replayLocked(m, n, r.now())
+	if len(r.history.events) == 0 {
+		m.enqueue(newEvent(kindInfo, r.now(), "", "", "no messages yet"))
+	}
+	r.mu.Unlock()
+	return Continue
+}
+
+func (m *Member) cmdWhois(args string) Action {
+	name, _ := nameFields(args)
+	if name == "" {
+		m.reply(kindError, "usage: /whois NAME")
+		return Continue
+	}
+	text, err := m.room.whois(name)
+	if err != nil {
+		m.reply(kindError, err.Error())
+		return Continue
+	}
+	m.reply(kindInfo, text)
+	return Continue
+}
+
+func (m *Member) cmdKeys(args string) Action {
+	r := m.room
+	if r.cfg.Store == nil {
+		m.reply(kindError, "names are not registered on this server")
+		return Continue
+	}
+	if !m.person.registered {
+		m.reply(kindError, "you logged in without a registered key: log in over SSH with a key to register your name")
+		return Continue
+	}
+	sub, rest := nameFields(args)
+	var err error
+	switch asciiLower(sub) {
+	case "":
+	case "add":
+		err = m.addKey(rest)
+	case "remove", "rm", "del":
+		err = r.cfg.Store.RemoveKey(m.name, rest)
+		switch {
+		case errors.Is(err, store.ErrLastKey):
+			err = errors.New("that is your name's only key: add another one first")
+		case errors.Is(err, store.ErrNotFound):
+			err = errors.New("no such key: /keys lists the fingerprints")
+		case err == nil:
+			r.log.Info("key removed", "user", m.name, "key", rest)
+			m.reply(kindInfo, "removed "+Excerpt(rest, 80))
+		}
+	default:
+		err = errors.New("usage: /keys, /keys add KEY, /keys remove FINGERPRINT")
+	}
+	if err != nil {
+		m.reply(kindError, err.Error())
+		return Continue
+	}
+	id, _, err := r.cfg.Store.Identity(m.name)
+	if err != nil {
+		r.log.Error("store: identity", "user", m.name, "err", err)
+		m.reply(kindError, ErrUnavailable.Error())
+		return Continue
+	}
+	lines := []string{fmt.Sprintf("keys of %s:", id.Name)}
+	for _, k := range id.Keys {
+		lines = append(lines, fmt.Sprintf("  %s %s added %s", k.Type, k.Fingerprint, r.stamp(k.Added)))
+	}
+	m.reply(kindInfo, strings.Join(lines, "\n"))
+	return Continue
+}
+
+// addKey adds the key in an authorized_keys line to the member's name.
+func (m *Member) addKey(line string) error {
+	r := m.room
+	if r.cfg.ParseKey == nil {
+		return errors.New("adding keys is not supported here")
+	}
+	if line == "" {
+		return errors.New("usage: /keys add KEY, with KEY as in authorized_keys: ssh-ed25519 AAAA...")
+	}
+	k, err := r.cfg.ParseKey(line)
+	if err != nil {
+		return fmt.Errorf("not a public key: %s", Excerpt(err.Error(), 120))
+	}
+	k.Added = r.now()
+	switch err := r.cfg.Store.AddKey(m.name, k); {
+	case errors.Is(err, store.ErrKeyExists):
+		return errors.New("that key is already yours")
+	case err != nil:
+		r.log.Error("store: add key", "user", m.name, "err", err)
+		return ErrUnavailable
+	}
+	r.log.Info("key added", "user", m.name, "key", k.Fingerprint)
+	m.reply(kindInfo, "added "+k.Type+" "+k.Fingerprint)
+	return nil
+}
+
+func (m *Member) cmdTimestamps(args string) Action {
+	switch asciiLower(strings.TrimSpace(args)) {
+	case "on":
+		m.showTime.Store(true)
+		m.reply(kindInfo, "timestamps on")
+	case "off":
+		m.showTime.Store(false)
+		m.reply(kindInfo, "timestamps off")
+	default:
+		m.reply(kindError, "usage: /timestamps on|off")
+	}
 	return Continue
 }
 
@@ -192,8 +350,18 @@ func (r *Room) Exec(args []string, stdout io.Writer) error {
 			fmt.Fprintln(stdout, name)
 		}
 		return nil
+	case "history":
+		arg := ""
+		if len(args) > 1 {
+			arg = args[1]
+		}
+		n, err := parseCount(arg, 20)
+		if err != nil {
+			return fmt.Errorf("usage: history [N]: %w", err)
+		}
+		return r.writeHistory(stdout, n)
 	case "help":
-		fmt.Fprintln(stdout, "commands: who (list who is online, one name per line), help")
+		fmt.Fprintln(stdout, "commands: who (who is online, one name per line), history [N] (the last N messages), help")
 		fmt.Fprintln(stdout, "without a command you join the chat")
 		return nil
 	}

@@ -68,7 +68,10 @@ type Member struct {
 	out    Output
 	opts   JoinOptions
 	format Format
-	index  int // position in room.members, -1 once removed; guarded by room.mu
+	index  int     // position in room.members, -1 once removed; guarded by room.mu
+	person *person // who this session belongs to; set once by Join
+
+	showTime atomic.Bool // lines start with HH:MM (/timestamps)
 
 	mu        sync.Mutex
 	queue     []*event // the outbox
@@ -86,7 +89,7 @@ type Member struct {
 }
 
 func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
-	return &Member{
+	m := &Member{
 		room:    r,
 		name:    name,
 		key:     foldName(name),
@@ -97,6 +100,8 @@ func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
 		drained: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	m.showTime.Store(opts.Format == ANSI) // terminals show times; plain lines stay plain
+	return m
 }
 
 // Name is the member's name as they chose it.
@@ -136,7 +141,7 @@ func (m *Member) Leave(reason Reason) {
 
 // reply queues a line for this member alone.
 func (m *Member) reply(k kind, text string) {
-	m.deliver(newEvent(k, m.room.cfg.Now(), m.name, "", text))
+	m.deliver(newEvent(k, m.room.now(), m.name, "", text))
 }
 
 // deliver queues ev for this member, disconnecting it if its outbox overflows.

@@ -33,15 +33,23 @@ const (
 // event is one line on its way to members. It is immutable once built, so one event, and the
 // bytes rendered for it, are shared by every member that receives it.
 type event struct {
-	kind  kind
-	at    time.Time
-	from  string // the sending member's name (messages, actions, DMs)
-	peer  string // the other side of a DM
-	text  string // sanitised; info text may hold several lines
-	plain []byte
-	ansi  []byte
-	lower string // lower-cased text, for mention matching
+	kind    kind
+	at      time.Time // in the room's time zone
+	from    string    // the sending member's name (messages, actions, DMs)
+	peer    string    // the other side of a DM
+	text    string    // sanitised; info text may hold several lines
+	earlier bool      // replayed history: dated and dimmed
+	plain   []byte    // with a timestamp prefix of plainStampLen bytes (none when earlier)
+	ansi    []byte    // with a timestamp prefix of ansiStampLen bytes (none when earlier)
+	lower   string    // lower-cased text, for mention matching
 }
+
+// Every live line starts with its time, HH:MM, which a member can switch off: the prefix has a
+// fixed length, so the line without it is a slice of the same bytes.
+const (
+	plainStampLen = len("15:04 ")
+	ansiStampLen  = len(sgrDim + "15:04" + sgrReset + " ")
+)
 
 func newEvent(k kind, at time.Time, from, peer, text string) *event {
 	ev := &event{kind: k, at: at, from: from, peer: peer, text: text}
@@ -53,15 +61,38 @@ func newEvent(k kind, at time.Time, from, peer, text string) *event {
 	return ev
 }
 
+// earlierEvent is ev replayed as history: marked, dated when it is not from today, and dimmed.
+func earlierEvent(ev *event, now time.Time) *event {
+	h := &event{kind: ev.kind, at: ev.at, from: ev.from, peer: ev.peer, text: ev.text, earlier: true}
+	body := h.render(Plain, "")
+	layout := "15:04"
+	if y, m, d := ev.at.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
+		layout = "Jan 2 15:04"
+		if y != now.Year() {
+			layout = "2006-01-02 15:04"
+		}
+	}
+	// Plain: a fixed, parseable stamp; scripts can tell history from live lines by "[history".
+	h.plain = append(ev.at.AppendFormat([]byte("[history "), "2006-01-02 15:04"), "] "...)
+	h.plain = append(h.plain, body...)
+	h.ansi = append(append([]byte(sgrDim), ev.at.AppendFormat(nil, layout)...), ' ')
+	h.ansi = append(append(h.ansi, body[:len(body)-1]...), sgrReset+"\n"...)
+	return h
+}
+
 // appendTo appends the event as the member m should see it.
 func (ev *event) appendTo(b []byte, m *Member) []byte {
-	if m.format == Plain {
-		return append(b, ev.plain...)
+	line, stamp := ev.plain, plainStampLen
+	if m.format == ANSI {
+		line, stamp = ev.ansi, ansiStampLen
+		if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
+			line = ev.render(ANSI, m.name)
+		}
 	}
-	if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
-		return append(b, ev.render(ANSI, m.name)...)
+	if !ev.earlier && !m.showTime.Load() {
+		line = line[stamp:]
 	}
-	return append(b, ev.ansi...)
+	return append(b, line...)
 }
 
 // ANSI styling. Only the server's own constants ever reach a terminal as escape codes: user text
@@ -79,17 +110,18 @@ const (
 // render draws the event in format f. highlight, when set, is the name of the member the line
 // mentions: it is highlighted and rings that member's bell.
 func (ev *event) render(f Format, highlight string) []byte {
-	var b []byte
-	if f == ANSI {
-		b = make([]byte, 0, len(ev.text)+64)
-		if highlight != "" || ev.kind == kindDMIn {
-			b = append(b, bell...)
+	b := make([]byte, 0, len(ev.text)+len(ev.from)+64)
+	if !ev.earlier {
+		if f == ANSI {
+			b = append(b, sgrDim...)
+			b = ev.at.AppendFormat(b, "15:04")
+			b = append(b, sgrReset+" "...)
+		} else {
+			b = ev.at.AppendFormat(b, "15:04 ")
 		}
-		b = append(b, sgrDim...)
-		b = ev.at.AppendFormat(b, "15:04")
-		b = append(b, sgrReset+" "...)
-	} else {
-		b = make([]byte, 0, len(ev.text)+len(ev.from)+4)
+	}
+	if f == ANSI && (highlight != "" || ev.kind == kindDMIn) {
+		b = append(b, bell...)
 	}
 	switch ev.kind {
 	case kindMessage:

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+
+	"chatd/room/store"
 )
 
 // ErrClosed is returned by Join once the room is shutting down.
@@ -34,7 +36,20 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
+	// Location is the time zone of every timestamp shown. Default time.Local.
+	Location *time.Location
+	// Store keeps name pins, history and queued private messages. Nil: history in memory only.
+	Store Store
+	// HistoryOnJoin is how many earlier messages a joining member is shown. Default 20; negative
+	// for none. At most HistorySize.
+	HistoryOnJoin int
+	// ParseKey reads an authorized_keys line for /keys add; nil disables /keys add. The room knows
+	// no SSH: the SSH layer provides it.
+	ParseKey func(line string) (store.Key, error)
 }
+
+// HistorySize is how many public messages the room keeps at hand for joins and /history.
+const HistorySize = 1000
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
@@ -45,6 +60,8 @@ func DefaultConfig() Config {
 		WriteTimeout:    10 * time.Second,
 		DrainTimeout:    2 * time.Second,
 		Now:             time.Now,
+		Location:        time.Local,
+		HistoryOnJoin:   20,
 	}
 }
 
@@ -69,6 +86,15 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = d.Now
 	}
+	if c.Location == nil {
+		c.Location = d.Location
+	}
+	switch {
+	case c.HistoryOnJoin == 0:
+		c.HistoryOnJoin = d.HistoryOnJoin
+	case c.HistoryOnJoin < 0:
+		c.HistoryOnJoin = 0
+	}
 	return c
 }
 
@@ -83,6 +109,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("write timeout must be at least 100ms, got %s", c.WriteTimeout)
 	case c.DrainTimeout <= 0:
 		return fmt.Errorf("drain timeout must be positive, got %s", c.DrainTimeout)
+	case c.HistoryOnJoin > HistorySize:
+		return fmt.Errorf("history on join must be at most %d, got %d", HistorySize, c.HistoryOnJoin)
 	}
 	return nil
 }
@@ -101,8 +129,9 @@ type Room struct {
 	help     string
 
 	mu      sync.Mutex
-	members []*Member          // in join order; a member knows its index
-	byName  map[string]*Member // by folded name
+	members []*Member          // every session; a member knows its index (order changes on leave)
+	people  map[string]*person // who is online, by folded name
+	history history            // the last HistorySize public messages, in the room's order
 	closed  bool
 
 	buffers  sync.Pool      // render buffers, shared so that idle members hold none
@@ -125,11 +154,24 @@ func New(cfg Config, logger *log.Logger) (*Room, error) {
 	r := &Room{
 		cfg:    cfg,
 		log:    logger,
-		byName: make(map[string]*Member),
+		people: make(map[string]*person),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	r.commands, r.help = newCommands()
+	if cfg.Store != nil {
+		recent, err := cfg.Store.Recent(HistorySize)
+		if err != nil {
+			return nil, fmt.Errorf("room history: %w", err)
+		}
+		for _, m := range recent {
+			k := kindMessage
+			if m.Kind == store.KindAction {
+				k = kindAction
+			}
+			r.history.add(newEvent(k, m.At.In(cfg.Location), m.From, "", m.Text))
+		}
+	}
+	r.commands, r.help = newCommands(cfg)
 	r.janitor.Add(1)
 	go r.watchWrites()
 	return r, nil
@@ -140,51 +182,86 @@ func (r *Room) Config() Config { return r.cfg }
 
 // JoinOptions describe a member's connection.
 type JoinOptions struct {
-	Format    Format // how its terminal wants lines
-	Echo      bool   // whether it gets its own messages back (interactive terminals do)
-	Transport string // "ssh", "tcp": for logs
-	Remote    string // remote address: for logs
+	Format    Format     // how its terminal wants lines
+	Echo      bool       // whether it gets its own messages back (interactive terminals do)
+	Transport string     // "ssh", "tcp": for logs and /whois
+	Remote    string     // remote address: for logs
+	Key       *store.Key // the key the session proved it holds; nil for keyless logins
 }
 
-// Join admits name into the room, writing to out. The name must be valid and not in use by anyone
-// online (compared case-insensitively); the error is then a *NameError fit to show the user.
-// The new member's welcome line and everyone's join notice are queued before Join returns, so the
-// join notice always precedes anything the member says.
+// Join admits name into the room, writing to out. The name must be valid, not registered to
+// another key, and not in use by anyone online (compared case-insensitively), unless this is
+// another session of the same registered person; the error is then a *NameError fit to show the
+// user. The welcome, the history and everyone's join notice are queued before Join returns, so
+// the join notice always precedes anything the member says.
 func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	m := newMember(r, name, out, opts)
-	now := r.cfg.Now()
+	display, registered, err := r.identify(name, opts.Key)
+	if err != nil {
+		return nil, err
+	}
+	m := newMember(r, display, out, opts)
+	now := r.now()
 
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if _, taken := r.byName[m.key]; taken {
+	p := r.people[m.key]
+	first := p == nil
+	if !first && !(registered && p.registered) {
 		r.mu.Unlock()
 		return nil, takenError(name)
 	}
+	if first {
+		p = &person{name: display, key: m.key, registered: registered, since: now}
+		r.people[m.key] = p
+	}
+	p.members = append(p.members, m)
+	m.person = p
 	m.index = len(r.members)
 	r.members = append(r.members, m)
-	r.byName[m.key] = m
-	online := len(r.members)
-	m.enqueue(newEvent(kindInfo, now, "", "", fmt.Sprintf("welcome to %s, %s! /help lists the commands; bye leaves.", r.cfg.Name, name)))
-	slow := r.broadcastLocked(newEvent(kindNotice, now, "", "", name+" joined ("+strconv.Itoa(online)+" online)"), nil)
+	online, sessions := len(r.people), len(p.members)
+
+	welcome := fmt.Sprintf("welcome to %s, %s! /help lists the commands; bye leaves.", r.cfg.Name, display)
+	if !first {
+		welcome = fmt.Sprintf("welcome back, %s: this is your session #%d; every session gets every line.", display, sessions)
+	}
+	m.enqueue(newEvent(kindInfo, now, "", "", welcome))
+	r.replayLocked(m, r.cfg.HistoryOnJoin, now)
+	var slow []*Member
+	if first {
+		slow = r.broadcastLocked(newEvent(kindNotice, now, "", "", display+" joined ("+strconv.Itoa(online)+" online)"), nil)
+	}
 	r.mu.Unlock()
 
-	r.log.Info("join", "user", name, "transport", opts.Transport, "remote", opts.Remote, "online", online)
+	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "sessions", sessions, "online", online)
 	r.dropSlow(slow)
+	if first && registered {
+		r.deliverQueued(m)
+	}
 	return m, nil
 }
+
+func fingerprintOf(k *store.Key) string {
+	if k == nil {
+		return "none"
+	}
+	return k.Fingerprint
+}
+
+// now is the room's clock in its time zone.
+func (r *Room) now() time.Time { return r.cfg.Now().In(r.cfg.Location) }
 
 // Names returns the names of everyone online, sorted case-insensitively.
 func (r *Room) Names() []string {
 	r.mu.Lock()
-	names := make([]string, len(r.members))
-	for i, m := range r.members {
-		names[i] = m.name
+	names := make([]string, 0, len(r.people))
+	for _, p := range r.people {
+		names = append(names, p.name)
 	}
 	r.mu.Unlock()
 	slices.SortFunc(names, func(a, b string) int {
@@ -193,11 +270,11 @@ func (r *Room) Names() []string {
 	return names
 }
 
-// Online returns how many members are in the room.
+// Online returns how many people are in the room (a person may have several sessions).
 func (r *Room) Online() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.members)
+	return len(r.people)
 }
 
 // broadcast queues ev for every member except one (nil for none) and drops whoever overflows.
@@ -226,8 +303,8 @@ func (r *Room) dropSlow(slow []*Member) {
 	}
 }
 
-// remove takes m out of the room and tells everyone left, unless the room is shutting down.
-// It reports false when m had already been removed.
+// remove takes m out of the room, and tells everyone the person left when it was their last
+// session, unless the room is shutting down. It reports false when m had already been removed.
 func (r *Room) remove(m *Member, reason Reason) bool {
 	r.mu.Lock()
 	if m.index < 0 {
@@ -240,24 +317,31 @@ func (r *Room) remove(m *Member, reason Reason) bool {
 	r.members[last] = nil
 	r.members = r.members[:last]
 	m.index = -1
-	delete(r.byName, m.key)
-	var slow []*Member
-	if !r.closed {
-		slow = r.broadcastLocked(newEvent(kindNotice, r.cfg.Now(), "", "", m.name+" left"+reason.noticeSuffix()), nil)
+	p := m.person
+	if i := slices.Index(p.members, m); i >= 0 {
+		p.members = slices.Delete(p.members, i, i+1)
 	}
-	online := len(r.members)
+	gone := len(p.members) == 0
+	var slow []*Member
+	if gone {
+		delete(r.people, p.key)
+		if !r.closed {
+			slow = r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", m.name+" left"+reason.noticeSuffix()), nil)
+		}
+	}
+	online, sessions := len(r.people), len(p.members)
 	r.mu.Unlock()
 
-	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "online", online)
+	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "sessions_left", sessions, "online", online)
 	r.dropSlow(slow)
 	return true
 }
 
-// lookup returns the online member called name (any case), or nil.
-func (r *Room) lookup(name string) *Member {
+// lookup returns who is online as name (any case), or nil.
+func (r *Room) lookup(name string) *person {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.byName[foldName(name)]
+	return r.people[foldName(name)]
 }
 
 // watchWrites disconnects members whose current write has been blocked longer than WriteTimeout:
@@ -310,7 +394,7 @@ func (r *Room) shutdownOnce(ctx context.Context) error {
 	close(r.stop)
 	r.janitor.Wait()
 
-	bye := newEvent(kindNotice, r.cfg.Now(), "", "", "server is shutting down, goodbye")
+	bye := newEvent(kindNotice, r.now(), "", "", "server is shutting down, goodbye")
 	for _, m := range members {
 		m.enqueue(bye)
 		m.closeOutbox(ReasonShutdown)

@@ -18,6 +18,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"chatd/room"
+	"chatd/room/store"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -25,6 +26,7 @@ var ErrServerClosed = errors.New("sshd: server closed")
 
 // Room is what the SSH server needs of the chat room.
 type Room interface {
+	Authorize(name string, key store.Key) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Exec(args []string, stdout io.Writer) error
 	Config() room.Config
@@ -77,8 +79,10 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 		wish.WithAddress(cfg.Addr),
 		wish.WithVersion(cfg.Version),
 		s.withHostKeys(),
-		// Any key is accepted for now: names are first come, first served. Keyboard-interactive
-		// with no questions lets people without a key in; OpenSSH tries keys first.
+		s.withKeyPinning(),
+		// Any key may try: the name is checked against the key the client proves it holds, in
+		// withKeyPinning. Keyboard-interactive with no questions lets people without a key in
+		// (to unregistered names only); OpenSSH tries keys first.
 		wish.WithPublicKeyAuth(func(ssh.Context, ssh.PublicKey) bool { return true }),
 		wish.WithKeyboardInteractiveAuth(func(ssh.Context, gossh.KeyboardInteractiveChallenge) bool { return true }),
 		// The last middleware runs first: recover wraps everything, then logging, then the chat.
@@ -97,6 +101,26 @@ func (s *Server) withHostKeys() ssh.Option {
 	return func(srv *ssh.Server) error {
 		for _, k := range s.cfg.HostSigners {
 			srv.AddHostKey(k)
+		}
+		return nil
+	}
+}
+
+// withKeyPinning refuses a key that does not own the name it logs in with, and lets the first key
+// that logs in with a free name claim it. It runs once the client has proved it holds the key
+// (not for every key it merely offers), and its refusal reaches the user as a banner.
+func (s *Server) withKeyPinning() ssh.Option {
+	return func(srv *ssh.Server) error {
+		srv.ServerConfigCallback = func(ssh.Context) *gossh.ServerConfig {
+			return &gossh.ServerConfig{
+				VerifiedPublicKeyCallback: func(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+					if err := s.room.Authorize(conn.User(), StoreKey(key)); err != nil {
+						s.log.Info("auth refused", "user", cleanUser(conn.User()), "remote", conn.RemoteAddr().String(), "key", gossh.FingerprintSHA256(key), "reason", err.Error())
+						return nil, &gossh.BannerError{Err: err, Message: "chatd: " + err.Error() + "\r\n"}
+					}
+					return perms, nil
+				},
+			}
 		}
 		return nil
 	}

@@ -48,6 +48,10 @@ func (s *Server) exec(sess ssh.Session, args []string) {
 func (s *Server) join(sess ssh.Session, out room.Output, opts room.JoinOptions) *room.Member {
 	opts.Transport = "ssh"
 	opts.Remote = sess.RemoteAddr().String()
+	if pk := sess.PublicKey(); pk != nil {
+		k := StoreKey(pk)
+		opts.Key = &k
+	}
 	m, err := s.room.Join(sess.User(), out, opts)
 	if err == nil {
 		return m

@@ -20,6 +20,7 @@ type config struct {
 	MaxConns  int
 	DataDir   string
 	HostKeys  []string
+	History   int
 	LogLevel  string
 	LogFormat string
 
@@ -32,6 +33,7 @@ func defaultConfig() config {
 		TCPAddr:   ":2323",
 		MaxConns:  10000,
 		DataDir:   "./data",
+		History:   20,
 		LogLevel:  "info",
 		LogFormat: "text",
 	}
@@ -48,7 +50,8 @@ func (c *config) options() []option {
 		{"ssh-addr", "CHAT_SSH_ADDR", "ADDR", "SSH listen address", (*stringValue)(&c.SSHAddr)},
 		{"tcp-addr", "CHAT_TCP_ADDR", "ADDR", "TCP line-protocol listen address; empty disables TCP", (*stringValue)(&c.TCPAddr)},
 		{"max-conns", "CHAT_MAX_CONNS", "N", "most TCP connections open at once, 0 for no limit", (*intValue)(&c.MaxConns)},
-		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and data (created if missing)", (*stringValue)(&c.DataDir)},
+		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and the database, chat.db (created if missing)", (*stringValue)(&c.DataDir)},
+		{"history", "CHAT_HISTORY", "N", "earlier messages shown to someone joining, 0 for none (at most 1000)", (*intValue)(&c.History)},
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"log-format", "CHAT_LOG_FORMAT", "FORMAT", "text or json", (*stringValue)(&c.LogFormat)},
@@ -108,6 +111,9 @@ func (c *config) validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
+	}
+	if c.History < 0 || c.History > 1000 {
+		return fmt.Errorf("--history %d: want 0 to 1000", c.History)
 	}
 	lvl, err := log.ParseLevel(c.LogLevel)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"chatd/hostkeys"
 	"chatd/room"
+	"chatd/room/store"
 	"chatd/sshd"
 	"chatd/tcp"
 )
@@ -68,7 +69,23 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return err
 	}
-	rm, err := room.New(room.Config{}, logger.WithPrefix("room"))
+	stCfg := store.DefaultConfig()
+	stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
+	st, err := store.Open(stCfg, logger.WithPrefix("store"))
+	if err != nil {
+		return err
+	}
+	// Closed last: everything said until the room shut down is written before the process exits.
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Error("store close", "err", err)
+		}
+	}()
+	history := cfg.History
+	if history == 0 {
+		history = -1 // none
+	}
+	rm, err := room.New(room.Config{Store: st, HistoryOnJoin: history, ParseKey: sshd.ParseAuthorizedKey}, logger.WithPrefix("room"))
 	if err != nil {
 		return err
 	}

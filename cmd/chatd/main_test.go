@@ -410,3 +410,88 @@ func TestHostKeys(t *testing.T) {
 		t.Errorf("chatd with a 0644 host key: %v\n%s", err, out)
 	}
 }
+
+// sshAs runs the real ssh client against srv as user with key, and returns its output.
+func sshAs(t *testing.T, srv *chatd, key, user string, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command("ssh", opensshArgs(srv.sshPort(), key, "", append([]string{user + "@127.0.0.1"}, args...)...)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestRestartKeepsNamesHistoryAndQueuedMessages restarts the server on the same data directory.
+func TestRestartKeepsNamesHistoryAndQueuedMessages(t *testing.T) {
+	dataDir := t.TempDir()
+	aliceKey, bobKey := clientKey(t), clientKey(t)
+	srv := startChatd(t, "--data-dir", dataDir)
+
+	// bob registers his name, then leaves.
+	if out, err := sshAs(t, srv, bobKey, "bob", "who"); err != nil {
+		t.Fatalf("bob: %v\n%s", err, out)
+	}
+	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), aliceKey, "", "-T", "alice@127.0.0.1")...)
+	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.send(t, "remember me")
+	alice.send(t, "/msg bob see you after the restart")
+	alice.stdout.WaitLine(t, "* bob is offline: they get your message when they next log in")
+	srv.stop(t)
+	alice.wait(t)
+
+	srv = startChatd(t, "--data-dir", dataDir)
+	out, err := sshAs(t, srv, aliceKey, "alice", "history")
+	if err != nil || !strings.Contains(out, "] alice: remember me") {
+		t.Errorf("history after restart: %v\n%s", err, out)
+	}
+	if out, err := sshAs(t, srv, bobKey, "alice", "who"); err == nil {
+		t.Errorf("bob's key logged in as alice after a restart:\n%s", out)
+	}
+	bob := startProc(t, "ssh", opensshArgs(srv.sshPort(), bobKey, "", "-T", "bob@127.0.0.1")...)
+	bob.stdout.WaitContains(t, "[dm from alice] (sent ")
+	bob.stdout.WaitContains(t, ") see you after the restart")
+	bob.stdout.WaitLine(t, "[history "+historyStamp(t, bob.stdout.Text())+"] alice: remember me")
+	bob.stdin.Close()
+	bob.wait(t)
+}
+
+// historyStamp finds the timestamp of the first history line, which depends on the clock.
+func historyStamp(t *testing.T, text string) string {
+	t.Helper()
+	i := strings.Index(text, "[history ")
+	if i < 0 {
+		t.Fatalf("no history in:\n%s", text)
+	}
+	rest := text[i+len("[history "):]
+	return rest[:strings.Index(rest, "]")]
+}
+
+// TestKillKeepsWhatWasSaid: SIGKILL a second after a burst; every line is in the history.
+func TestKillKeepsWhatWasSaid(t *testing.T) {
+	dataDir := t.TempDir()
+	key := clientKey(t)
+	srv := startChatd(t, "--data-dir", dataDir)
+	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
+	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	watcher := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "watcher@127.0.0.1")...)
+	watcher.stdout.WaitLine(t, "* watcher joined (2 online)")
+	const burst = 300
+	for i := range burst {
+		alice.send(t, fmt.Sprintf("burst %03d", i))
+	}
+	watcher.stdout.WaitLine(t, fmt.Sprintf("alice: burst %03d", burst-1)) // all broadcast
+	// The promise is about time: nothing broadcast more than 1 s before a kill may be lost.
+	time.Sleep(time.Second)
+	if err := srv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-srv.exited
+
+	srv = startChatd(t, "--data-dir", dataDir)
+	out, err := sshAs(t, srv, key, "alice", "history", "1000")
+	if err != nil {
+		t.Fatalf("history: %v\n%s", err, out)
+	}
+	for i := range burst {
+		if !strings.Contains(out, fmt.Sprintf("] alice: burst %03d\n", i)) {
+			t.Fatalf("line %d is missing after SIGKILL", i)
+		}
+	}
+}

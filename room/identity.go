@@ -1,0 +1,151 @@
+package room
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"chatd/room/store"
+)
+
+// Store keeps what the room needs beyond the life of the process: which keys own which names,
+// the history, and private messages for people who are offline. Package room/store implements it
+// with SQLite; a nil Store keeps history in memory and pins no names.
+type Store interface {
+	Identity(name string) (store.Identity, bool, error)
+	Claim(name string, k store.Key) (store.Identity, bool, error)
+	AddKey(name string, k store.Key) error
+	RemoveKey(name, fingerprint string) error
+	Append(m store.Message)
+	Recent(n int) ([]store.Message, error)
+	QueueDM(dm store.DM) (store.DM, error)
+	TakeDMs(name string) ([]store.DM, error)
+}
+
+// ErrRegistered is wrapped by the *NameError for a name that belongs to someone else's key.
+var ErrRegistered = errors.New("name is registered")
+
+// ErrUnavailable is returned when the store cannot answer; the user should try again.
+var ErrUnavailable = errors.New("the server cannot check names right now; try again in a moment")
+
+// person is someone in the room: one name, one or more sessions (members). A person who logged
+// in with a registered key may be online from several terminals at once.
+type person struct {
+	name       string // display form
+	key        string // folded
+	registered bool   // logged in with one of the name's keys
+	since      time.Time
+	members    []*Member
+}
+
+func registeredError(name, reason string) error {
+	return &NameError{Name: quoteName(name), Reason: reason, Err: ErrRegistered}
+}
+
+// Authorize decides whether a login with key may use name: a registered name only with one of its
+// keys, an unclaimed one with any key, which then claims it (trust on first use). Invalid names
+// are not refused here, so that the session can explain them. The error is fit to show the user.
+func (r *Room) Authorize(name string, key store.Key) error {
+	if r.cfg.Store == nil || ValidateName(name) != nil {
+		return nil
+	}
+	_, err := r.claim(name, key)
+	return err
+}
+
+// claim returns the identity behind name for a login with key, claiming the name if it is free.
+func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
+	if key.Added.IsZero() {
+		key.Added = r.now()
+	}
+	id, claimedNow, err := r.cfg.Store.Claim(name, key)
+	if err != nil {
+		r.log.Error("store: claim", "user", name, "err", err)
+		return id, ErrUnavailable
+	}
+	if claimedNow {
+		r.log.Info("name claimed", "user", id.Name, "key", key.Fingerprint)
+		return id, nil
+	}
+	if !hasKey(id, key.Fingerprint) {
+		return id, registeredError(name, "is registered to another key")
+	}
+	return id, nil
+}
+
+// identify resolves the name a session may join under: its registered display form, whether it
+// is registered to this session's key, or an error for a name that belongs to someone else.
+func (r *Room) identify(name string, key *store.Key) (display string, registered bool, err error) {
+	if r.cfg.Store == nil {
+		return name, false, nil
+	}
+	if key != nil {
+		id, err := r.claim(name, *key)
+		if err != nil {
+			return name, false, err
+		}
+		return id.Name, true, nil
+	}
+	id, ok, err := r.cfg.Store.Identity(name)
+	if err != nil {
+		r.log.Error("store: identity", "user", name, "err", err)
+		return name, false, ErrUnavailable
+	}
+	if ok {
+		return name, false, registeredError(id.Name, "is registered to a key: log in over SSH with one of its keys")
+	}
+	return name, false, nil
+}
+
+func hasKey(id store.Identity, fingerprint string) bool {
+	return slices.ContainsFunc(id.Keys, func(k store.Key) bool { return k.Fingerprint == fingerprint })
+}
+
+// whois describes name for /whois: online sessions, or when it was last registered.
+func (r *Room) whois(name string) (string, error) {
+	key := foldName(name)
+	r.mu.Lock()
+	p := r.people[key]
+	var lines []string
+	if p != nil {
+		transports := make([]string, len(p.members))
+		for i, m := range p.members {
+			transports[i] = m.opts.Transport
+		}
+		sessions := "1 session"
+		if len(p.members) > 1 {
+			sessions = fmt.Sprintf("%d sessions", len(p.members))
+		}
+		lines = append(lines, fmt.Sprintf("%s: online since %s (%s: %s)", p.name, r.stamp(p.since), sessions, strings.Join(transports, ", ")))
+		name = p.name
+	}
+	r.mu.Unlock()
+
+	if r.cfg.Store != nil {
+		id, ok, err := r.cfg.Store.Identity(name)
+		if err != nil {
+			r.log.Error("store: identity", "user", name, "err", err)
+			return "", ErrUnavailable
+		}
+		if ok {
+			if p == nil {
+				lines = append(lines, id.Name+": offline")
+			}
+			lines = append(lines, fmt.Sprintf("registered %s, keys:", r.stamp(id.Created)))
+			for _, k := range id.Keys {
+				lines = append(lines, "  "+k.Type+" "+k.Fingerprint)
+			}
+		} else if p != nil {
+			lines = append(lines, "not registered: logged in without a key")
+		}
+	}
+	if len(lines) == 0 {
+		return "", fmt.Errorf("%s is not online and not registered", quoteName(name))
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// stamp is a date and time as the room shows them, in its time zone.
+func (r *Room) stamp(t time.Time) string { return t.In(r.cfg.Location).Format("2006-01-02 15:04") }

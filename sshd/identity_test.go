@@ -1,0 +1,139 @@
+package sshd
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"chatd/room"
+	"chatd/room/store"
+)
+
+func storedServer(t *testing.T) *testServer {
+	t.Helper()
+	cfg := store.DefaultConfig()
+	cfg.Path = filepath.Join(t.TempDir(), "chat.db")
+	st, err := store.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return startServer(t, room.Config{Store: st, ParseKey: ParseAuthorizedKey})
+}
+
+// dialKey connects as user with signer and returns what the server said in banners.
+func (ts *testServer) dialKey(t *testing.T, user string, signer gossh.Signer) (*gossh.Client, string, error) {
+	t.Helper()
+	var mu sync.Mutex
+	var banners strings.Builder
+	c, err := gossh.Dial("tcp", ts.addr, &gossh.ClientConfig{
+		User:            user,
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
+		HostKeyCallback: gossh.FixedHostKey(ts.hostKey),
+		BannerCallback: func(msg string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			banners.WriteString(msg)
+			return nil
+		},
+		Timeout: hangGuard,
+	})
+	if err == nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return c, banners.String(), err
+}
+
+func TestNamesArePinnedToTheFirstKey(t *testing.T) {
+	ts := storedServer(t)
+	observer := ts.joinAs(t, "observer", false)
+	aliceKey, otherKey := newSigner(t), newSigner(t)
+
+	c, _, err := ts.dialKey(t, "alice", aliceKey)
+	if err != nil {
+		t.Fatalf("the first key is refused: %v", err)
+	}
+	first := open(t, c, false)
+	observer.stdout.WaitLine(t, "* alice joined (2 online)")
+
+	// Another key for alice is refused at authentication, with a message saying why.
+	_, banner, err := ts.dialKey(t, "ALICE", otherKey)
+	if err == nil {
+		t.Fatal("another key logged in as alice")
+	}
+	if want := `chatd: name "ALICE" is registered to another key`; !strings.Contains(banner, want) {
+		t.Errorf("banner %q, want %q", banner, want)
+	}
+
+	// A keyless login cannot use the name either.
+	keyless := open(t, ts.dial(t, "alice", true), false)
+	if got := keyless.exitStatus(t); got != 1 {
+		t.Errorf("keyless alice: exit %d, want 1", got)
+	}
+	keyless.stderr.WaitContains(t, `error: name "alice" is registered to a key: log in over SSH with one of its keys`)
+
+	// A second session with alice's key is alice again: no second join notice.
+	c2, _, err := ts.dialKey(t, "alice", aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := open(t, c2, false)
+	second.stdout.WaitLine(t, "* welcome back, alice: this is your session #2; every session gets every line.")
+	first.send(t, "said once, seen twice")
+	second.stdout.WaitLine(t, "alice: said once, seen twice")
+	observer.stdout.WaitLine(t, "alice: said once, seen twice")
+	first.stdin.Close()
+	second.send(t, "still here")
+	observer.stdout.WaitLine(t, "alice: still here")
+	second.stdin.Close()
+	observer.stdout.WaitLine(t, "* alice left")
+	if n := strings.Count(observer.stdout.Text(), "* alice joined"); n != 1 {
+		t.Errorf("%d join notices for two sessions, want 1", n)
+	}
+	if n := strings.Count(observer.stdout.Text(), "* alice left"); n != 1 {
+		t.Errorf("%d leave notices for two sessions, want 1", n)
+	}
+}
+
+// TestOpenSSHSeesWhyAKeyIsRefused: the real client prints the refusal, then gives up.
+func TestOpenSSHSeesWhyAKeyIsRefused(t *testing.T) {
+	ts := storedServer(t)
+	c, _, err := ts.dialKey(t, "alice", newSigner(t)) // alice is claimed by another key
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	dir := t.TempDir()
+	key := writeKeyFile(t, dir)
+	knownHosts := filepath.Join(dir, "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(ts.addr)}, ts.hostKey)
+	if err := os.WriteFile(knownHosts, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := strings.Cut(ts.addr, ":")
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	// BatchMode: no keyboard-interactive fallback. LogLevel INFO: ssh prints banners.
+	cmd := exec.CommandContext(ctx, "ssh", "-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes",
+		"-o", "UserKnownHostsFile="+knownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+		"-o", "LogLevel=INFO", "alice@"+host, "who")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+		t.Fatalf("ssh: %v, want exit 255\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `chatd: name "alice" is registered to another key`) {
+		t.Errorf("ssh printed %q", out)
+	}
+}
