@@ -36,12 +36,12 @@ func newCommands(cfg Config) (map[string]*command, string) {
 		{name: "help", help: "show this help", run: (*Member).cmdHelp},
 		{name: "who", aliases: []string{"names"}, help: "list who is online", run: (*Member).cmdWho},
 		{name: "me", args: "ACTION", help: "say what you do: /me waves", run: (*Member).cmdMe},
-		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only (kept for them if they are offline)", run: (*Member).cmdMsg},
-		{name: "history", args: "[N]", help: fmt.Sprintf("show the last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
+		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only (kept if NAME is away)", run: (*Member).cmdMsg},
+		{name: "history", args: "[N]", help: fmt.Sprintf("the last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
 		{name: "whois", args: "NAME", help: "who NAME is: sessions, keys", run: (*Member).cmdWhois},
-		{name: "keys", args: "[add|remove ...]", help: "list your name's keys; /keys add KEY; /keys remove FINGERPRINT", run: (*Member).cmdKeys},
-		{name: "timestamps", args: "on|off", help: "show or hide the time at the start of each line", run: (*Member).cmdTimestamps},
-		{name: "quit", aliases: []string{"exit"}, help: `leave (a line that is just "bye" does too)`, run: (*Member).cmdQuit},
+		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add or remove one", run: (*Member).cmdKeys},
+		{name: "timestamps", args: "on|off", help: "show or hide the time of each line", run: (*Member).cmdTimestamps},
+		{name: "quit", aliases: []string{"exit"}, help: `leave (so does a line that is just "bye")`, run: (*Member).cmdQuit},
 	}
 	byName := make(map[string]*command)
 	var help strings.Builder
