@@ -495,3 +495,21 @@ func TestKillKeepsWhatWasSaid(t *testing.T) {
 		}
 	}
 }
+
+// TestCorruptDatabaseStopsTheServer: a damaged chat.db is refused, named, and left as it was.
+func TestCorruptDatabaseStopsTheServer(t *testing.T) {
+	dataDir := t.TempDir()
+	db := filepath.Join(dataDir, "chat.db")
+	garbage := bytes.Repeat([]byte("not a database\n"), 100)
+	if err := os.WriteFile(db, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(chatdBin, "--ssh-addr", "127.0.0.1:0", "--tcp-addr", "", "--data-dir", dataDir)
+	out, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), db) {
+		t.Errorf("chatd on a corrupt database: exit %d\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+	if got, _ := os.ReadFile(db); !bytes.Equal(got, garbage) {
+		t.Error("the corrupt database was modified")
+	}
+}
