@@ -27,11 +27,13 @@ type command struct {
 	aliases []string
 	args    string // synopsis of the arguments, for /help
 	help    string
+	op      bool // listed for operators only
 	run     func(m *Member, args string) Action
 }
 
-// newCommands builds the command table, indexed by name and alias, and the /help text.
-func newCommands(cfg Config) (map[string]*command, string) {
+// newCommands builds the command table, indexed by name and alias, the /help text, and what
+// /help adds for operators.
+func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 	list := []*command{
 		{name: "help", help: "show this help", run: (*Member).cmdHelp},
 		{name: "who", aliases: []string{"names"}, help: "list who is online", run: (*Member).cmdWho},
@@ -41,11 +43,21 @@ func newCommands(cfg Config) (map[string]*command, string) {
 		{name: "whois", args: "NAME", help: "who NAME is: sessions, keys", run: (*Member).cmdWhois},
 		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add or remove one", run: (*Member).cmdKeys},
 		{name: "timestamps", args: "on|off", help: "show or hide the time of each line", run: (*Member).cmdTimestamps},
+		{name: "ignore", args: "[NAME]", help: "hide what NAME says from you; alone: who you ignore", run: (*Member).cmdIgnore},
+		{name: "unignore", args: "NAME", help: "see what NAME says again", run: (*Member).cmdUnignore},
+		{name: "motd", help: "show the message of the day", run: (*Member).cmdMotd},
+		{name: "kick", args: "NAME [reason]", help: "disconnect NAME", op: true, run: (*Member).cmdKick},
+		{name: "ban", args: "WHO [TIME] [reason]", help: "keep out a NAME, a key (SHA256:...) or an address (1.2.3.4, 10.0.0.0/8) for TIME (10m, 2h, 7d; default for ever)", op: true, run: (*Member).cmdBan},
+		{name: "unban", args: "ID", help: "lift ban ID", op: true, run: (*Member).cmdUnban},
+		{name: "bans", help: "list the bans", op: true, run: (*Member).cmdBans},
+		{name: "mute", args: "NAME [TIME]", help: "nobody sees what NAME says, for TIME or until /unmute", op: true, run: (*Member).cmdMute},
+		{name: "unmute", args: "NAME", help: "let NAME speak again", op: true, run: (*Member).cmdUnmute},
 		{name: "quit", aliases: []string{"exit"}, help: `leave (so does a line that is just "bye")`, run: (*Member).cmdQuit},
 	}
-	byName := make(map[string]*command)
-	var help strings.Builder
-	help.WriteString("commands:")
+	byName = make(map[string]*command)
+	var h, oh strings.Builder
+	h.WriteString("commands:")
+	oh.WriteString("operator commands:")
 	for _, c := range list {
 		byName[c.name] = c
 		names := "/" + c.name
@@ -56,12 +68,17 @@ func newCommands(cfg Config) (map[string]*command, string) {
 		if c.args != "" {
 			names += " " + c.args
 		}
-		fmt.Fprintf(&help, "\n  %-22s %s", names, c.help)
+		w := &h
+		if c.op {
+			w = &oh
+		}
+		fmt.Fprintf(w, "\n  %-22s %s", names, c.help)
 	}
-	fmt.Fprintf(&help, "\n  %-22s %s", "//text", "send a message that starts with /")
+	fmt.Fprintf(&h, "\n  %-22s %s", "//text", "send a message that starts with /")
 	zone, offset := time.Date(2026, 1, 1, 0, 0, 0, 0, cfg.Location).Zone()
-	fmt.Fprintf(&help, "\ntimes are in the server's time zone, %s (UTC%+03d:%02d)", zone, offset/3600, abs(offset%3600/60))
-	return byName, help.String()
+	fmt.Fprintf(&h, "\ntimes are in the server's time zone, %s (UTC%+03d:%02d)", zone, offset/3600, abs(offset%3600/60))
+	fmt.Fprintf(&oh, "\n  %-22s %s", "/motd TEXT", "set the message of the day (/motd - clears it)")
+	return byName, h.String(), oh.String()
 }
 
 func abs(n int) int { return max(n, -n) }
@@ -74,11 +91,17 @@ func (m *Member) Handle(line string) Action {
 		return Continue
 	}
 	line = strings.TrimSpace(Sanitize(line))
-	switch {
-	case line == "":
+	if line == "" {
 		return Continue
-	case line == "bye":
+	}
+	m.lastInput.Store(m.room.cfg.Now().UnixNano())
+	if line == "bye" || isQuit(line) {
 		return m.cmdQuit("")
+	}
+	if !m.pace(line) {
+		return Continue
+	}
+	switch {
 	case strings.HasPrefix(line, "//"):
 		m.say(kindMessage, line[1:])
 	case line[0] == '/':
@@ -99,7 +122,7 @@ func (m *Member) Handle(line string) Action {
 // back in its place in the room's order; plain clients (bots, scripts) get no echo of their own
 // lines, but a person's other sessions get everything they say.
 func (m *Member) say(k kind, text string) {
-	if !m.checkLength(text) {
+	if !m.checkLength(text) || m.checkMuted() {
 		return
 	}
 	ev := newEvent(k, m.room.now(), m.name, "", text)
@@ -130,7 +153,20 @@ func (m *Member) checkLength(text string) bool {
 
 func (m *Member) cmdHelp(string) Action {
 	m.reply(kindInfo, m.room.help)
+	if m.opts.Operator {
+		m.reply(kindInfo, m.room.opHelp)
+	}
 	return Continue
+}
+
+// isQuit reports the commands that leave: they are never held back by the rate limit.
+func isQuit(line string) bool {
+	name, _ := nameFields(line)
+	switch asciiLower(name) {
+	case "/quit", "/exit":
+		return true
+	}
+	return false
 }
 
 func (m *Member) cmdWho(string) Action {
@@ -154,7 +190,7 @@ func (m *Member) cmdMsg(args string) Action {
 		m.reply(kindError, "usage: /msg NAME TEXT")
 		return Continue
 	}
-	if !m.checkLength(text) {
+	if !m.checkLength(text) || m.checkMuted() {
 		return Continue
 	}
 	r := m.room

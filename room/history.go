@@ -90,6 +90,9 @@ func (r *Room) deliverTo(p *person, ev *event) {
 }
 
 func (r *Room) deliverToLocked(p *person, ev *event) (slow []*Member) {
+	if p.ignores != nil && p.ignoring(ev) {
+		return nil
+	}
 	for _, m := range p.members {
 		if !m.enqueue(ev) {
 			slow = append(slow, m)

@@ -38,6 +38,17 @@ type person struct {
 	registered bool   // logged in with one of the name's keys
 	since      time.Time
 	members    []*Member
+	limit      limiter           // the message rate, shared by every session
+	ignores    map[string]string // folded name -> name of whoever this person ignores; under room.mu
+}
+
+// ignoring reports whether p ignores whoever sent ev. Called with room.mu held.
+func (p *person) ignoring(ev *event) bool {
+	if ev.from == "" {
+		return false
+	}
+	_, ok := p.ignores[foldName(ev.from)]
+	return ok
 }
 
 func registeredError(name, reason string) error {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"chatd/room/store"
 )
 
 // Output is where a member's lines go: the transport's end of the connection.
@@ -27,6 +29,9 @@ const (
 	ReasonStalled                      // one write blocked longer than the write timeout
 	ReasonWriteError                   // the connection failed while writing
 	ReasonShutdown                     // the server is shutting down
+	ReasonKicked                       // an operator kicked them
+	ReasonBanned                       // an operator banned them
+	ReasonIdle                         // they sent nothing for the idle timeout
 )
 
 // String is the reason as logged.
@@ -44,6 +49,12 @@ func (r Reason) String() string {
 		return "write error"
 	case ReasonShutdown:
 		return "shutdown"
+	case ReasonKicked:
+		return "kicked"
+	case ReasonBanned:
+		return "banned"
+	case ReasonIdle:
+		return "idle"
 	}
 	return "unknown"
 }
@@ -53,8 +64,11 @@ func (r Reason) Slow() bool { return r == ReasonSlow || r == ReasonStalled }
 
 // noticeSuffix is what the left notice says about the reason, if anything.
 func (r Reason) noticeSuffix() string {
-	if r.Slow() {
+	switch {
+	case r.Slow():
 		return " (too slow)"
+	case r == ReasonIdle:
+		return " (idle)"
 	}
 	return ""
 }
@@ -71,7 +85,8 @@ type Member struct {
 	index  int     // position in room.members, -1 once removed; guarded by room.mu
 	person *person // who this session belongs to; set once by Join
 
-	showTime atomic.Bool // lines start with HH:MM (/timestamps)
+	showTime  atomic.Bool  // lines start with HH:MM (/timestamps)
+	lastInput atomic.Int64 // UnixNano of the last line from the client, for the idle timeout
 
 	mu        sync.Mutex
 	queue     []*event // the outbox
@@ -83,6 +98,9 @@ type Member struct {
 	drained   chan struct{} // closed once the outbox is closed, empty and no write is running
 
 	writeStarted atomic.Int64 // UnixNano when the current write began, 0 when none
+
+	pendingBan []store.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
+	pendingAt  time.Time
 
 	finishOnce sync.Once
 	done       chan struct{}
@@ -101,6 +119,7 @@ func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
 		done:    make(chan struct{}),
 	}
 	m.showTime.Store(opts.Format == ANSI) // terminals show times; plain lines stay plain
+	m.lastInput.Store(r.cfg.Now().UnixNano())
 	return m
 }
 
@@ -253,6 +272,22 @@ func (m *Member) kill(reason Reason) {
 
 	m.room.remove(m, reason)
 	m.finish(true)
+}
+
+// closeWhenDrained closes the connection once the lines queued for the member are written, or
+// after the drain timeout: for members the room sends away (kicked, banned, idle).
+func (m *Member) closeWhenDrained() {
+	m.room.flushers.Add(1)
+	go func() {
+		defer m.room.flushers.Done()
+		t := time.NewTimer(m.room.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-m.drained:
+		case <-t.C:
+		}
+		m.finish(true)
+	}()
 }
 
 // finish marks the member done, closing its connection when the room ends it.

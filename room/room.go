@@ -46,6 +46,14 @@ type Config struct {
 	// ParseKey reads an authorized_keys line for /keys add; nil disables /keys add. The room knows
 	// no SSH: the SSH layer provides it.
 	ParseKey func(line string) (store.Key, error)
+	// MsgRate is how many lines a second a person may send, MsgBurst how many at once; lines over
+	// the rate are delayed. 0 disables the limit (unlike the other fields, 0 is not a default).
+	MsgRate  float64
+	MsgBurst int // default 10 when MsgRate is set
+	// IdleTimeout disconnects a session that sends nothing for this long; 0 never does.
+	IdleTimeout time.Duration
+	// Motd is the message of the day shown on joining, until an operator sets another (/motd).
+	Motd string
 }
 
 // HistorySize is how many public messages the room keeps at hand for joins and /history.
@@ -89,6 +97,9 @@ func (c Config) withDefaults() Config {
 	if c.Location == nil {
 		c.Location = d.Location
 	}
+	if c.MsgRate > 0 && c.MsgBurst == 0 {
+		c.MsgBurst = 10
+	}
 	switch {
 	case c.HistoryOnJoin == 0:
 		c.HistoryOnJoin = d.HistoryOnJoin
@@ -111,6 +122,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("drain timeout must be positive, got %s", c.DrainTimeout)
 	case c.HistoryOnJoin > HistorySize:
 		return fmt.Errorf("history on join must be at most %d, got %d", HistorySize, c.HistoryOnJoin)
+	case c.MsgRate < 0 || c.MsgBurst < 0:
+		return fmt.Errorf("message rate and burst must be 0 (off) or more")
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("idle timeout must be 0 (off) or more, got %s", c.IdleTimeout)
 	}
 	return nil
 }
@@ -126,13 +141,16 @@ type Room struct {
 	cfg      Config
 	log      *log.Logger
 	commands map[string]*command
-	help     string
+	help     string // /help for everyone
+	opHelp   string // what /help adds for operators
 
 	mu      sync.Mutex
 	members []*Member          // every session; a member knows its index (order changes on leave)
 	people  map[string]*person // who is online, by folded name
 	history history            // the last HistorySize public messages, in the room's order
 	closed  bool
+
+	mod moderation // bans, mutes, the message of the day: under mod.mu
 
 	buffers  sync.Pool      // render buffers, shared so that idle members hold none
 	flushers sync.WaitGroup // every running writer goroutine
@@ -171,7 +189,10 @@ func New(cfg Config, logger *log.Logger) (*Room, error) {
 			r.history.add(newEvent(k, m.At.In(cfg.Location), m.From, "", m.Text))
 		}
 	}
-	r.commands, r.help = newCommands(cfg)
+	if err := r.loadModeration(); err != nil {
+		return nil, fmt.Errorf("room: %w", err)
+	}
+	r.commands, r.help, r.opHelp = newCommands(cfg)
 	r.janitor.Add(1)
 	go r.watchWrites()
 	return r, nil
@@ -187,6 +208,10 @@ type JoinOptions struct {
 	Transport string     // "ssh", "tcp": for logs and /whois
 	Remote    string     // remote address: for logs
 	Key       *store.Key // the key the session proved it holds; nil for keyless logins
+	Operator  bool       // may use the operator commands (/kick, /ban, ...)
+	// OnPause, if set, is called before the room holds back one of the member's lines (to pace
+	// a flood), on the goroutine that called Handle: a transport releases what it holds there.
+	OnPause func()
 }
 
 // Join admits name into the room, writing to out. The name must be valid, not registered to
@@ -196,6 +221,13 @@ type JoinOptions struct {
 // the join notice always precedes anything the member says.
 func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	fingerprint := ""
+	if opts.Key != nil {
+		fingerprint = opts.Key.Fingerprint
+	}
+	if err := r.Banned(remoteIP(opts.Remote), fingerprint, name); err != nil {
 		return nil, err
 	}
 	display, registered, err := r.identify(name, opts.Key)
@@ -231,6 +263,9 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 		welcome = fmt.Sprintf("welcome back, %s: this is your session #%d; every session gets every line.", display, sessions)
 	}
 	m.enqueue(newEvent(kindInfo, now, "", "", welcome))
+	if motd := r.motd(); motd != "" && first {
+		m.enqueue(newEvent(kindInfo, now, "", "", motd))
+	}
 	r.replayLocked(m, r.cfg.HistoryOnJoin, now)
 	var slow []*Member
 	if first {
@@ -238,7 +273,7 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 	}
 	r.mu.Unlock()
 
-	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "sessions", sessions, "online", online)
+	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online)
 	r.dropSlow(slow)
 	if first && registered {
 		r.deliverQueued(m)
@@ -251,6 +286,13 @@ func fingerprintOf(k *store.Key) string {
 		return "none"
 	}
 	return k.Fingerprint
+}
+
+// motd is the current message of the day.
+func (r *Room) motd() string {
+	r.mod.mu.Lock()
+	defer r.mod.mu.Unlock()
+	return r.mod.motd
 }
 
 // now is the room's clock in its time zone.
@@ -289,7 +331,10 @@ func (r *Room) broadcast(ev *event, except *Member) {
 // overflowed. Holding r.mu across the loop is what gives every member the same order of events.
 func (r *Room) broadcastLocked(ev *event, except *Member) (slow []*Member) {
 	for _, m := range r.members {
-		if m != except && !m.enqueue(ev) {
+		if m == except || m.person.ignores != nil && m.person.ignoring(ev) {
+			continue
+		}
+		if !m.enqueue(ev) {
 			slow = append(slow, m)
 		}
 	}
@@ -305,7 +350,11 @@ func (r *Room) dropSlow(slow []*Member) {
 
 // remove takes m out of the room, and tells everyone the person left when it was their last
 // session, unless the room is shutting down. It reports false when m had already been removed.
-func (r *Room) remove(m *Member, reason Reason) bool {
+func (r *Room) remove(m *Member, reason Reason) bool { return r.removeWithNotice(m, reason, "") }
+
+// removeWithNotice is remove with the notice everyone gets when the person is gone; "" for the
+// usual "alice left".
+func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 	r.mu.Lock()
 	if m.index < 0 {
 		r.mu.Unlock()
@@ -325,8 +374,11 @@ func (r *Room) remove(m *Member, reason Reason) bool {
 	var slow []*Member
 	if gone {
 		delete(r.people, p.key)
+		if notice == "" {
+			notice = m.name + " left" + reason.noticeSuffix()
+		}
 		if !r.closed {
-			slow = r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", m.name+" left"+reason.noticeSuffix()), nil)
+			slow = r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", notice), nil)
 		}
 	}
 	online, sessions := len(r.people), len(p.members)
@@ -344,14 +396,15 @@ func (r *Room) lookup(name string) *person {
 	return r.people[foldName(name)]
 }
 
-// watchWrites disconnects members whose current write has been blocked longer than WriteTimeout:
-// a client that stopped reading must not hold its writer (and its queued lines) forever.
+// watchWrites disconnects members whose current write has been blocked longer than WriteTimeout
+// (a client that stopped reading must not hold its writer, and its queued lines, forever), and
+// members that sent nothing for the idle timeout.
 func (r *Room) watchWrites() {
 	defer r.janitor.Done()
 	period := min(r.cfg.WriteTimeout/4, time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
-	var stalled []*Member
+	var stalled, idle []*Member
 	for {
 		select {
 		case <-r.stop:
@@ -359,16 +412,25 @@ func (r *Room) watchWrites() {
 		case <-t.C:
 		}
 		deadline := time.Now().Add(-r.cfg.WriteTimeout).UnixNano()
-		stalled = stalled[:0]
+		idleSince := r.cfg.Now().Add(-r.cfg.IdleTimeout).UnixNano()
+		stalled, idle = stalled[:0], idle[:0]
 		r.mu.Lock()
 		for _, m := range r.members {
 			if started := m.writeStarted.Load(); started != 0 && started < deadline {
 				stalled = append(stalled, m)
+			} else if r.cfg.IdleTimeout > 0 && m.lastInput.Load() < idleSince {
+				idle = append(idle, m)
 			}
 		}
 		r.mu.Unlock()
 		for _, m := range stalled {
 			m.kill(ReasonStalled)
+		}
+		for _, m := range idle {
+			m.reply(kindError, "you sent nothing for "+r.cfg.IdleTimeout.String()+"; goodbye")
+			r.remove(m, ReasonIdle)
+			m.closeOutbox(ReasonIdle)
+			m.closeWhenDrained()
 		}
 	}
 }

@@ -33,6 +33,12 @@ type testServer struct {
 // the listener exists, so there is nothing to wait for.
 func startServer(t *testing.T, cfg room.Config) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, func(*Config) {})
+}
+
+// startServerWith is startServer with the SSH server's configuration changed by configure.
+func startServerWith(t *testing.T, cfg room.Config, configure func(*Config)) *testServer {
+	t.Helper()
 	rm, err := room.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +46,7 @@ func startServer(t *testing.T, cfg room.Config) *testServer {
 	signer := newSigner(t)
 	scfg := DefaultConfig()
 	scfg.HostSigners = []gossh.Signer{signer}
+	configure(&scfg)
 	srv, err := New(scfg, rm, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"chatd/room"
+	"chatd/room/connlimit"
 	"chatd/room/store"
 )
 
@@ -27,6 +29,7 @@ var ErrServerClosed = errors.New("sshd: server closed")
 // Room is what the SSH server needs of the chat room.
 type Room interface {
 	Authorize(name string, key store.Key) error
+	Banned(ip netip.Addr, fingerprint, name string) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Exec(args []string, stdout io.Writer) error
 	Config() room.Config
@@ -40,11 +43,22 @@ type Config struct {
 	HostSigners []gossh.Signer
 	// Version is the software version sent in the SSH banner ("SSH-2.0-<Version>").
 	Version string
+	// Limiter caps connections, shared with the TCP server; nil for no caps.
+	Limiter *connlimit.Limiter
+	// HandshakeTimeout is how long a connection has to get through the SSH handshake and
+	// authentication and start a session before it is closed. Default 10s.
+	HandshakeTimeout time.Duration
+	// Operators are the key fingerprints whose sessions may use the operator commands.
+	Operators map[string]bool
+	// Allow, when not nil, is the allowlist: only these key fingerprints may log in.
+	Allow map[string]bool
+	// AllowKeyless lets people without a key in despite an allowlist.
+	AllowKeyless bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Addr: ":2222", Version: "chatd"}
+	return Config{Addr: ":2222", Version: "chatd", HandshakeTimeout: 10 * time.Second}
 }
 
 // Validate reports a setting that cannot work.
@@ -54,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if c.Version == "" || strings.ContainsAny(c.Version, " \r\n-") {
 		return fmt.Errorf("invalid version %q: one word, no '-'", c.Version)
+	}
+	if c.HandshakeTimeout < 0 {
+		return fmt.Errorf("handshake timeout must be 0 (none) or more, got %s", c.HandshakeTimeout)
 	}
 	return nil
 }
@@ -79,12 +96,12 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 		wish.WithAddress(cfg.Addr),
 		wish.WithVersion(cfg.Version),
 		s.withHostKeys(),
-		s.withKeyPinning(),
-		// Any key may try: the name is checked against the key the client proves it holds, in
-		// withKeyPinning. Keyboard-interactive with no questions lets people without a key in
-		// (to unregistered names only); OpenSSH tries keys first.
-		wish.WithPublicKeyAuth(func(ssh.Context, ssh.PublicKey) bool { return true }),
-		wish.WithKeyboardInteractiveAuth(func(ssh.Context, gossh.KeyboardInteractiveChallenge) bool { return true }),
+		s.withAdmission(),
+		// Keys are checked once the client proves it holds one (verifyKey); keyboard-interactive
+		// with no questions lets people without a key in (to unregistered names only). OpenSSH
+		// tries keys first.
+		wish.WithPublicKeyAuth(s.acceptKey),
+		wish.WithKeyboardInteractiveAuth(s.acceptKeyless),
 		// The last middleware runs first: recover wraps everything, then logging, then the chat.
 		wish.WithMiddleware(s.chat, s.logging, s.recover),
 	)
@@ -106,21 +123,14 @@ func (s *Server) withHostKeys() ssh.Option {
 	}
 }
 
-// withKeyPinning refuses a key that does not own the name it logs in with, and lets the first key
-// that logs in with a free name claim it. It runs once the client has proved it holds the key
-// (not for every key it merely offers), and its refusal reaches the user as a banner.
-func (s *Server) withKeyPinning() ssh.Option {
+// withAdmission installs the checks on every connection: limits and the handshake deadline at
+// accept (admit), a banner for refused ones, and the checks on proved keys (verifyKey).
+func (s *Server) withAdmission() ssh.Option {
 	return func(srv *ssh.Server) error {
+		srv.ConnCallback = s.admit
+		srv.BannerHandler = s.banner
 		srv.ServerConfigCallback = func(ssh.Context) *gossh.ServerConfig {
-			return &gossh.ServerConfig{
-				VerifiedPublicKeyCallback: func(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
-					if err := s.room.Authorize(conn.User(), StoreKey(key)); err != nil {
-						s.log.Info("auth refused", "user", cleanUser(conn.User()), "remote", conn.RemoteAddr().String(), "key", gossh.FingerprintSHA256(key), "reason", err.Error())
-						return nil, &gossh.BannerError{Err: err, Message: "chatd: " + err.Error() + "\r\n"}
-					}
-					return perms, nil
-				},
-			}
+			return &gossh.ServerConfig{VerifiedPublicKeyCallback: s.verifyKey}
 		}
 		return nil
 	}
@@ -176,6 +186,9 @@ func (s *Server) recover(next ssh.Handler) ssh.Handler {
 // logging records every session: who, from where, with which key, and how it ended.
 func (s *Server) logging(next ssh.Handler) ssh.Handler {
 	return func(sess ssh.Session) {
+		if a := admissionOf(sess.Context()); a != nil {
+			a.conn.endHandshake() // a session has started: the chat may last
+		}
 		start := time.Now()
 		_, _, isPty := sess.Pty()
 		mode := "plain"

@@ -51,6 +51,7 @@ func (s *Server) join(sess ssh.Session, out room.Output, opts room.JoinOptions) 
 	if pk := sess.PublicKey(); pk != nil {
 		k := StoreKey(pk)
 		opts.Key = &k
+		opts.Operator = s.cfg.Operators[k.Fingerprint]
 	}
 	m, err := s.room.Join(sess.User(), out, opts)
 	if err == nil {
@@ -124,7 +125,8 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 	// must not be written from two goroutines at once. Nothing else writes yet here.
 	t.SetBracketedPasteMode(true)
 	out := &termOutput{t: t, screen: screen, conn: serverConn(sess)}
-	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true})
+	// A line held back by the rate limit must not hold the screen: incoming lines go on.
+	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true, OnPause: in.release})
 	if m == nil {
 		t.SetBracketedPasteMode(false)
 		return

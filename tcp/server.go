@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"chatd/room"
+	"chatd/room/connlimit"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -35,6 +37,7 @@ var ErrServerClosed = errors.New("tcp: server closed")
 
 // Room is what the TCP server needs of the chat room.
 type Room interface {
+	Banned(ip netip.Addr, fingerprint, name string) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Config() room.Config
 }
@@ -50,6 +53,10 @@ type Config struct {
 	NameTimeout time.Duration
 	// MaxNameAttempts is how many refused names a connection may send before it is closed.
 	MaxNameAttempts int
+	// Limiter caps connections per address and in all, shared with the SSH server; nil for none.
+	Limiter *connlimit.Limiter
+	// Refuse, when set, turns every connection away with this reason (an SSH-only server).
+	Refuse string
 }
 
 // DefaultConfig returns the defaults.
@@ -217,25 +224,50 @@ func (s *Server) accept(nc net.Conn) {
 	// The name deadline is set before the connection is visible to Shutdown, whose own
 	// deadline (to wake a connection still choosing a name) must not be overwritten.
 	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.NameTimeout))
-	c := &conn{nc: nc, remote: nc.RemoteAddr().String(), start: time.Now()}
+	c := &conn{nc: nc, remote: nc.RemoteAddr().String(), start: time.Now(), releaseSlot: func() {}}
+
+	// The shared limits and bans first; a flood is closed without a word.
+	refusal := s.cfg.Refuse
+	if refusal == "" && s.cfg.Limiter != nil {
+		rel, err := s.cfg.Limiter.Admit(nc.RemoteAddr())
+		var ref *connlimit.Refusal
+		switch {
+		case errors.As(err, &ref) && ref.Hard:
+			_ = nc.Close()
+			return
+		case err != nil:
+			refusal = err.Error()
+		default:
+			c.releaseSlot = rel
+		}
+	}
+	if refusal == "" {
+		if err := s.room.Banned(connlimit.AddrIP(nc.RemoteAddr()), "", ""); err != nil {
+			refusal = err.Error()
+		}
+	}
 
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
+		c.releaseSlot()
 		_ = nc.Close()
 		return
 	}
-	full := s.cfg.MaxConns > 0 && s.active >= s.cfg.MaxConns
-	if !full {
+	full := refusal == "" && s.cfg.MaxConns > 0 && s.active >= s.cfg.MaxConns
+	if full {
+		refusal = fmt.Sprintf("server is full (%d connections); try again later", s.cfg.MaxConns)
+	}
+	c.counted = refusal == ""
+	if c.counted {
 		s.active++
 	}
-	c.counted = !full
 	s.conns[c] = struct{}{}
 	s.handlers.Add(1)
 	s.mu.Unlock()
 
-	if full {
-		go s.refuse(c)
+	if refusal != "" {
+		go s.refuse(c, refusal)
 		return
 	}
 	go s.serveConn(c)
@@ -249,14 +281,15 @@ func (s *Server) release(c *conn) {
 		s.active--
 	}
 	s.mu.Unlock()
+	c.releaseSlot()
 	s.handlers.Done()
 }
 
-// refuse tells a connection over the cap that the server is full, and closes it.
-func (s *Server) refuse(c *conn) {
+// refuse tells a connection why it is turned away (the server is full, a ban), and closes it.
+func (s *Server) refuse(c *conn, reason string) {
 	defer s.release(c)
-	s.log.Warn("refused: server full", "remote", c.remote, "max_conns", s.cfg.MaxConns)
-	_ = c.writeNow(fmt.Sprintf("error: server is full (%d connections); try again later\n", s.cfg.MaxConns))
+	s.log.Warn("refused", "remote", c.remote, "reason", reason)
+	_ = c.writeNow("error: " + reason + "\n")
 	_ = c.nc.Close()
 }
 
@@ -455,6 +488,8 @@ type conn struct {
 	remote  string
 	start   time.Time
 	counted bool // counts against MaxConns
+
+	releaseSlot func() // gives back the shared limiter's slot
 
 	mu       sync.Mutex
 	phase    phase

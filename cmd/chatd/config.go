@@ -8,8 +8,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/log"
+
+	"chatd/room/connlimit"
 )
 
 // config is everything chatd can be told: built-in defaults, then CHAT_* environment variables,
@@ -17,25 +20,49 @@ import (
 type config struct {
 	SSHAddr   string
 	TCPAddr   string // empty: no TCP
-	MaxConns  int
 	DataDir   string
 	HostKeys  []string
 	History   int
 	LogLevel  string
 	LogFormat string
 
+	// Abuse limits; 0 disables each.
+	MsgRate          float64
+	MsgBurst         int
+	MaxConns         int
+	MaxConnsPerIP    int
+	ConnRatePerIP    int
+	LimitExempt      string
+	HandshakeTimeout time.Duration
+	NameTimeout      time.Duration
+	IdleTimeout      time.Duration
+
+	// Operators and access.
+	Ops          string // authorized_keys file of operators
+	Motd         string // file with the message of the day
+	Allow        string // authorized_keys file: only these keys may log in
+	AllowKeyless bool
+	AllowTCP     bool
+
 	logLevel log.Level // parsed LogLevel
 }
 
 func defaultConfig() config {
 	return config{
-		SSHAddr:   ":2222",
-		TCPAddr:   ":2323",
-		MaxConns:  10000,
-		DataDir:   "./data",
-		History:   20,
-		LogLevel:  "info",
-		LogFormat: "text",
+		SSHAddr:  ":2222",
+		TCPAddr:  ":2323",
+		MaxConns: 10000,
+		DataDir:  "./data",
+		History:  20,
+
+		MsgRate:          2,
+		MsgBurst:         10,
+		MaxConnsPerIP:    16,
+		ConnRatePerIP:    30,
+		HandshakeTimeout: 10 * time.Second,
+		NameTimeout:      60 * time.Second,
+		LogLevel:         "info",
+		LogFormat:        "text",
 	}
 }
 
@@ -49,10 +76,23 @@ func (c *config) options() []option {
 	return []option{
 		{"ssh-addr", "CHAT_SSH_ADDR", "ADDR", "SSH listen address", (*stringValue)(&c.SSHAddr)},
 		{"tcp-addr", "CHAT_TCP_ADDR", "ADDR", "TCP line-protocol listen address; empty disables TCP", (*stringValue)(&c.TCPAddr)},
-		{"max-conns", "CHAT_MAX_CONNS", "N", "most TCP connections open at once, 0 for no limit", (*intValue)(&c.MaxConns)},
 		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and the database, chat.db (created if missing)", (*stringValue)(&c.DataDir)},
 		{"history", "CHAT_HISTORY", "N", "earlier messages shown to someone joining, 0 for none (at most 1000)", (*intValue)(&c.History)},
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
+		{"msg-rate", "CHAT_MSG_RATE", "N", "lines a second one person may send (over it, lines wait); 0 for no limit", (*floatValue)(&c.MsgRate)},
+		{"msg-burst", "CHAT_MSG_BURST", "N", "lines one person may send at once before the rate applies", (*intValue)(&c.MsgBurst)},
+		{"max-conns", "CHAT_MAX_CONNS", "N", "most connections open at once, SSH and TCP together; 0 for no limit", (*intValue)(&c.MaxConns)},
+		{"max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP", "N", "most connections open at once from one address; 0 for no limit", (*intValue)(&c.MaxConnsPerIP)},
+		{"conn-rate-per-ip", "CHAT_CONN_RATE_PER_IP", "N", "most new connections a minute from one address; 0 for no limit", (*intValue)(&c.ConnRatePerIP)},
+		{"limit-exempt", "CHAT_LIMIT_EXEMPT", "CIDR,...", "addresses the per-address limits do not apply to, e.g. 10.0.0.0/8,192.0.2.7", (*stringValue)(&c.LimitExempt)},
+		{"handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT", "DURATION", "time an SSH connection has to log in and start a session", (*durationValue)(&c.HandshakeTimeout)},
+		{"name-timeout", "CHAT_NAME_TIMEOUT", "DURATION", "time a TCP connection has to give its name", (*durationValue)(&c.NameTimeout)},
+		{"idle-timeout", "CHAT_IDLE_TIMEOUT", "DURATION", "disconnect sessions that send nothing for this long; 0 never does", (*durationValue)(&c.IdleTimeout)},
+		{"ops", "CHAT_OPS", "FILE", "authorized_keys file: whoever logs in with one of these keys is an operator", (*stringValue)(&c.Ops)},
+		{"motd", "CHAT_MOTD", "FILE", "message of the day, shown on joining (operators may change it with /motd)", (*stringValue)(&c.Motd)},
+		{"allow", "CHAT_ALLOW", "FILE", "authorized_keys file: only these keys may log in over SSH; keyless and TCP logins are then refused", (*stringValue)(&c.Allow)},
+		{"allow-keyless", "CHAT_ALLOW_KEYLESS", "", "with --allow: let people without a key in over SSH too", (*boolValue)(&c.AllowKeyless)},
+		{"allow-tcp", "CHAT_ALLOW_TCP", "", "with --allow: keep the TCP protocol open to anyone", (*boolValue)(&c.AllowTCP)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"log-format", "CHAT_LOG_FORMAT", "FORMAT", "text or json", (*stringValue)(&c.LogFormat)},
 	}
@@ -106,8 +146,36 @@ func (c *config) validate() error {
 			return fmt.Errorf("--tcp-addr %q: %w", c.TCPAddr, err)
 		}
 	}
-	if c.MaxConns < 0 {
-		return fmt.Errorf("--max-conns %d: want 0 (no limit) or more", c.MaxConns)
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}, {"conn-rate-per-ip", c.ConnRatePerIP}, {"msg-burst", c.MsgBurst}} {
+		if n.v < 0 {
+			return fmt.Errorf("--%s %d: want 0 (no limit) or more", n.flag, n.v)
+		}
+	}
+	if c.MsgRate < 0 {
+		return fmt.Errorf("--msg-rate %g: want 0 (no limit) or more", c.MsgRate)
+	}
+	if c.MsgRate > 0 && c.MsgBurst < 1 {
+		return fmt.Errorf("--msg-burst %d: want at least 1 with a --msg-rate", c.MsgBurst)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"handshake-timeout", c.HandshakeTimeout}, {"name-timeout", c.NameTimeout}, {"idle-timeout", c.IdleTimeout}} {
+		if d.v < 0 {
+			return fmt.Errorf("--%s %s: want 0 or more", d.flag, d.v)
+		}
+	}
+	if c.NameTimeout == 0 {
+		return errors.New("--name-timeout must be more than 0")
+	}
+	if _, err := connlimit.ParsePrefixes(c.LimitExempt); err != nil {
+		return fmt.Errorf("--limit-exempt: %w", err)
+	}
+	if (c.AllowKeyless || c.AllowTCP) && c.Allow == "" {
+		return errors.New("--allow-keyless and --allow-tcp only make sense with --allow FILE")
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
@@ -149,7 +217,7 @@ Flags (each may also be set by its environment variable; a flag overrides the en
 `)
 	for _, o := range opts {
 		fmt.Fprintf(w, "  --%s %s\n        %s", o.flag, o.arg, o.usage)
-		if d := defaults[o.flag]; d != "" {
+		if d := defaults[o.flag]; d != "" && d != "false" && d != "0s" {
 			fmt.Fprintf(w, " (default %s)", strconv.Quote(d))
 		}
 		fmt.Fprintf(w, "\n        env %s\n", o.env)
@@ -163,6 +231,46 @@ type stringValue string
 
 func (s *stringValue) String() string     { return string(*s) }
 func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
+
+type floatValue float64
+
+func (f *floatValue) String() string { return strconv.FormatFloat(float64(*f), 'f', -1, 64) }
+
+func (f *floatValue) Set(v string) error {
+	x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		return fmt.Errorf("not a number: %q", v)
+	}
+	*f = floatValue(x)
+	return nil
+}
+
+type durationValue time.Duration
+
+func (d *durationValue) String() string { return time.Duration(*d).String() }
+
+func (d *durationValue) Set(v string) error {
+	x, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("not a duration like 10s, 5m or 1h: %q", v)
+	}
+	*d = durationValue(x)
+	return nil
+}
+
+type boolValue bool
+
+func (b *boolValue) String() string   { return strconv.FormatBool(bool(*b)) }
+func (b *boolValue) IsBoolFlag() bool { return true }
+
+func (b *boolValue) Set(v string) error {
+	x, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		return fmt.Errorf("not true or false: %q", v)
+	}
+	*b = boolValue(x)
+	return nil
+}
 
 type intValue int
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"chatd/hostkeys"
 	"chatd/room"
+	"chatd/room/connlimit"
 	"chatd/room/store"
 	"chatd/sshd"
 	"chatd/tcp"
@@ -69,6 +71,10 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return err
 	}
+	access, err := loadAccess(cfg, logger)
+	if err != nil {
+		return err
+	}
 	stCfg := store.DefaultConfig()
 	stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
 	st, err := store.Open(stCfg, logger.WithPrefix("store"))
@@ -85,13 +91,29 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if history == 0 {
 		history = -1 // none
 	}
-	rm, err := room.New(room.Config{Store: st, HistoryOnJoin: history, ParseKey: sshd.ParseAuthorizedKey}, logger.WithPrefix("room"))
+	rm, err := room.New(room.Config{
+		Store:         st,
+		HistoryOnJoin: history,
+		ParseKey:      sshd.ParseAuthorizedKey,
+		MsgRate:       cfg.MsgRate,
+		MsgBurst:      cfg.MsgBurst,
+		IdleTimeout:   cfg.IdleTimeout,
+		Motd:          access.motd,
+	}, logger.WithPrefix("room"))
 	if err != nil {
 		return err
 	}
+	exempt, _ := connlimit.ParsePrefixes(cfg.LimitExempt) // checked by validate
+	// One limiter for both servers: the caps hold for the server as a whole.
+	limiter := connlimit.New(connlimit.Config{MaxConns: cfg.MaxConns, MaxPerIP: cfg.MaxConnsPerIP, RatePerIP: cfg.ConnRatePerIP, Exempt: exempt})
 	sshCfg := sshd.DefaultConfig()
 	sshCfg.Addr = cfg.SSHAddr
 	sshCfg.HostSigners = signers
+	sshCfg.Limiter = limiter
+	sshCfg.HandshakeTimeout = cfg.HandshakeTimeout
+	sshCfg.Operators = access.ops
+	sshCfg.Allow = access.allow
+	sshCfg.AllowKeyless = cfg.AllowKeyless
 	sshSrv, err := sshd.New(sshCfg, rm, logger.WithPrefix("sshd"))
 	if err != nil {
 		return err
@@ -104,7 +126,12 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if cfg.TCPAddr != "" {
 		tcpCfg := tcp.DefaultConfig()
 		tcpCfg.Addr = cfg.TCPAddr
-		tcpCfg.MaxConns = cfg.MaxConns
+		tcpCfg.MaxConns = 0 // the shared limiter counts TCP and SSH together
+		tcpCfg.Limiter = limiter
+		tcpCfg.NameTimeout = cfg.NameTimeout
+		if access.allow != nil && !cfg.AllowTCP {
+			tcpCfg.Refuse = "this server only admits SSH users with an invited key"
+		}
 		tcpSrv, err := tcp.New(tcpCfg, rm, logger.WithPrefix("tcp"))
 		if err != nil {
 			sshLn.Close()
@@ -162,6 +189,44 @@ type server struct {
 		Close() error
 	}
 	ln net.Listener
+}
+
+// access is who may do what: operators' and allowed keys, and the message of the day.
+type access struct {
+	ops   map[string]bool
+	allow map[string]bool // nil: anyone
+	motd  string
+}
+
+// loadAccess reads the --ops, --allow and --motd files.
+func loadAccess(cfg config, logger *log.Logger) (access, error) {
+	var a access
+	var err error
+	if cfg.Ops != "" {
+		if a.ops, err = sshd.LoadAuthorizedKeys(cfg.Ops); err != nil {
+			return a, fmt.Errorf("--ops: %w", err)
+		}
+		logger.Info("operators", "keys", len(a.ops), "file", cfg.Ops)
+	}
+	if cfg.Allow != "" {
+		if a.allow, err = sshd.LoadAuthorizedKeys(cfg.Allow); err != nil {
+			return a, fmt.Errorf("--allow: %w", err)
+		}
+		logger.Info("allowlist", "keys", len(a.allow), "file", cfg.Allow, "keyless", cfg.AllowKeyless, "tcp", cfg.AllowTCP)
+	}
+	if cfg.Motd != "" {
+		b, err := os.ReadFile(cfg.Motd)
+		if err != nil {
+			return a, fmt.Errorf("--motd: %w", err)
+		}
+		// Each line is cleaned on its own: the file may have several.
+		lines := strings.Split(strings.ReplaceAll(string(b), "\r", ""), "\n")
+		for i, l := range lines {
+			lines[i] = room.Sanitize(l)
+		}
+		a.motd = strings.TrimSpace(strings.Join(lines, "\n"))
+	}
+	return a, nil
 }
 
 // loadHostKeys loads the configured host keys, or those in the data directory (generating one

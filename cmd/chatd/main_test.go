@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -467,7 +468,7 @@ func historyStamp(t *testing.T, text string) string {
 func TestKillKeepsWhatWasSaid(t *testing.T) {
 	dataDir := t.TempDir()
 	key := clientKey(t)
-	srv := startChatd(t, "--data-dir", dataDir)
+	srv := startChatd(t, "--data-dir", dataDir, "--msg-rate", "0") // a burst, not paced
 	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
 	alice.stdout.WaitLine(t, "* alice joined (1 online)")
 	watcher := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "watcher@127.0.0.1")...)
@@ -512,4 +513,77 @@ func TestCorruptDatabaseStopsTheServer(t *testing.T) {
 	if got, _ := os.ReadFile(db); !bytes.Equal(got, garbage) {
 		t.Error("the corrupt database was modified")
 	}
+}
+
+// TestOperatorBanSurvivesRestart: an operator (from --ops) bans a key; after a restart it is
+// still kept out, and told why.
+func TestOperatorBanSurvivesRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	opKey, trollKey := clientKey(t), clientKey(t)
+	pub, err := os.ReadFile(opKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := filepath.Join(t.TempDir(), "ops")
+	if err := os.WriteFile(ops, append([]byte("# the operators\n"), pub...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trollFP := strings.Fields(sshKeygen(t, "-l", "-f", trollKey+".pub"))[1]
+
+	srv := startChatd(t, "--data-dir", dataDir, "--ops", ops)
+	op := startProc(t, "ssh", opensshArgs(srv.sshPort(), opKey, "", "-T", "op@127.0.0.1")...)
+	op.stdout.WaitLine(t, "* op joined (1 online)")
+	op.send(t, "/ban "+trollFP+" spamming")
+	op.stdout.WaitContains(t, "* banned #1 key "+trollFP+" by op, for ever: spamming")
+	if !strings.Contains(srv.logs.Text(), "operator: ban") {
+		t.Error("the ban is not in the log")
+	}
+	srv.stop(t)
+	op.wait(t)
+
+	srv = startChatd(t, "--data-dir", dataDir, "--ops", ops)
+	args := opensshArgs(srv.sshPort(), trollKey, "", "troll@127.0.0.1", "who")
+	for i, a := range args {
+		if a == "LogLevel=ERROR" {
+			args[i] = "LogLevel=INFO" // ssh prints banners from INFO up
+		}
+	}
+	out, err := exec.Command("ssh", args...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "chatd: you are banned from this server (spamming)") {
+		t.Errorf("banned key after a restart: %v\n%s", err, out)
+	}
+}
+
+// TestAllowlistMode: --allow admits listed keys only; TCP is closed unless --allow-tcp.
+func TestAllowlistMode(t *testing.T) {
+	invited, stranger := clientKey(t), clientKey(t)
+	pub, err := os.ReadFile(invited + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := filepath.Join(t.TempDir(), "allow")
+	if err := os.WriteFile(allow, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startChatd(t, "--data-dir", t.TempDir(), "--allow", allow)
+	if out, err := sshAs(t, srv, invited, "guest", "who"); err != nil {
+		t.Errorf("an invited key: %v\n%s", err, out)
+	}
+	if out, err := sshAs(t, srv, stranger, "guest", "who"); err == nil {
+		t.Errorf("a key off the list got in:\n%s", out)
+	}
+	conn, err := net.Dial("tcp", srv.tcpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, _ := io.ReadAll(conn)
+	if string(got) != "error: this server only admits SSH users with an invited key\n" {
+		t.Errorf("TCP in allowlist mode got %q", got)
+	}
+	srv.stop(t)
+
+	srv = startChatd(t, "--data-dir", t.TempDir(), "--allow", allow, "--allow-tcp")
+	chat := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "tcpuser")
+	chat.stdout.WaitLine(t, "* tcpuser joined (1 online)")
 }

@@ -20,6 +20,7 @@ type migration struct {
 func schema() []migration {
 	return []migration{
 		{"identities, keys, messages, dms", schemaV1},
+		{"bans, settings", schemaV2},
 	}
 }
 
@@ -62,6 +63,25 @@ CREATE TABLE dms (
 ) STRICT;
 
 CREATE INDEX dms_recipient ON dms (recipient_key, id);
+`
+
+// schemaV2: bans (a name, a key fingerprint or an address range; expires 0 means never) and
+// settings that operators change at run time, such as the message of the day.
+const schemaV2 = `
+CREATE TABLE bans (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	kind    TEXT NOT NULL,
+	value   TEXT NOT NULL,
+	reason  TEXT NOT NULL,
+	by      TEXT NOT NULL,
+	created INTEGER NOT NULL,
+	expires INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+) STRICT;
 `
 
 // prepare checks the file and migrates it. It refuses, without writing anything, a file that is

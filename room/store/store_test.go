@@ -736,7 +736,7 @@ func TestFileModes(t *testing.T) {
 // writeV1 makes a chatd database with some content at path, closed.
 func writeV1(t *testing.T, path string, messages int) {
 	t.Helper()
-	s, err := Open(Config{Path: path}, nil)
+	s, err := open(Config{Path: path}, nil, options{migrations: schema()[:1]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -816,7 +816,7 @@ func TestRefusedFiles(t *testing.T) {
 		{"newer schema", func(t *testing.T, path string) {
 			writeV1(t, path, 10)
 			execRaw(t, path, `PRAGMA user_version = 7`)
-		}, ErrNewerSchema, []string{"schema version 7", "knows up to 1", "upgrade chatd or restore a backup"}},
+		}, ErrNewerSchema, []string{"schema version 7", "knows up to " + fmt.Sprint(len(schema())), "upgrade chatd or restore a backup"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -869,20 +869,20 @@ func TestEmptyFileIsNew(t *testing.T) {
 	}
 }
 
-// TestMigrationUpgrade opens a version 1 database with code that knows a version 2 (the bans of a
-// later moderation feature): the migration runs once, and the data survives.
+// TestMigrationUpgrade opens a version 1 database with code that knows version 2 (the bans of the
+// moderation feature): the migration runs once, and the data survives.
 func TestMigrationUpgrade(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
 	writeV1(t, path, 5)
 
-	v2 := append(schema(), migration{"bans", `CREATE TABLE bans (name_key TEXT PRIMARY KEY, reason TEXT NOT NULL, until INTEGER) STRICT`})
+	v2 := schema()[:2]
 	for range 2 { // the second open finds nothing to do
 		s, logs := openAt(t, path, Config{}, options{migrations: v2})
 		var version int
 		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
 			t.Fatalf("user_version = %d, %v; want 2", version, err)
 		}
-		if _, err := s.db.Exec(`INSERT OR REPLACE INTO bans(name_key, reason) VALUES ('mallory', 'spam')`); err != nil {
+		if _, err := s.AddBan(Ban{Kind: BanName, Value: "mallory", Reason: "spam", By: "op"}); err != nil {
 			t.Fatalf("the bans table: %v", err)
 		}
 		if _, ok, err := s.Identity("alice"); !ok || err != nil {
@@ -897,7 +897,7 @@ func TestMigrationUpgrade(t *testing.T) {
 		t.Log(logs)
 	}
 	// Code that knows only version 1 now refuses the file.
-	if _, err := Open(Config{Path: path}, nil); !errors.Is(err, ErrNewerSchema) {
+	if _, err := open(Config{Path: path}, nil, options{migrations: schema()[:1]}); !errors.Is(err, ErrNewerSchema) {
 		t.Fatalf("v1 code opening a v2 database: %v", err)
 	}
 }
@@ -906,11 +906,12 @@ func TestMigrationUpgrade(t *testing.T) {
 func TestFailedMigrationRollsBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
 	writeV1(t, path, 1)
-	bad := append(schema(), migration{"broken", `CREATE TABLE t2 (x INTEGER); CREATE TABLE messages (x INTEGER)`})
+	v1 := schema()[:1]
+	bad := append(v1[:1:1], migration{"broken", `CREATE TABLE t2 (x INTEGER); CREATE TABLE messages (x INTEGER)`})
 	if _, err := open(Config{Path: path}, nil, options{migrations: bad}); err == nil || !strings.Contains(err.Error(), "migrate to version 2") {
 		t.Fatalf("open with a broken migration = %v", err)
 	}
-	s, _ := openAt(t, path, Config{}, options{})
+	s, _ := openAt(t, path, Config{}, options{migrations: v1})
 	var version, t2 int
 	if err := s.db.QueryRow(`SELECT (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema WHERE name = 't2')`).Scan(&version, &t2); err != nil {
 		t.Fatal(err)
@@ -1001,5 +1002,57 @@ func TestCloseGivesUp(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "cannot commit messages at close"); n != 1 {
 		t.Errorf("%d batches tried at close after the first failed for good, want 1:\n%s", n, logs)
+	}
+}
+
+func TestBans(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	s, _ := openTest(t, Config{Now: func() time.Time { return now }})
+	forever, err := s.AddBan(Ban{Kind: BanKey, Value: "SHA256:abc", Reason: "spam", By: "op"})
+	if err != nil || forever.ID == 0 || !forever.Created.Equal(now) {
+		t.Fatalf("AddBan = %+v, %v", forever, err)
+	}
+	timed, err := s.AddBan(Ban{Kind: BanIP, Value: "192.0.2.0/24", By: "op", Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddBan(Ban{Kind: "bogus", Value: "x"}); err == nil {
+		t.Error("a ban of an unknown kind was stored")
+	}
+	bans, err := s.Bans()
+	if err != nil || len(bans) != 2 || bans[1].Expires.UnixMilli() != timed.Expires.UnixMilli() || bans[0].Reason != "spam" {
+		t.Fatalf("Bans = %+v, %v", bans, err)
+	}
+	now = now.Add(2 * time.Hour) // the timed ban expires and is forgotten
+	if bans, _ := s.Bans(); len(bans) != 1 || bans[0].ID != forever.ID {
+		t.Fatalf("after expiry: %+v", bans)
+	}
+	if _, err := s.RemoveBan(timed.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removing an expired ban: %v", err)
+	}
+	got, err := s.RemoveBan(forever.ID)
+	if err != nil || got.Value != "SHA256:abc" {
+		t.Fatalf("RemoveBan = %+v, %v", got, err)
+	}
+	if bans, _ := s.Bans(); len(bans) != 0 {
+		t.Errorf("bans left: %+v", bans)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.db")
+	s, _ := openAt(t, path, Config{}, options{})
+	if _, ok, err := s.Setting("motd"); ok || err != nil {
+		t.Fatalf("unset setting: %v %v", ok, err)
+	}
+	for _, v := range []string{"first", "second"} {
+		if err := s.SetSetting("motd", v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s, _ = openAt(t, path, Config{}, options{})
+	if v, ok, err := s.Setting("motd"); v != "second" || !ok || err != nil {
+		t.Errorf("after a restart: %q %v %v", v, ok, err)
 	}
 }

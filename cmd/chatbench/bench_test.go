@@ -1,0 +1,404 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"chatd/room"
+	"chatd/sshd"
+	"chatd/tcp"
+)
+
+// hangGuard only keeps a broken test from hanging; nothing waits for it on the way to passing.
+const hangGuard = 20 * time.Second
+
+// testChatd is a real room with its SSH and TCP servers on loopback ports.
+type testChatd struct {
+	sshAddr, tcpAddr string
+	tcpConns         *recordingListener
+}
+
+// startChatd runs a room, an SSH server and a TCP server in-process until the test ends.
+func startChatd(t *testing.T) *testChatd {
+	t.Helper()
+	rm, err := room.New(room.Config{ParseKey: sshd.ParseAuthorizedKey}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := sshd.DefaultConfig()
+	scfg.HostSigners = []gossh.Signer{signer}
+	sshSrv, err := sshd.New(scfg, rm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg := tcp.DefaultConfig()
+	tcfg.Addr = "127.0.0.1:0"
+	tcpSrv, err := tcp.New(tcfg, rm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpLn := &recordingListener{Listener: ln}
+	served := make(chan error, 2)
+	go func() { served <- sshSrv.Serve(sshLn) }()
+	go func() { served <- tcpSrv.Serve(tcpLn) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		defer cancel()
+		if err := rm.Shutdown(ctx); err != nil {
+			t.Errorf("room shutdown: %v", err)
+		}
+		if err := sshSrv.Shutdown(ctx); err != nil {
+			t.Errorf("ssh shutdown: %v", err)
+		}
+		if err := tcpSrv.Shutdown(ctx); err != nil {
+			t.Errorf("tcp shutdown: %v", err)
+		}
+		for range 2 {
+			select {
+			case <-served:
+			case <-ctx.Done():
+				t.Error("Serve did not return")
+				return
+			}
+		}
+	})
+	return &testChatd{sshAddr: sshLn.Addr().String(), tcpAddr: ln.Addr().String(), tcpConns: tcpLn}
+}
+
+// recordingListener keeps the server's end of every connection it accepts.
+type recordingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// serverEnd returns the server's end of the connection whose client end is at addr.
+func (l *recordingListener) serverEnd(addr string) net.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		if c.RemoteAddr().String() == addr {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *testChatd) config(sshClients, tcpClients, senders int) Config {
+	cfg := DefaultConfig()
+	cfg.SSHAddr, cfg.TCPAddr = s.sshAddr, s.tcpAddr
+	cfg.SSHClients, cfg.TCPClients = sshClients, tcpClients
+	cfg.Senders = senders
+	cfg.Rate = 20
+	cfg.Duration = time.Second
+	cfg.Drain = hangGuard // the drain ends as soon as everything has arrived
+	cfg.ConnectTimeout = hangGuard
+	return cfg
+}
+
+func runBench(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if rep.Interrupted {
+		t.Error("interrupted")
+	}
+	return rep
+}
+
+// checkDeliveries checks the report's delivery figures: everything sent to n receivers each.
+func checkDeliveries(t *testing.T, rep *Report, receiversPerMessage int64) {
+	t.Helper()
+	if rep.MessagesSent == 0 {
+		t.Fatal("nothing was sent")
+	}
+	if want := rep.MessagesSent * receiversPerMessage; rep.Expected != want {
+		t.Errorf("deliveries_expected = %d, want %d (%d messages × %d receivers)", rep.Expected, want, rep.MessagesSent, receiversPerMessage)
+	}
+	if rep.Received != rep.Expected || rep.Lost != 0 {
+		t.Errorf("received %d of %d expected, lost %d", rep.Received, rep.Expected, rep.Lost)
+	}
+	if rep.Duplicates != 0 || rep.OutOfOrder != 0 {
+		t.Errorf("%d duplicates, %d out of order", rep.Duplicates, rep.OutOfOrder)
+	}
+	if rep.LatencyP50 <= 0 || rep.LatencyP50 > rep.LatencyP90 || rep.LatencyP90 > rep.LatencyP99 || rep.LatencyP99 > rep.LatencyMax {
+		t.Errorf("latency percentiles not positive and ordered: p50 %v, p90 %v, p99 %v, max %v", rep.LatencyP50, rep.LatencyP90, rep.LatencyP99, rep.LatencyMax)
+	}
+	if rep.DeliveredInWindow <= 0 || rep.DeliveriesPerSec <= 0 || rep.WindowSeconds <= 0 {
+		t.Errorf("window: %d deliveries, %v/s, %v s", rep.DeliveredInWindow, rep.DeliveriesPerSec, rep.WindowSeconds)
+	}
+}
+
+func TestRunSSHAndTCP(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(6, 4, 3)
+	cfg.PID = os.Getpid() // the server runs in this process
+	cfg.Progress = &syncBuffer{}
+	rep := runBench(t, cfg)
+
+	if rep.Connected != 10 || rep.Failed != 0 || rep.Dropped != 0 {
+		t.Fatalf("connected %d, failed %d (%v), dropped %d (%v)", rep.Connected, rep.Failed, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	if rep.ConnectRate <= 0 || rep.ConnectSeconds <= 0 {
+		t.Errorf("connect: %v s, %v conn/s", rep.ConnectSeconds, rep.ConnectRate)
+	}
+	if rep.Senders != 3 {
+		t.Errorf("senders = %d, want 3", rep.Senders)
+	}
+	checkDeliveries(t, rep, 9)
+	// The senders are ssh, tcp, ssh: two PTY sessions, which get their own messages back.
+	if rep.EchoesExpected == 0 || rep.EchoesExpected >= rep.MessagesSent {
+		t.Errorf("echoes_expected = %d of %d messages, want the two SSH senders' share", rep.EchoesExpected, rep.MessagesSent)
+	}
+	if rep.Echoes != rep.EchoesExpected {
+		t.Errorf("echoes = %d, want %d", rep.Echoes, rep.EchoesExpected)
+	}
+	if rep.ServerCPUConnect == nil || rep.ServerRSSPerSession == nil || *rep.ServerRSSBefore <= 0 || rep.ServerError != "" {
+		t.Errorf("server figures missing: %+v", rep)
+	}
+
+	// The JSON report has every documented key, and the package comment documents every key.
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(buf.String(), "\n") != 1 {
+		t.Errorf("the JSON report is not one line:\n%s", buf.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("the JSON report does not parse: %v\n%s", err, buf.String())
+	}
+	doc, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range jsonKeys(reflect.TypeFor[Report]()) {
+		if _, ok := got[key]; !ok {
+			t.Errorf("JSON report has no %q", key)
+		}
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[Report](), reflect.TypeFor[ErrorCount](), reflect.TypeFor[Drop]()} {
+		for _, key := range jsonKeys(typ) {
+			if !bytes.Contains(doc, []byte(key)) {
+				t.Errorf("the package comment does not document %q", key)
+			}
+		}
+	}
+	for _, key := range []string{"deliveries_expected", "deliveries_received", "deliveries_lost", "latency_p99_ms", "connect_rate", "server_rss_per_session_kib", "echoes", "drops"} {
+		if _, ok := got[key]; !ok {
+			t.Errorf("JSON report has no %q", key)
+		}
+	}
+	if got["deliveries_received"].(float64) != float64(rep.Received) {
+		t.Errorf("deliveries_received = %v, want %d", got["deliveries_received"], rep.Received)
+	}
+
+	buf.Reset()
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"10 connected, 0 failed", " 0 lost", "p99 "} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the text report has no %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// jsonKeys returns the JSON keys of a struct's fields.
+func jsonKeys(typ reflect.Type) []string {
+	var keys []string
+	for f := range typ.Fields() {
+		if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); tag != "" && tag != "-" {
+			keys = append(keys, tag)
+		}
+	}
+	return keys
+}
+
+func TestRunPlainSSHEverybodySends(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(3, 2, 5)
+	cfg.PTY = false
+	cfg.Size = 200
+	rep := runBench(t, cfg)
+	if rep.Connected != 5 || rep.Dropped != 0 {
+		t.Fatalf("connected %d (%v), dropped %d (%v)", rep.Connected, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	checkDeliveries(t, rep, 4)
+	if rep.Echoes != 0 || rep.EchoesExpected != 0 {
+		t.Errorf("echoes %d of %d without a PTY", rep.Echoes, rep.EchoesExpected)
+	}
+	if rep.ServerCPUConnect != nil || rep.ServerRSSBefore != nil {
+		t.Error("server figures without -pid")
+	}
+}
+
+// A client the server disconnects is reported as dropped, and what it then misses is not lost.
+func TestRunDroppedClient(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(2, 3, 2)
+	var victim *client
+	cfg.testHookRunning = func(clients []*client) {
+		for _, c := range clients {
+			if c.transport == overTCP && c.senderIdx.Load() < 0 {
+				victim = c
+				break
+			}
+		}
+		end := srv.tcpConns.serverEnd(victim.netConn.LocalAddr().String())
+		if end == nil {
+			t.Error("no server end for the victim's connection")
+			return
+		}
+		end.Close()
+		select {
+		case <-victim.done:
+		case <-time.After(hangGuard):
+			t.Error("the victim's reader did not see its connection end")
+		}
+	}
+	rep := runBench(t, cfg)
+	if rep.Connected != 5 {
+		t.Fatalf("connected %d: %v", rep.Connected, rep.ConnectErrors)
+	}
+	if rep.Dropped != 1 || len(rep.Drops) != 1 {
+		t.Fatalf("dropped %d: %+v", rep.Dropped, rep.Drops)
+	}
+	d := rep.Drops[0]
+	if d.Name != victim.name || d.Transport != "tcp" || d.Error == "" {
+		t.Errorf("drop = %+v, want %s over tcp with an error", d, victim.name)
+	}
+	if d.Notice != "" && d.Notice != victim.name+" left" {
+		t.Errorf("notice = %q, want %q", d.Notice, victim.name+" left")
+	}
+	// Each message reaches the 3 clients that are neither its sender nor the dropped one.
+	checkDeliveries(t, rep, 3)
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), victim.name+" (tcp)") {
+		t.Errorf("the text report does not name the dropped client:\n%s", buf.String())
+	}
+}
+
+func TestRunHold(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(3, 1, 2)
+	cfg.Hold = true
+	cfg.Duration = 100 * time.Millisecond
+	rep := runBench(t, cfg)
+	if rep.Connected != 4 || rep.MessagesSent != 0 || rep.Expected != 0 {
+		t.Errorf("connected %d, sent %d, expected %d", rep.Connected, rep.MessagesSent, rep.Expected)
+	}
+}
+
+func TestRunNothingConnects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := DefaultConfig()
+	cfg.SSHAddr, cfg.SSHClients, cfg.TCPAddr, cfg.TCPClients = addr, 2, addr, 1
+	rep, err := Run(context.Background(), cfg)
+	if !errors.Is(err, errNoneConnected) {
+		t.Fatalf("Run: %v, want errNoneConnected", err)
+	}
+	if rep.Connected != 0 || rep.Failed != 3 || len(rep.ConnectErrors) == 0 || rep.ConnectErrors[0].Count != 3 {
+		t.Errorf("connected %d, failed %d, errors %+v", rep.Connected, rep.Failed, rep.ConnectErrors)
+	}
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"-ssh", addr, "-clients", "1", "-q"}, &out, &errOut); code != 1 {
+		t.Errorf("exit status %d, want 1; stderr:\n%s", code, errOut.String())
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-h"}, 0},
+		{[]string{"-clients", "-1"}, 2},
+		{[]string{"-rate", "0"}, 2},
+		{[]string{"-senders", "-1"}, 2},
+		{[]string{"-size", "1001"}, 2},
+		{[]string{"-ssh", "", "-tcp-clients", "0"}, 2},
+		{[]string{"-tcp", "", "-tcp-clients", "3"}, 2},
+		{[]string{"-name-prefix", "-x"}, 2},
+		{[]string{"-name-prefix", strings.Repeat("a", 30)}, 2},
+		{[]string{"-bogus"}, 2},
+		{[]string{"extra"}, 2},
+	} {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), tc.args, &out, &errOut); code != tc.code {
+			t.Errorf("%q: exit status %d, want %d; stderr:\n%s", tc.args, code, tc.code, errOut.String())
+		}
+	}
+	cfg, asJSON, quiet, err := parseFlags([]string{"-ssh", "", "-tcp-clients", "5", "-senders", "5", "-json", "-q", "-pty=false"}, &bytes.Buffer{})
+	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 {
+		t.Errorf("parseFlags: %+v %v %v %v", cfg, asJSON, quiet, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the progress goroutine and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

@@ -1,0 +1,456 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+const (
+	readBufSize = 8 << 10 // each client's read buffer
+	tailSize    = 256     // how much of the end of its stream a client keeps, for its last line
+	maxGapTrack = 1 << 16 // a gap in one sender's sequence longer than this is not remembered
+)
+
+// transport is how a client reaches the server.
+type transport uint8
+
+const (
+	overSSH transport = iota
+	overTCP
+)
+
+func (t transport) String() string {
+	if t == overTCP {
+		return "tcp"
+	}
+	return "ssh"
+}
+
+// client is one simulated person.
+type client struct {
+	id        int
+	name      string
+	transport transport
+	pty       bool // an SSH session with a PTY: its own messages come back
+	signer    gossh.Signer
+	joinPat   []byte // "* NAME joined (": its own join notice
+
+	// Set once connected, before its reader starts.
+	closer   io.Closer // the SSH client or the TCP connection
+	r        io.Reader
+	w        io.Writer
+	netConn  net.Conn
+	stderr   *tailWriter
+	buf      []byte
+	joinedAt time.Duration // since the first dial
+	observer bool          // watches the stream for the room's "left" notices
+
+	senderIdx atomic.Int32 // its index as a sender, -1 if it does not send
+	sent      atomic.Int64 // messages written, when a sender
+	dropped   atomic.Bool  // the server ended the connection during the run
+	done      chan struct{}
+
+	// Owned by the reader goroutine (read by others only after done is closed, or atomically).
+	pairs    []pairState // per sender index
+	echoNext atomic.Int32
+	gaps     map[uint64]struct{} // (sender, seq) found missing, in case they arrive late
+	tail     [tailSize]byte
+	tailLen  int
+	dropAt   time.Duration
+	dropErr  string
+}
+
+// pairState is what a receiver got from one sender. Only the receiver's reader writes it.
+type pairState struct {
+	next  atomic.Int32 // one more than the highest sequence number received
+	count atomic.Int32 // distinct messages received
+}
+
+// connectSSH logs in with the client's own key, opens a shell (with a PTY if asked) and waits for
+// the client's join notice. It returns how many bytes that followed the notice are in c.buf.
+func (b *bench) connectSSH(ctx context.Context, c *client) (int, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", b.cfg.SSHAddr)
+	if err != nil {
+		return 0, err
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	// The deadline bounds everything up to the join notice: every read goes through nc.
+	_ = nc.SetDeadline(time.Now().Add(b.cfg.ConnectTimeout))
+	var banner string
+	conf := &gossh.ClientConfig{
+		User: c.name,
+		Auth: []gossh.AuthMethod{gossh.PublicKeys(c.signer)},
+		// A load generator, pointed by its operator at their own server: the host key is
+		// deliberately not verified (the -h text says so).
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		BannerCallback:  func(m string) error { banner = m; return nil },
+	}
+	sc, chans, reqs, err := gossh.NewClientConn(nc, b.cfg.SSHAddr, conf)
+	if err != nil {
+		stop()
+		nc.Close()
+		if banner = strings.TrimSpace(banner); banner != "" {
+			return 0, fmt.Errorf("%s (%w)", banner, err)
+		}
+		return 0, err
+	}
+	cl := gossh.NewClient(sc, chans, reqs)
+	fail := func(err error) (int, error) {
+		stop()
+		cl.Close()
+		return 0, err
+	}
+	sess, err := cl.NewSession()
+	if err != nil {
+		return fail(err)
+	}
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return fail(err)
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		return fail(err)
+	}
+	c.stderr = &tailWriter{}
+	sess.Stderr = c.stderr
+	if c.pty {
+		if err := sess.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+			return fail(fmt.Errorf("pty: %w", err))
+		}
+	}
+	if err := sess.Shell(); err != nil {
+		return fail(fmt.Errorf("shell: %w", err))
+	}
+	c.buf = make([]byte, readBufSize)
+	keep, err := awaitJoin(stdout, c.buf, 0, c.joinPat)
+	if err != nil {
+		if ctx.Err() == nil {
+			// The server ended the session: it says why on stderr.
+			waitSession(sess, time.Second)
+			if msg := c.stderr.String(); msg != "" {
+				err = errors.New(firstLine(msg))
+			}
+		}
+		return fail(fmt.Errorf("waiting to join: %w", err))
+	}
+	if !stop() {
+		return fail(context.Cause(ctx))
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c.closer, c.r, c.w, c.netConn = cl, stdout, stdin, nc
+	return keep, nil
+}
+
+// waitSession waits, at most d, for a session to end and its output to be copied.
+func waitSession(sess *gossh.Session, d time.Duration) {
+	done := make(chan struct{})
+	go func() { _ = sess.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
+}
+
+// connectTCP speaks the TCP protocol's greeting: read the question, send the name, and wait for
+// the client's join notice. It returns how many bytes that followed the notice are in c.buf.
+func (b *bench) connectTCP(ctx context.Context, c *client) (int, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", b.cfg.TCPAddr)
+	if err != nil {
+		return 0, err
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	fail := func(err error) (int, error) {
+		stop()
+		nc.Close()
+		return 0, err
+	}
+	_ = nc.SetDeadline(time.Now().Add(b.cfg.ConnectTimeout))
+	c.buf = make([]byte, readBufSize)
+	greeting, keep, err := readLine(nc, c.buf, 0)
+	if err != nil {
+		return fail(fmt.Errorf("reading the greeting: %w", err))
+	}
+	if strings.HasPrefix(greeting, "error:") {
+		return fail(errors.New(greeting))
+	}
+	if _, err := io.WriteString(nc, c.name+"\n"); err != nil {
+		return fail(err)
+	}
+	answer, keep, err := readLine(nc, c.buf, keep)
+	if err != nil {
+		return fail(fmt.Errorf("waiting for the welcome: %w", err))
+	}
+	if strings.HasPrefix(answer, "error:") {
+		return fail(errors.New(answer))
+	}
+	if keep, err = awaitJoin(nc, c.buf, keep, c.joinPat); err != nil {
+		return fail(fmt.Errorf("waiting to join: %w", err))
+	}
+	if !stop() {
+		return fail(context.Cause(ctx))
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c.closer, c.r, c.w, c.netConn = nc, nc, nc, nc
+	return keep, nil
+}
+
+// readLine reads up to a line feed, given buf[:keep] already read, and returns the line (without
+// CR LF) and how many bytes after it are now at the front of buf.
+func readLine(r io.Reader, buf []byte, keep int) (string, int, error) {
+	for {
+		if i := bytes.IndexByte(buf[:keep], '\n'); i >= 0 {
+			line := string(bytes.TrimRight(buf[:i], "\r"))
+			return line, copy(buf, buf[i+1:keep]), nil
+		}
+		if keep == len(buf) {
+			return "", 0, errors.New("line too long")
+		}
+		n, err := r.Read(buf[keep:])
+		keep += n
+		if err != nil && n == 0 {
+			return "", 0, err
+		}
+	}
+}
+
+// awaitJoin reads until pat, given buf[:keep] already read, and returns how many bytes after it
+// are now at the front of buf.
+func awaitJoin(r io.Reader, buf []byte, keep int, pat []byte) (int, error) {
+	for {
+		if i := bytes.Index(buf[:keep], pat); i >= 0 {
+			return copy(buf, buf[i+len(pat):keep]), nil
+		}
+		if k := len(pat) - 1; keep > k {
+			keep = copy(buf, buf[keep-k:keep])
+		}
+		n, err := r.Read(buf[keep:])
+		keep += n
+		if err != nil && n == 0 {
+			return 0, err
+		}
+	}
+}
+
+// read is a client's reader: it reads everything the server sends until the connection ends,
+// finds the tokens and accounts for them. buf[:keep] holds what arrived with the join notice.
+func (b *bench) read(c *client, keep int) {
+	defer close(c.done)
+	buf := c.buf
+	toks := make([]token, 0, 64)
+	data, now := buf[:keep], time.Now().UnixNano()
+	for {
+		if len(data) > 0 {
+			var k int
+			toks, k = b.scanner.scan(data, toks[:0])
+			if len(toks) > 0 {
+				b.record(c, toks, now)
+			}
+			if c.observer {
+				b.watchNotices(data)
+			}
+			keep = copy(buf, data[len(data)-k:])
+		}
+		n, err := c.r.Read(buf[keep:])
+		now = time.Now().UnixNano()
+		c.keepTail(buf[keep : keep+n])
+		data = buf[:keep+n]
+		if err != nil {
+			toks, _ = b.scanner.scan(data, toks[:0])
+			if len(toks) > 0 {
+				b.record(c, toks, now)
+			}
+			b.ended(c, err)
+			return
+		}
+	}
+}
+
+// record accounts for the tokens found in one read, received at now.
+func (b *bench) record(c *client, toks []token, now int64) {
+	me := c.senderIdx.Load()
+	sh := &b.shards[c.id%len(b.shards)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, t := range toks {
+		if t.sender < 0 || int(t.sender) >= len(c.pairs) || t.seq < 0 {
+			continue // not one of ours
+		}
+		if t.sender == me {
+			if t.seq >= c.echoNext.Load() {
+				c.echoNext.Store(t.seq + 1)
+				sh.echoes++
+			}
+			continue
+		}
+		p := &c.pairs[t.sender]
+		switch next := p.next.Load(); {
+		case t.seq >= next:
+			if t.seq > next {
+				c.noteGap(t.sender, next, t.seq)
+			}
+			p.next.Store(t.seq + 1)
+		case c.fillGap(t.sender, t.seq):
+			sh.outOfOrder++
+		default:
+			sh.duplicates++
+			continue
+		}
+		p.count.Add(1)
+		sh.delivered++
+		sh.hist.record((now - t.nanos) / 1000)
+	}
+}
+
+// noteGap remembers that sender's messages [from, to) were skipped, in case they come late.
+func (c *client) noteGap(sender, from, to int32) {
+	if to-from > maxGapTrack {
+		return
+	}
+	if c.gaps == nil {
+		c.gaps = make(map[uint64]struct{})
+	}
+	for s := from; s < to; s++ {
+		c.gaps[gapKey(sender, s)] = struct{}{}
+	}
+}
+
+// fillGap reports whether sender's message seq was missing, and is no longer.
+func (c *client) fillGap(sender, seq int32) bool {
+	k := gapKey(sender, seq)
+	if _, ok := c.gaps[k]; ok {
+		delete(c.gaps, k)
+		return true
+	}
+	return false
+}
+
+func gapKey(sender, seq int32) uint64 { return uint64(sender)<<32 | uint64(uint32(seq)) }
+
+// keepTail keeps the last tailSize bytes of the stream.
+func (c *client) keepTail(p []byte) {
+	if len(p) >= tailSize {
+		c.tailLen = copy(c.tail[:], p[len(p)-tailSize:])
+		return
+	}
+	old := min(c.tailLen, tailSize-len(p))
+	copy(c.tail[:], c.tail[c.tailLen-old:c.tailLen])
+	c.tailLen = old + copy(c.tail[old:], p)
+}
+
+// lastLine is the last complete line the client received, without escape codes. (A PTY
+// session's stream ends with the line editor's prompt, which is not a complete line.)
+func (c *client) lastLine() string {
+	s := stripANSI(string(c.tail[:c.tailLen]))
+	i := strings.LastIndexByte(s, '\n')
+	if i < 0 {
+		return ""
+	}
+	s = strings.TrimRight(s[:i], "\r\n")
+	if j := strings.LastIndexByte(s, '\n'); j >= 0 {
+		s = s[j+1:]
+	}
+	return strings.TrimSpace(strings.ReplaceAll(s, "\r", ""))
+}
+
+// ended is called by the reader when the connection ends. Before the teardown, that is a drop.
+func (b *bench) ended(c *client, err error) {
+	if b.closing.Load() {
+		return
+	}
+	c.dropAt = time.Since(b.t0)
+	c.dropErr = describeReadErr(err)
+	c.dropped.Store(true)
+	b.droppedN.Add(1)
+}
+
+func describeReadErr(err error) string {
+	if errors.Is(err, io.EOF) {
+		return "connection closed by the server"
+	}
+	return cleanErr(err)
+}
+
+// watchNotices records the room's "* NAME left..." notices about this run's clients. Only a few
+// clients (observers) do this, so a dropped client's report can say what the room said about it.
+func (b *bench) watchNotices(data []byte) {
+	pat := b.noticePat // "* PREFIX-"
+	for {
+		i := bytes.Index(data, pat)
+		if i < 0 {
+			return
+		}
+		data = data[i+2:] // at the name
+		end := bytes.IndexAny(data, "\r\n\x1b")
+		if end < 0 {
+			return
+		}
+		line := string(data[:end])
+		name, rest, ok := strings.Cut(line, " ")
+		if ok && strings.HasPrefix(rest, "left") {
+			b.noticeMu.Lock()
+			if _, seen := b.notices[name]; !seen {
+				b.notices[name] = line
+			}
+			b.noticeMu.Unlock()
+		}
+		data = data[end:]
+	}
+}
+
+// tailWriter keeps the first line written to it (a session's stderr: the server's refusal).
+type tailWriter struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if room := 512 - len(w.b); room > 0 {
+		w.b = append(w.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (w *tailWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.TrimSpace(stripANSI(string(w.b)))
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return strings.TrimSpace(s)
+}
+
+// stripANSI removes CSI escape sequences and other control characters but line feeds.
+func stripANSI(s string) string {
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == 0x1b:
+			if i+1 < len(s) && s[i+1] == '[' {
+				i += 2
+				for i < len(s) && (s[i] < 0x40 || s[i] > 0x7e) {
+					i++
+				}
+			}
+		case c == '\n' || c >= 0x20 && c != 0x7f:
+			sb.WriteByte(c)
+		}
+	}
+	return sb.String()
+}

@@ -1,0 +1,220 @@
+// Command chatbench is a load generator for chatd: point it at a running server, and it connects
+// many SSH clients (each with its own ed25519 key, a PTY and a shell, like a person at a terminal)
+// and/or TCP clients into the room, makes some of them send at a steady rate, and reports how
+// fast everyone got in, what every message's delivery took, and whether anything was lost.
+//
+//	chatbench [flags]
+//
+// Flags:
+//
+//	-ssh ADDR             SSH address (default 127.0.0.1:2222); empty for no SSH clients
+//	-tcp ADDR             TCP address (default 127.0.0.1:2323); empty for no TCP clients
+//	-clients N            SSH clients (default 100)
+//	-tcp-clients M        TCP clients (default 0)
+//	-senders S            how many of the clients send (default 2; at most all of them),
+//	                      alternately SSH and TCP while there are both
+//	-rate R               messages per second per sender (default 0.5)
+//	-duration D           measurement time once everyone is in the room (default 10s)
+//	-drain D              after the last send, how long to wait for deliveries still in flight
+//	                      before counting what is missing as lost (default 5s)
+//	-connect-workers K    parallel dialers (default 8)
+//	-connect-timeout D    per client, from its dial to its join notice (default 30s)
+//	-size B               message length in bytes, padded (default 64; at most 1000)
+//	-pty                  SSH sessions request a PTY (default true; -pty=false for plain sessions)
+//	-pid PID              the server's process id: report its CPU time and RSS, from /proc
+//	-name-prefix P        client names are P-s0, P-s1, ... (SSH) and P-t0, ... (TCP); default
+//	                      "bench" and 4 random characters, new every run (chatd pins a name to
+//	                      the first key that uses it, so names cannot be reused with new keys)
+//	-hold                 connect, then hold the sessions for -duration without sending
+//	-json                 print the report as one JSON object on stdout
+//	-q                    no progress lines on stderr
+//
+// How it works. The clients connect through -connect-workers dialers; a client is in the room
+// when its own join notice ("* NAME joined (") arrives. The connect rate is the clients in the
+// room divided by the time from the first dial to the last join. The senders then send on fixed
+// schedules (no drift, no jitter), staggered evenly over one period; a schedule slot missed by
+// more than a period, because a write blocked, is skipped and counted. Every message carries a
+// token, "~RUN.S.Q.T~" (the run's id, the sender's index, the message's sequence number and the
+// time it was sent, in Unix nanoseconds), padded with '.' to -size bytes; SSH PTY sessions end
+// it with CR, as a terminal does, the others with LF. Every client has one reader that finds the
+// tokens in the raw byte stream, so latency is the time of the read minus the time in the token
+// (one machine, one clock). Latencies go into a log-linear histogram (1.6% buckets above 128 µs,
+// exact below), not a list of samples.
+//
+// Every message should reach every other client in the room; PTY SSH senders also get their own
+// messages back, counted as echoes and not as deliveries. Once the senders stop, chatbench waits
+// up to -drain for everything to arrive, then counts, per sender and receiver, what never came
+// (lost), what came twice (duplicates) and what came after a later message (out of order). A
+// client the server disconnects during the run is reported as dropped, with how its connection
+// ended, the last line the server sent it and, when another client saw one, the room's notice
+// about it (e.g. "NAME left (too slow)"); from then on nothing more is expected of it (what it
+// did not get from each sender after the last message it got is put down to the drop, not
+// counted as lost). With -pid, the server's CPU time (utime+stime in /proc/PID/stat) and
+// resident memory (VmRSS in /proc/PID/status) are sampled before and after the connect phase and
+// at the end of the run; RSS per session is (after connect - before) / clients connected.
+//
+// The load generator costs CPU too; on a machine it shares with the server, its own use is in
+// the report (bench_cpu_*). Each SSH client holds a few goroutines and buffers in chatbench;
+// each receiver keeps 8 bytes per sender. It raises its open-file limit to the hard limit.
+//
+// Security: chatbench does not verify the server's host key (ssh.InsecureIgnoreHostKey): it is a
+// benchmark, meant to be pointed by an operator at their own server. Every run registers its
+// client names (and keys) in the server's database, and its messages go into the history.
+//
+// The report goes to stdout, progress lines (once a second) to stderr. Ctrl-C stops the run:
+// sending stops, deliveries in flight get up to a second, the sessions are closed and the
+// report covers what was measured; a second Ctrl-C exits at once. Exit status: 0 after a run
+// (losses included: read the report), 1 when no client connected or the run failed, 2 for bad
+// flags.
+//
+// With -json the report is one object with these keys; durations are in seconds (_s), memory
+// in KiB (_kib), latencies in milliseconds (_ms); the server_* figures are null without -pid:
+//
+//	run_id, name_prefix           the run's token id and the clients' name prefix
+//	ssh_addr, tcp_addr, clients_ssh, clients_tcp, pty, senders, rate, size, duration_s, hold
+//	                              the settings (senders: how many actually sent)
+//	interrupted                   true when Ctrl-C cut the run short
+//	clients_connected             clients that got into the room
+//	clients_failed                clients that did not
+//	connect_errors                [{error, count}]: why they did not, most frequent first (10 at most)
+//	connect_seconds, connect_rate first dial to last join; clients connected per second
+//	server_pid                    -pid (0 without)
+//	server_cpu_connect_s          server CPU time during the connect phase
+//	server_cpu_run_s              server CPU time from the end of the connect phase to the end of
+//	                              the drain (or of the hold)
+//	server_rss_before_kib, server_rss_after_connect_kib, server_rss_end_kib
+//	                              server RSS before and after connecting, and at the end
+//	server_rss_per_session_kib    (after connect - before) / clients connected
+//	server_error                  why the server could not be sampled, "" when it could
+//	bench_cpu_connect_s, bench_cpu_run_s   chatbench's own CPU time in the same two phases
+//	messages_sent                 messages written by all senders
+//	sends_skipped                 schedule slots skipped because a sender's write blocked
+//	deliveries_expected, deliveries_received, deliveries_lost
+//	                              messages to other clients: expected = received + lost
+//	duplicates, out_of_order      deliveries seen twice; deliveries that came after a later one
+//	echoes, echoes_expected       PTY senders' own messages that came back; messages they sent
+//	window_seconds                the measurement window: first send slot to the end of -duration
+//	deliveries_in_window, deliveries_per_sec   deliveries received within the window, and per second
+//	latency_p50_ms, latency_p90_ms, latency_p99_ms, latency_max_ms   over every delivery
+//	clients_dropped               clients the server disconnected during the run
+//	drops                         [{name, transport, at_s, error, last_line, notice}], at most 100:
+//	                              at_s is seconds since the first dial
+//
+// Scenarios (see README, "Load testing"):
+//
+//	chatbench -clients 1000 -senders 0 -duration 1s -pid PID      # connect rate and CPU
+//	chatbench -clients 1000 -hold -duration 20s -pid PID          # RSS per idle session
+//	chatbench -clients 1000 -senders 2 -rate 0.5 -duration 60s    # latency
+//	chatbench -clients 500 -senders 500 -rate 0.5 -duration 30s   # saturation
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "chatbench: stopping (Ctrl-C again to quit at once)")
+		cancel()
+		<-sigs
+		os.Exit(130)
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, asJSON, quiet, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+		return 2
+	}
+	if !quiet {
+		cfg.Progress = stderr
+	}
+	if lim, err := raiseNoFile(); err != nil {
+		fmt.Fprintf(stderr, "chatbench: cannot raise the open-file limit: %v\n", err)
+	} else if need := uint64(cfg.SSHClients + cfg.TCPClients + 64); lim < need {
+		fmt.Fprintf(stderr, "chatbench: warning: the open-file limit is %d, and %d clients need about %d (ulimit -Hn)\n", lim, cfg.SSHClients+cfg.TCPClients, need)
+	}
+	rep, err := Run(ctx, cfg)
+	if rep == nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+		return 1
+	}
+	write := rep.WriteText
+	if asJSON {
+		write = rep.WriteJSON
+	}
+	if werr := write(stdout); werr != nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", werr)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags reads the command line. Its error is flag.ErrHelp after -h.
+func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool, err error) {
+	cfg = DefaultConfig()
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.SSHAddr, "ssh", cfg.SSHAddr, "chatd's SSH `address`; empty for no SSH clients")
+	fs.StringVar(&cfg.TCPAddr, "tcp", cfg.TCPAddr, "chatd's TCP `address`; empty for no TCP clients")
+	fs.IntVar(&cfg.SSHClients, "clients", cfg.SSHClients, "`N` SSH clients, each with its own ed25519 key")
+	fs.IntVar(&cfg.TCPClients, "tcp-clients", cfg.TCPClients, "`M` TCP clients")
+	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "how many of the clients send (`S`), alternately SSH and TCP")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per sender (`R`)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measurement time once everyone is connected")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after the last send, how long to wait for deliveries in flight")
+	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", cfg.ConnectWorkers, "parallel dialers (`K`)")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "per client, from its dial to its join notice")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "message length in `bytes`, padded (at most 1000)")
+	fs.BoolVar(&cfg.PTY, "pty", cfg.PTY, "SSH sessions request a PTY, like a terminal (-pty=false: plain sessions)")
+	fs.IntVar(&cfg.PID, "pid", 0, "the server's `PID`: report its CPU time and RSS, from /proc")
+	fs.StringVar(&cfg.NamePrefix, "name-prefix", "", "client names are `P`-s0... (SSH) and P-t0... (TCP) (default \"bench\" + 4 random characters)")
+	fs.BoolVar(&cfg.Hold, "hold", false, "connect, then hold the sessions for -duration without sending")
+	fs.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
+	fs.BoolVar(&quiet, "q", false, "no progress lines")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: chatbench [flags]
+
+chatbench connects SSH clients (own ed25519 key each, PTY and shell) and/or TCP clients to a
+running chatd, makes -senders of them send -rate messages a second for -duration, and reports
+the connect rate, delivery latency (p50/p90/p99/max), losses, duplicates, dropped clients and,
+with -pid, the server's CPU time and memory. The report goes to stdout (-json: one object),
+progress to stderr. Exit status: 0 after a run, 1 if nothing connected or the run failed, 2 for
+bad flags. Ctrl-C stops the run and still reports.
+
+The server's SSH host key is NOT verified: point chatbench only at a server you run. Each run
+registers its client names and keys in the server's database and fills its history.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err = fs.Parse(args); err != nil {
+		return cfg, false, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, false, fmt.Errorf("unexpected argument %q (chatbench -h lists the flags)", fs.Arg(0))
+	}
+	return cfg, asJSON, quiet, cfg.Validate()
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Report is what a run measured. Its JSON keys are documented in the package comment; keep them
+// stable.
+type Report struct {
+	RunID       string  `json:"run_id"`
+	NamePrefix  string  `json:"name_prefix"`
+	SSHAddr     string  `json:"ssh_addr"`
+	TCPAddr     string  `json:"tcp_addr"`
+	ClientsSSH  int     `json:"clients_ssh"`
+	ClientsTCP  int     `json:"clients_tcp"`
+	PTY         bool    `json:"pty"`
+	Senders     int     `json:"senders"`
+	Rate        float64 `json:"rate"`
+	Size        int     `json:"size"`
+	Duration    float64 `json:"duration_s"`
+	Hold        bool    `json:"hold"`
+	Interrupted bool    `json:"interrupted"`
+
+	Connected      int          `json:"clients_connected"`
+	Failed         int          `json:"clients_failed"`
+	ConnectErrors  []ErrorCount `json:"connect_errors"`
+	ConnectSeconds float64      `json:"connect_seconds"`
+	ConnectRate    float64      `json:"connect_rate"`
+
+	ServerPID             int      `json:"server_pid"`
+	ServerCPUConnect      *float64 `json:"server_cpu_connect_s"`
+	ServerCPURun          *float64 `json:"server_cpu_run_s"`
+	ServerRSSBefore       *int64   `json:"server_rss_before_kib"`
+	ServerRSSAfterConnect *int64   `json:"server_rss_after_connect_kib"`
+	ServerRSSEnd          *int64   `json:"server_rss_end_kib"`
+	ServerRSSPerSession   *float64 `json:"server_rss_per_session_kib"`
+	ServerError           string   `json:"server_error"`
+	BenchCPUConnect       float64  `json:"bench_cpu_connect_s"`
+	BenchCPURun           float64  `json:"bench_cpu_run_s"`
+	MessagesSent          int64    `json:"messages_sent"`
+	SendsSkipped          int64    `json:"sends_skipped"`
+	Expected              int64    `json:"deliveries_expected"`
+	Received              int64    `json:"deliveries_received"`
+	Lost                  int64    `json:"deliveries_lost"`
+	Duplicates            int64    `json:"duplicates"`
+	OutOfOrder            int64    `json:"out_of_order"`
+	Echoes                int64    `json:"echoes"`
+	EchoesExpected        int64    `json:"echoes_expected"`
+	WindowSeconds         float64  `json:"window_seconds"`
+	DeliveredInWindow     int64    `json:"deliveries_in_window"`
+	DeliveriesPerSec      float64  `json:"deliveries_per_sec"`
+	LatencyP50            float64  `json:"latency_p50_ms"`
+	LatencyP90            float64  `json:"latency_p90_ms"`
+	LatencyP99            float64  `json:"latency_p99_ms"`
+	LatencyMax            float64  `json:"latency_max_ms"`
+	Dropped               int      `json:"clients_dropped"`
+	Drops                 []Drop   `json:"drops"`
+}
+
+// ErrorCount is one kind of connect failure and how many clients it hit.
+type ErrorCount struct {
+	Error string `json:"error"`
+	Count int    `json:"count"`
+}
+
+// Drop is a client the server disconnected during the run.
+type Drop struct {
+	Name      string  `json:"name"`
+	Transport string  `json:"transport"` // "ssh" or "tcp"
+	AtSeconds float64 `json:"at_s"`      // since the first dial
+	Error     string  `json:"error"`     // how the connection ended, as the client saw it
+	LastLine  string  `json:"last_line"` // the last line the server sent it, escape codes removed
+	Notice    string  `json:"notice"`    // what the room told the others ("NAME left (too slow)"), if seen
+}
+
+func (b *bench) newReport() *Report {
+	c := b.cfg
+	return &Report{
+		RunID:         b.runID,
+		NamePrefix:    c.NamePrefix,
+		SSHAddr:       c.SSHAddr,
+		TCPAddr:       c.TCPAddr,
+		ClientsSSH:    c.SSHClients,
+		ClientsTCP:    c.TCPClients,
+		PTY:           c.PTY,
+		Rate:          c.Rate,
+		Size:          c.Size,
+		Duration:      c.Duration.Seconds(),
+		Hold:          c.Hold,
+		ServerPID:     c.PID,
+		ConnectErrors: []ErrorCount{},
+		Drops:         []Drop{},
+	}
+}
+
+// setServer fills the server figures from the samples taken before and after the connect phase
+// and at the end of the run; a sample that could not be taken (nil) leaves its figures null.
+func (r *Report) setServer(before, afterConnect, end *procSample) {
+	if before != nil {
+		r.ServerRSSBefore = &before.rssKiB
+	}
+	if afterConnect != nil {
+		r.ServerRSSAfterConnect = &afterConnect.rssKiB
+	}
+	if end != nil {
+		r.ServerRSSEnd = &end.rssKiB
+	}
+	if before != nil && afterConnect != nil {
+		cpu := round3(afterConnect.cpu - before.cpu)
+		r.ServerCPUConnect = &cpu
+		if r.Connected > 0 {
+			per := round3(float64(afterConnect.rssKiB-before.rssKiB) / float64(r.Connected))
+			r.ServerRSSPerSession = &per
+		}
+	}
+	if afterConnect != nil && end != nil {
+		cpu := round3(end.cpu - afterConnect.cpu)
+		r.ServerCPURun = &cpu
+	}
+}
+
+// WriteJSON writes the report as one JSON object on one line.
+func (r *Report) WriteJSON(w io.Writer) error {
+	return json.NewEncoder(w).Encode(r)
+}
+
+// WriteText writes the report for people.
+func (r *Report) WriteText(w io.Writer) error {
+	var sb strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+	kinds := []string{}
+	if r.ClientsSSH > 0 {
+		mode := "pty"
+		if !r.PTY {
+			mode = "no pty"
+		}
+		kinds = append(kinds, fmt.Sprintf("%d ssh (%s) at %s", r.ClientsSSH, mode, r.SSHAddr))
+	}
+	if r.ClientsTCP > 0 {
+		kinds = append(kinds, fmt.Sprintf("%d tcp at %s", r.ClientsTCP, r.TCPAddr))
+	}
+	p("chatbench run %s: %s; names %s-*\n", r.RunID, strings.Join(kinds, " + "), r.NamePrefix)
+	if r.Interrupted {
+		p("interrupted: the figures cover what was measured until then\n")
+	}
+	p("clients      %d connected, %d failed", r.Connected, r.Failed)
+	if r.Dropped > 0 {
+		p(", %d dropped by the server during the run", r.Dropped)
+	}
+	p("\n")
+	for _, e := range r.ConnectErrors {
+		p("  failed     %d× %s\n", e.Count, e.Error)
+	}
+	p("connect      %.3f s from the first dial to the last join: %.1f conn/s\n", r.ConnectSeconds, r.ConnectRate)
+	if r.ServerPID == 0 {
+		p("server       (no -pid: CPU and RSS not measured)\n")
+	} else {
+		phase := "run"
+		if r.Hold {
+			phase = "hold"
+		}
+		p("server cpu   %s s during connect, %s s during the %s\n", opt(r.ServerCPUConnect, "%.2f"), opt(r.ServerCPURun, "%.2f"), phase)
+		p("server rss   %s KiB before, %s KiB after connect, %s KiB at the end; %s KiB per session\n",
+			opt(r.ServerRSSBefore, "%d"), opt(r.ServerRSSAfterConnect, "%d"), opt(r.ServerRSSEnd, "%d"), opt(r.ServerRSSPerSession, "%.1f"))
+		if r.ServerError != "" {
+			p("server       pid %d could not be sampled: %s\n", r.ServerPID, r.ServerError)
+		}
+	}
+	p("chatbench    %.2f s CPU during connect, %.2f s during the run (same machine: the server had the rest)\n", r.BenchCPUConnect, r.BenchCPURun)
+	if r.Hold {
+		p("held         %d sessions for %s, sending nothing\n", r.Connected, dur(r.Duration))
+	} else {
+		p("messages     %d sent by %d senders at %g/s each, %d bytes, over %s", r.MessagesSent, r.Senders, r.Rate, r.Size, dur(r.WindowSeconds))
+		if r.SendsSkipped > 0 {
+			p(" (%d send slots skipped: writes blocked)", r.SendsSkipped)
+		}
+		p("\n")
+		p("deliveries   %d expected, %d received, %d lost, %d duplicates, %d out of order\n", r.Expected, r.Received, r.Lost, r.Duplicates, r.OutOfOrder)
+		if r.EchoesExpected > 0 || r.Echoes > 0 {
+			p("echoes       %d of %d (PTY senders' own messages, not counted as deliveries)\n", r.Echoes, r.EchoesExpected)
+		}
+		p("throughput   %.0f deliveries/s over the %s window\n", r.DeliveriesPerSec, dur(r.WindowSeconds))
+		p("latency      p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyMax)
+	}
+	if r.Dropped > 0 {
+		p("dropped      %d\n", r.Dropped)
+		for i, d := range r.Drops {
+			if i == 20 {
+				p("  ... %d more (-json lists up to %d)\n", r.Dropped-20, maxDropsListed)
+				break
+			}
+			p("  %s (%s) at %.1f s: %s", d.Name, d.Transport, d.AtSeconds, d.Error)
+			if d.Notice != "" {
+				p("; room: %q", "* "+d.Notice)
+			}
+			if d.LastLine != "" {
+				p("; last line: %q", d.LastLine)
+			}
+			p("\n")
+		}
+	}
+	_, err := io.WriteString(w, sb.String())
+	return err
+}
+
+// opt formats *v, or "?" when it was not measured.
+func opt[T any](v *T, format string) string {
+	if v == nil {
+		return "?"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func dur(seconds float64) string {
+	return time.Duration(seconds * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+// startProgress prints a progress line to cfg.Progress once a second, until the returned function
+// is called (it may be called more than once).
+func (b *bench) startProgress() (stop func()) {
+	w := b.cfg.Progress
+	if w == nil {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var p progress
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			if line := b.progressLine(&p); line != "" {
+				fmt.Fprintln(w, line)
+			}
+		}
+	}()
+	var once bool
+	return func() {
+		if !once {
+			once = true
+			close(quit)
+			<-done
+		}
+	}
+}
+
+// progress is what the progress lines remember from one to the next.
+type progress struct {
+	hist      histogram
+	delivered int64
+}
+
+// progressLine describes the run's phase now; during the run, the deliveries and the p99 since
+// the previous line.
+func (b *bench) progressLine(p *progress) string {
+	left := max(time.Until(time.Unix(0, b.deadln.Load())).Round(time.Second), 0)
+	switch phase := b.phase.Load(); phase {
+	case phaseConnect:
+		n := b.connected.Load()
+		return fmt.Sprintf("connect  %d/%d in the room, %d failed, %d dropped (%.0f conn/s)",
+			n, len(b.clients), b.failed.Load(), b.droppedN.Load(), float64(n)/time.Since(b.t0).Seconds())
+	case phaseHold:
+		return fmt.Sprintf("hold     %d sessions, %d dropped, %s left", len(b.live), b.droppedN.Load(), left)
+	case phaseRun, phaseDrain:
+		var cur histogram
+		var delivered, sent int64
+		for i := range b.shards {
+			sh := &b.shards[i]
+			sh.mu.Lock()
+			cur.merge(&sh.hist)
+			delivered += sh.delivered
+			sh.mu.Unlock()
+		}
+		for _, c := range b.senders {
+			sent += c.sent.Load()
+		}
+		last := cur.since(&p.hist)
+		what := "run  "
+		if phase == phaseDrain {
+			what = "drain"
+		}
+		line := fmt.Sprintf("%s    sent %d, delivered %d (%d/s), p99 %.3f ms, %d dropped, %s left",
+			what, sent, delivered, delivered-p.delivered, ms(last.percentile(99)), b.droppedN.Load(), left)
+		p.hist, p.delivered = cur, delivered
+		return line
+	}
+	return ""
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestAppendMessage(t *testing.T) {
+	m := string(appendMessage(nil, "ab12", 3, 17, 1764000000123456789, 64))
+	if want := "~ab12.3.17.1764000000123456789~"; !strings.HasPrefix(m, want) {
+		t.Errorf("message %q does not start with %q", m, want)
+	}
+	if len(m) != 64 || strings.Trim(m[len("~ab12.3.17.1764000000123456789~"):], ".") != "" {
+		t.Errorf("message %q is not padded with dots to 64 bytes", m)
+	}
+	// A size below the token's length gives the bare token.
+	if m := string(appendMessage(nil, "ab12", 0, 0, 5, 1)); m != "~ab12.0.0.5~" {
+		t.Errorf("short message = %q", m)
+	}
+	// Only printable ASCII, no '-' (names have one: no mention), no leading '/'.
+	for _, c := range []byte(m) {
+		if c < 0x20 || c > 0x7e || c == '-' {
+			t.Errorf("message %q has %q", m, c)
+		}
+	}
+}
+
+// scanAll feeds chunks to the scanner the way a reader does, carrying the tail of each chunk
+// into the next, and returns every token found.
+func scanAll(sc scanner, chunks ...string) []token {
+	var all []token
+	var carry []byte
+	for _, ch := range chunks {
+		data := append(carry, ch...)
+		toks, k := sc.scan(data, nil)
+		all = append(all, toks...)
+		if k > len(sc.marker)+maxTokenTail {
+			panic(fmt.Sprintf("tail of %d bytes", k))
+		}
+		carry = append([]byte(nil), data[len(data)-k:]...)
+	}
+	return all
+}
+
+func TestScan(t *testing.T) {
+	sc := newScanner("ab12")
+	tok := func(s, q int32, n int64) token { return token{sender: s, seq: q, nanos: n} }
+	plain := "15:04 bench-s1: " + string(appendMessage(nil, "ab12", 1, 2, 1764000000000000001, 60)) + "\n"
+	ansi := "\x1b[2m15:04\x1b[0m \x1b[1;38;5;31mbench-s1\x1b[0m: " + string(appendMessage(nil, "ab12", 0, 9, 42, 50)) + "\r\n"
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		want   []token
+	}{
+		{"plain line", []string{plain}, []token{tok(1, 2, 1764000000000000001)}},
+		{"ansi line", []string{ansi}, []token{tok(0, 9, 42)}},
+		{"two lines in one read", []string{ansi + plain}, []token{tok(0, 9, 42), tok(1, 2, 1764000000000000001)}},
+		{"bare token, not after a name", []string{"~ab12.1.2.3~\n"}, nil},
+		{"the sender's typing echoed after the prompt", []string{"\x1b[1mbench-s1\x1b[0m> ~ab12.1.2.3~..."}, nil},
+		{"history from another run", []string{"[history 2026-11-25 09:41] bench-s1: ~zz99.1.2.3~\n"}, nil},
+		{"history from this run", []string{"[history 2026-11-25 09:41] bench-s1: ~ab12.1.2.3~\n"}, []token{tok(1, 2, 3)}},
+		{"malformed: letter", []string{"x: ~ab12.1.x.3~\n"}, nil},
+		{"malformed: empty field", []string{"x: ~ab12..2.3~\n"}, nil},
+		{"malformed: wrong end", []string{"x: ~ab12.1.2.3.\n"}, nil},
+		{"malformed: too many digits", []string{"x: ~ab12.1.1234567890.3~\n"}, nil},
+		{"malformed then good", []string{"x: ~ab12.1.2: ~ab12.4.5.6~"}, []token{tok(4, 5, 6)}},
+		{"nanos overflow", []string{"x: ~ab12.1.2.9999999999999999999~"}, nil},
+		{"cut in the marker", []string{"bench-s1: ~ab", "12.7.8.9~..."}, []token{tok(7, 8, 9)}},
+		{"cut after the colon", []string{"bench-s1:", " ~ab12.7.8.9~"}, []token{tok(7, 8, 9)}},
+		{"cut in three", []string{"bench-s1: ~ab12.7", ".8.", "9~\n"}, []token{tok(7, 8, 9)}},
+		{"incomplete forever", []string{"x: ~ab12.1.2.3"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := scanAll(sc, tc.chunks...); !slices.Equal(got, tc.want) {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A token split across two reads at any point is found exactly once.
+func TestScanSplitEverywhere(t *testing.T) {
+	sc := newScanner("ab12")
+	stream := "* bench-s0 joined (3 online)\n15:04 bench-s1: " + string(appendMessage(nil, "ab12", 12, 345, 1764000000987654321, 64)) +
+		"\n15:04 bench-t0: " + string(appendMessage(nil, "ab12", 3, 0, 1764000000000000000, 40)) + "\n"
+	want := []token{{12, 345, 1764000000987654321}, {3, 0, 1764000000000000000}}
+	for i := 0; i <= len(stream); i++ {
+		if got := scanAll(sc, stream[:i], stream[i:]); !slices.Equal(got, want) {
+			t.Fatalf("split at %d (%q | %q): got %v, want %v", i, stream[:i], stream[i:], got, want)
+		}
+	}
+	// And a byte at a time.
+	chunks := make([]string, len(stream))
+	for i := range stream {
+		chunks[i] = stream[i : i+1]
+	}
+	if got := scanAll(sc, chunks...); !slices.Equal(got, want) {
+		t.Fatalf("byte by byte: got %v, want %v", got, want)
+	}
+}
+
+func TestHistogramPercentiles(t *testing.T) {
+	seq := func(from, to int64) []int64 {
+		var v []int64
+		for i := from; i <= to; i++ {
+			v = append(v, i)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name   string
+		values []int64
+		p      float64
+		want   int64
+		tol    float64 // relative
+	}{
+		{"empty", nil, 50, 0, 0},
+		{"one value", []int64{7}, 50, 7, 0},
+		{"one large value is exact (clamped to max)", []int64{123456}, 99, 123456, 0},
+		{"1..100 p50", seq(1, 100), 50, 50, 0},
+		{"1..100 p90", seq(1, 100), 90, 90, 0},
+		{"1..100 p99", seq(1, 100), 99, 99, 0},
+		{"1..100 p100", seq(1, 100), 100, 100, 0},
+		{"1..100 p0 is the minimum", seq(1, 100), 0, 1, 0},
+		{"1..10000 p50", seq(1, 10000), 50, 5000, 1.0 / histSub},
+		{"1..10000 p99", seq(1, 10000), 99, 9900, 1.0 / histSub},
+		{"1..10000 p99.9", seq(1, 10000), 99.9, 9990, 1.0 / histSub},
+		{"bimodal p50", append(slices.Repeat([]int64{200}, 90), slices.Repeat([]int64{50000}, 10)...), 50, 200, 1.0 / histSub},
+		{"bimodal p90", append(slices.Repeat([]int64{200}, 90), slices.Repeat([]int64{50000}, 10)...), 90, 200, 1.0 / histSub},
+		{"bimodal p91", append(slices.Repeat([]int64{200}, 90), slices.Repeat([]int64{50000}, 10)...), 91, 50000, 0},
+		{"negative counts as 0", []int64{-5, -1}, 50, 0, 0},
+		{"huge", []int64{math.MaxInt64 / 2}, 50, math.MaxInt64 / 2, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var h histogram
+			for _, v := range tc.values {
+				h.record(v)
+			}
+			got := h.percentile(tc.p)
+			if diff := math.Abs(float64(got - tc.want)); diff > tc.tol*float64(tc.want) {
+				t.Errorf("p%v = %d, want %d (±%.1f%%)", tc.p, got, tc.want, 100*tc.tol)
+			}
+		})
+	}
+}
+
+func TestHistogramBuckets(t *testing.T) {
+	// Every value lies within its bucket, buckets are contiguous and at most 1/histSub wide.
+	prevUpper := int64(-1)
+	for i := range histBuckets - 1 {
+		up := histUpper(i)
+		lo := prevUpper + 1
+		if histBucket(lo) != i || histBucket(up) != i {
+			t.Fatalf("bucket %d = [%d, %d], but those values go to %d and %d", i, lo, up, histBucket(lo), histBucket(up))
+		}
+		if i >= histLinear && float64(up-lo+1) > float64(lo)/histSub {
+			t.Fatalf("bucket %d = [%d, %d] is too wide", i, lo, up)
+		}
+		prevUpper = up
+	}
+}
+
+func TestHistogramMergeAndSince(t *testing.T) {
+	var a, b histogram
+	for i := int64(1); i <= 50; i++ {
+		a.record(i)
+	}
+	for i := int64(51); i <= 100; i++ {
+		b.record(i)
+	}
+	var m histogram
+	m.merge(&a)
+	snap := m
+	m.merge(&b)
+	if m.n != 100 || m.min != 1 || m.max != 100 || m.percentile(50) != 50 {
+		t.Errorf("merged: n %d, min %d, max %d, p50 %d", m.n, m.min, m.max, m.percentile(50))
+	}
+	d := m.since(&snap)
+	if d.n != 50 || d.percentile(0) != 51 || d.percentile(100) != 100 {
+		t.Errorf("since: n %d, p0 %d, p100 %d", d.n, d.percentile(0), d.percentile(100))
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	stat := "4242 (chat d) (x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 9 0 100 1000000 500 18446744073709551615\n"
+	cpu, err := parseStatCPU([]byte(stat))
+	if err != nil || cpu != 3.25 {
+		t.Errorf("parseStatCPU = %v, %v; want 3.25 s", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("4242 (x) S 1")); err == nil {
+		t.Error("parseStatCPU accepted a short line")
+	}
+	status := "Name:\tchatd\nVmPeak:\t  999 kB\nVmRSS:\t   20480 kB\nThreads:\t9\n"
+	rss, err := parseStatusRSS([]byte(status))
+	if err != nil || rss != 20480 {
+		t.Errorf("parseStatusRSS = %v, %v; want 20480", rss, err)
+	}
+	if _, err := parseStatusRSS([]byte("Name:\tkthreadd\n")); err == nil {
+		t.Error("parseStatusRSS accepted a status without VmRSS")
+	}
+}
+
+func TestLastLine(t *testing.T) {
+	c := &client{}
+	c.keepTail([]byte("15:04 a: hello\n"))
+	c.keepTail([]byte("\x1b[2m* server is shutting down, goodbye\x1b[0m\r\n"))
+	if got := c.lastLine(); got != "* server is shutting down, goodbye" {
+		t.Errorf("lastLine = %q", got)
+	}
+	// A PTY session's stream ends with the repainted prompt: not a line.
+	c.keepTail([]byte("\x1b[1mbench-s1\x1b[0m> "))
+	if got := c.lastLine(); got != "* server is shutting down, goodbye" {
+		t.Errorf("lastLine after a prompt = %q", got)
+	}
+	c.keepTail([]byte(strings.Repeat("x", 1000) + "\nlast\n"))
+	if got := c.lastLine(); got != "last" {
+		t.Errorf("lastLine after a long read = %q", got)
+	}
+	// Many small reads keep the end of the stream.
+	for _, s := range []string{"* bob", " left (too", " slow)", "\n"} {
+		c.keepTail([]byte(s))
+	}
+	if got := c.lastLine(); got != "* bob left (too slow)" {
+		t.Errorf("lastLine after small reads = %q", got)
+	}
+}
+
+func TestWatchNotices(t *testing.T) {
+	b := &bench{noticePat: []byte("* bx-"), notices: map[string]string{}}
+	b.watchNotices([]byte("\x1b[2m15:04\x1b[0m \x1b[2m* bx-s3 left (too slow)\x1b[0m\r\n* bx-t1 joined (3 online)\n* bx-t2 left\n* other left\n"))
+	want := map[string]string{"bx-s3": "bx-s3 left (too slow)", "bx-t2": "bx-t2 left"}
+	if fmt.Sprint(b.notices) != fmt.Sprint(want) {
+		t.Errorf("notices = %v, want %v", b.notices, want)
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	b := &bench{clients: make([]*client, 10), t0: time.Now().Add(-time.Second)}
+	b.connected.Store(4)
+	if got := b.progressLine(&progress{}); !strings.HasPrefix(got, "connect  4/10 in the room, 0 failed") {
+		t.Errorf("connect line = %q", got)
+	}
+	s := &client{}
+	s.sent.Store(7)
+	b.senders = []*client{s}
+	b.deadln.Store(time.Now().Add(3 * time.Second).UnixNano())
+	b.phase.Store(phaseRun)
+	for v := int64(1000); v <= 100000; v += 1000 {
+		b.shards[v%nShards].hist.record(v)
+		b.shards[v%nShards].delivered++
+	}
+	var p progress
+	if got, want := b.progressLine(&p), "run      sent 7, delivered 100 (100/s), p99 99."; !strings.HasPrefix(got, want) {
+		t.Errorf("run line = %q, want it to start with %q", got, want)
+	}
+	b.shards[0].hist.record(5000)
+	b.shards[0].delivered++
+	b.phase.Store(phaseDrain)
+	if got, want := b.progressLine(&p), "drain    sent 7, delivered 101 (1/s), p99 5.0"; !strings.HasPrefix(got, want) {
+		t.Errorf("drain line = %q, want it to start with %q", got, want)
+	}
+}
+
+func TestCheckName(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"bench1a2b-s17": true, "a": true, "9_x.y-z": true,
+		"": false, "-a": false, ".a": false, "a b": false, "a:b": false, strings.Repeat("a", 33): false,
+	} {
+		if err := checkName(name); (err == nil) != ok {
+			t.Errorf("checkName(%q) = %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,291 @@
+package room
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"chatd/room/connlimit"
+	"chatd/room/store"
+)
+
+// ErrBanned is wrapped by the *BanError for a login that a ban keeps out.
+var ErrBanned = errors.New("banned")
+
+// BanError says which ban keeps someone out, in words fit to show them.
+type BanError struct {
+	Ban store.Ban
+	loc *time.Location
+}
+
+func (e *BanError) Error() string {
+	s := "you are banned from this server"
+	if !e.Ban.Expires.IsZero() {
+		s += " until " + e.Ban.Expires.In(e.loc).Format("2006-01-02 15:04 MST")
+	}
+	if e.Ban.Reason != "" {
+		s += " (" + e.Ban.Reason + ")"
+	}
+	return s
+}
+
+func (e *BanError) Unwrap() error { return ErrBanned }
+
+// moderation is the room's state that operators change: bans, mutes, the message of the day.
+// It has its own lock: logins check bans without waiting for a broadcast.
+type moderation struct {
+	mu     sync.Mutex
+	bans   []store.Ban          // active ones, as stored
+	mutes  map[string]time.Time // by folded name; zero: until unmuted
+	motd   string
+	nextID int64 // ban IDs when bans are not stored
+}
+
+// Banned returns the ban that keeps out a login from ip, with a key of fingerprint (may be empty)
+// and name (may be empty), if any.
+func (r *Room) Banned(ip netip.Addr, fingerprint, name string) error {
+	now := r.now()
+	key := foldName(name)
+	r.mod.mu.Lock()
+	defer r.mod.mu.Unlock()
+	for _, b := range r.mod.bans {
+		if !b.Active(now) {
+			continue
+		}
+		if banMatches(b, ip, fingerprint, key) {
+			return &BanError{Ban: b, loc: r.cfg.Location}
+		}
+	}
+	return nil
+}
+
+func banMatches(b store.Ban, ip netip.Addr, fingerprint, foldedName string) bool {
+	switch b.Kind {
+	case store.BanName:
+		return foldedName != "" && foldName(b.Value) == foldedName
+	case store.BanKey:
+		return fingerprint != "" && b.Value == fingerprint
+	case store.BanIP:
+		p, err := netip.ParsePrefix(b.Value)
+		return err == nil && ip.IsValid() && p.Contains(ip.Unmap())
+	}
+	return false
+}
+
+// remoteIP is the address of a member's connection, for bans.
+func remoteIP(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// loadModeration reads the bans and the message of the day from the store.
+func (r *Room) loadModeration() error {
+	r.mod.mutes = make(map[string]time.Time)
+	r.mod.motd = r.cfg.Motd
+	st, ok := r.cfg.Store.(ModerationStore)
+	if !ok {
+		return nil
+	}
+	bans, err := st.Bans()
+	if err != nil {
+		return fmt.Errorf("load bans: %w", err)
+	}
+	r.mod.bans = bans
+	if motd, set, err := st.Setting("motd"); err != nil {
+		return fmt.Errorf("load motd: %w", err)
+	} else if set {
+		r.mod.motd = motd
+	}
+	return nil
+}
+
+// ModerationStore is what the room needs of the store to keep bans and settings across restarts.
+type ModerationStore interface {
+	AddBan(b store.Ban) (store.Ban, error)
+	RemoveBan(id int64) (store.Ban, error)
+	Bans() ([]store.Ban, error)
+	Setting(key string) (string, bool, error)
+	SetSetting(key, value string) error
+}
+
+// limiter is a person's token bucket: Rate lines a second, Burst at once. Lines over the rate
+// are delayed, not dropped; a line that would wait too long is refused with an error.
+type limiter struct {
+	mu       sync.Mutex
+	tokens   float64
+	last     time.Time
+	notified bool
+}
+
+// maxPace is the longest a line is held back before it is refused instead.
+const maxPace = 10 * time.Second
+
+// reserve takes a token and returns how long to wait before using it, or ok false when the wait
+// would be over maxPace (then nothing is taken). first is set the first time a line has to wait
+// since the bucket was last full.
+func (l *limiter) reserve(now time.Time, rate float64, burst int) (wait time.Duration, first, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.IsZero() {
+		l.tokens, l.last = float64(burst), now
+	}
+	l.tokens = min(float64(burst), l.tokens+now.Sub(l.last).Seconds()*rate)
+	l.last = now
+	if l.tokens >= float64(burst) {
+		l.notified = false
+	}
+	if l.tokens >= 1 {
+		l.tokens--
+		return 0, false, true
+	}
+	wait = time.Duration((1 - l.tokens) / rate * float64(time.Second))
+	if wait > maxPace {
+		return wait, false, false
+	}
+	l.tokens--
+	first = !l.notified
+	l.notified = true
+	return wait, first, true
+}
+
+// pace holds a line back when its sender is over the rate. It reports false when the line must
+// not be sent (refused, or the member left while it waited).
+func (m *Member) pace(line string) bool {
+	r := m.room
+	if r.cfg.MsgRate <= 0 {
+		return true
+	}
+	wait, first, ok := m.person.limit.reserve(r.cfg.Now(), r.cfg.MsgRate, r.cfg.MsgBurst)
+	if !ok {
+		r.log.Debug("rate limit: refused", "user", m.name)
+		m.reply(kindError, "slow down: this line was not sent: "+Excerpt(line, 60))
+		return false
+	}
+	if wait == 0 {
+		return true
+	}
+	if first {
+		r.log.Info("rate limit", "user", m.name)
+		m.reply(kindInfo, fmt.Sprintf("slow down: you may send %s lines a second (%d at once); your lines are delayed", strconv.FormatFloat(r.cfg.MsgRate, 'f', -1, 64), r.cfg.MsgBurst))
+	}
+	if m.opts.OnPause != nil {
+		m.opts.OnPause()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-m.done:
+		return false
+	}
+}
+
+// muted returns how long the member's person is muted for, if at all.
+func (m *Member) muted() (until time.Time, muted bool) {
+	r := m.room
+	r.mod.mu.Lock()
+	defer r.mod.mu.Unlock()
+	until, muted = r.mod.mutes[m.key]
+	if muted && !until.IsZero() && !r.cfg.Now().Before(until) {
+		delete(r.mod.mutes, m.key)
+		return time.Time{}, false
+	}
+	return until, muted
+}
+
+// checkMuted tells a muted member that what they said was not sent.
+func (m *Member) checkMuted() bool {
+	until, muted := m.muted()
+	if !muted {
+		return false
+	}
+	if until.IsZero() {
+		m.reply(kindError, "you are muted: nobody sees what you say")
+	} else {
+		m.reply(kindError, "you are muted until "+until.In(m.room.cfg.Location).Format("15:04")+": nobody sees what you say")
+	}
+	return true
+}
+
+// ParseDuration reads a duration as people write them: 90s, 10m, 2h, 7d, 2w, 1h30m.
+func ParseDuration(s string) (time.Duration, error) {
+	orig := s
+	if s == "" {
+		return 0, errors.New("empty duration")
+	}
+	var total time.Duration
+	for s != "" {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == 0 || i > 6 || i == len(s) {
+			return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(orig, 20))
+		}
+		n, _ := strconv.Atoi(s[:i])
+		unit := time.Duration(0)
+		switch s[i] {
+		case 's':
+			unit = time.Second
+		case 'm':
+			unit = time.Minute
+		case 'h':
+			unit = time.Hour
+		case 'd':
+			unit = 24 * time.Hour
+		case 'w':
+			unit = 7 * 24 * time.Hour
+		default:
+			return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(orig, 20))
+		}
+		total += time.Duration(n) * unit
+		if total > 100*365*24*time.Hour {
+			return 0, fmt.Errorf("%q is too long", Excerpt(orig, 20))
+		}
+		s = s[i+1:]
+	}
+	if total <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration", Excerpt(orig, 20))
+	}
+	return total, nil
+}
+
+// splitDuration takes an optional leading duration off args.
+func splitDuration(args string) (time.Duration, string) {
+	first, rest := nameFields(args)
+	if d, err := ParseDuration(first); err == nil {
+		return d, rest
+	}
+	return 0, strings.TrimSpace(args)
+}
+
+// banTarget reads what /ban names: a key fingerprint, an address or range, or a name.
+func banTarget(s string) (store.BanKind, string, error) {
+	switch {
+	case strings.HasPrefix(s, "SHA256:"):
+		return store.BanKey, s, nil
+	case strings.ContainsAny(s, ":/") || isIPv4(s):
+		p, err := connlimit.ParsePrefix(s)
+		if err != nil {
+			return "", "", err
+		}
+		return store.BanIP, p.String(), nil
+	}
+	if err := ValidateName(s); err != nil {
+		return "", "", err
+	}
+	return store.BanName, s, nil
+}
+
+func isIPv4(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is4()
+}
