@@ -171,6 +171,7 @@ type bench struct {
 	closing   atomic.Bool
 	phase     atomic.Int32
 	skipped   atomic.Int64
+	slowDowns atomic.Int64 // the server's rate-limit lines to senders
 
 	noticeMu sync.Mutex
 	notices  map[string]string // name -> the room's "NAME left ..." notice
@@ -236,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	lastJoin := b.connectAll(ctx)
 	afterConnect = sample()
 	cpu1 := selfCPU()
-	rep.ConnectSeconds = lastJoin.Seconds()
+	rep.ConnectSeconds = round3(lastJoin.Seconds())
 	for _, c := range b.clients {
 		if c.done != nil {
 			b.live = append(b.live, c)
@@ -246,7 +247,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Failed = int(b.failed.Load())
 	rep.ConnectErrors = b.connectErrors()
 	if rep.Connected > 0 && lastJoin > 0 {
-		rep.ConnectRate = float64(rep.Connected) / lastJoin.Seconds()
+		rep.ConnectRate = round3(float64(rep.Connected) / lastJoin.Seconds())
 	}
 
 	var runErr error
@@ -642,6 +643,7 @@ func (b *bench) tally(rep *Report) {
 		sh.mu.Unlock()
 	}
 	rep.SendsSkipped = b.skipped.Load()
+	rep.RateLimitLines = b.slowDowns.Load()
 	rep.LatencyP50 = ms(h.percentile(50))
 	rep.LatencyP90 = ms(h.percentile(90))
 	rep.LatencyP99 = ms(h.percentile(99))

@@ -34,7 +34,13 @@ type testChatd struct {
 // startChatd runs a room, an SSH server and a TCP server in-process until the test ends.
 func startChatd(t *testing.T) *testChatd {
 	t.Helper()
-	rm, err := room.New(room.Config{ParseKey: sshd.ParseAuthorizedKey}, nil)
+	return startChatdWith(t, room.Config{})
+}
+
+func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
+	t.Helper()
+	rcfg.ParseKey = sshd.ParseAuthorizedKey
+	rm, err := room.New(rcfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +327,24 @@ func TestRunDroppedClient(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), victim.name+" (tcp)") {
 		t.Errorf("the text report does not name the dropped client:\n%s", buf.String())
+	}
+}
+
+// The server's rate limiter delays the senders' lines and tells them so: the report counts it.
+func TestRunRateLimited(t *testing.T) {
+	srv := startChatdWith(t, room.Config{MsgRate: 10, MsgBurst: 1})
+	cfg := srv.config(1, 2, 2)
+	rep := runBench(t, cfg)
+	if rep.RateLimitLines == 0 {
+		t.Error("rate_limit_lines = 0 with senders at twice the server's rate")
+	}
+	checkDeliveries(t, rep, 2) // delayed, not lost
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "--msg-rate 0") {
+		t.Errorf("the text report has no hint about --msg-rate:\n%s", buf.String())
 	}
 }
 

@@ -261,6 +261,9 @@ func (b *bench) read(c *client, keep int) {
 			if c.observer {
 				b.watchNotices(data)
 			}
+			if c.senderIdx.Load() >= 0 {
+				b.watchSlowDown(data)
+			}
 			keep = copy(buf, data[len(data)-k:])
 		}
 		n, err := c.r.Read(buf[keep:])
@@ -407,6 +410,18 @@ func (b *bench) watchNotices(data []byte) {
 			b.noticeMu.Unlock()
 		}
 		data = data[end:]
+	}
+}
+
+// slowDown starts the lines chatd's rate limiter sends a sender: "* slow down: ... your lines
+// are delayed" (once) and "error: slow down: this line was not sent: ..." (per refused line).
+var slowDown = []byte("slow down: ")
+
+// watchSlowDown counts the rate limiter's lines in a sender's stream, so that the report can
+// tell latency and losses caused by the server's --msg-rate from those caused by load.
+func (b *bench) watchSlowDown(data []byte) {
+	if n := bytes.Count(data, slowDown); n > 0 {
+		b.slowDowns.Add(int64(n))
 	}
 }
 

@@ -57,6 +57,12 @@
 // the report (bench_cpu_*). Each SSH client holds a few goroutines and buffers in chatbench;
 // each receiver keeps 8 bytes per sender. It raises its open-file limit to the hard limit.
 //
+// chatd's abuse limits are meant for strangers, not for a load generator: start the server for a
+// load test with --limit-exempt 127.0.0.1 (the address chatbench connects from; otherwise only
+// 16 connections, and 30 a minute, get in), --msg-rate 0 (or senders faster than 2 lines a
+// second are slowed down: rate_limit_lines counts the server's "slow down" lines) and, for
+// thousands of clients, --max-conns 0 and a longer --handshake-timeout.
+//
 // Security: chatbench does not verify the server's host key (ssh.InsecureIgnoreHostKey): it is a
 // benchmark, meant to be pointed by an operator at their own server. Every run registers its
 // client names (and keys) in the server's database, and its messages go into the history.
@@ -89,6 +95,8 @@
 //	bench_cpu_connect_s, bench_cpu_run_s   chatbench's own CPU time in the same two phases
 //	messages_sent                 messages written by all senders
 //	sends_skipped                 schedule slots skipped because a sender's write blocked
+//	rate_limit_lines              "slow down" lines the server's rate limiter (--msg-rate) sent to
+//	                              senders: their lines were delayed or refused
 //	deliveries_expected, deliveries_received, deliveries_lost
 //	                              messages to other clients: expected = received + lost
 //	duplicates, out_of_order      deliveries seen twice; deliveries that came after a later one
@@ -204,7 +212,9 @@ progress to stderr. Exit status: 0 after a run, 1 if nothing connected or the ru
 bad flags. Ctrl-C stops the run and still reports.
 
 The server's SSH host key is NOT verified: point chatbench only at a server you run. Each run
-registers its client names and keys in the server's database and fills its history.
+registers its client names and keys in the server's database and fills its history. Start chatd
+with --limit-exempt 127.0.0.1 --msg-rate 0 (and --max-conns 0 for thousands of clients), or its
+abuse limits refuse the clients and slow the senders down.
 
 Flags:
 `)

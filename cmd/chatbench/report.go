@@ -43,6 +43,7 @@ type Report struct {
 	BenchCPURun           float64  `json:"bench_cpu_run_s"`
 	MessagesSent          int64    `json:"messages_sent"`
 	SendsSkipped          int64    `json:"sends_skipped"`
+	RateLimitLines        int64    `json:"rate_limit_lines"`
 	Expected              int64    `json:"deliveries_expected"`
 	Received              int64    `json:"deliveries_received"`
 	Lost                  int64    `json:"deliveries_lost"`
@@ -152,17 +153,23 @@ func (r *Report) WriteText(w io.Writer) error {
 		p(", %d dropped by the server during the run", r.Dropped)
 	}
 	p("\n")
+	limited := false
 	for _, e := range r.ConnectErrors {
 		p("  failed     %d× %s\n", e.Count, e.Error)
+		limited = limited || strings.Contains(e.Error, "from your address")
+	}
+	if limited {
+		p("  hint       chatd limits connections per address: for a load test start it with\n" +
+			"             --limit-exempt 127.0.0.1 (the address chatbench connects from)\n")
 	}
 	p("connect      %.3f s from the first dial to the last join: %.1f conn/s\n", r.ConnectSeconds, r.ConnectRate)
+	phase := "run"
+	if r.Hold {
+		phase = "hold"
+	}
 	if r.ServerPID == 0 {
 		p("server       (no -pid: CPU and RSS not measured)\n")
 	} else {
-		phase := "run"
-		if r.Hold {
-			phase = "hold"
-		}
 		p("server cpu   %s s during connect, %s s during the %s\n", opt(r.ServerCPUConnect, "%.2f"), opt(r.ServerCPURun, "%.2f"), phase)
 		p("server rss   %s KiB before, %s KiB after connect, %s KiB at the end; %s KiB per session\n",
 			opt(r.ServerRSSBefore, "%d"), opt(r.ServerRSSAfterConnect, "%d"), opt(r.ServerRSSEnd, "%d"), opt(r.ServerRSSPerSession, "%.1f"))
@@ -170,7 +177,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			p("server       pid %d could not be sampled: %s\n", r.ServerPID, r.ServerError)
 		}
 	}
-	p("chatbench    %.2f s CPU during connect, %.2f s during the run (same machine: the server had the rest)\n", r.BenchCPUConnect, r.BenchCPURun)
+	p("chatbench    %.2f s CPU during connect, %.2f s during the %s (its own use)\n", r.BenchCPUConnect, r.BenchCPURun, phase)
 	if r.Hold {
 		p("held         %d sessions for %s, sending nothing\n", r.Connected, dur(r.Duration))
 	} else {
@@ -179,6 +186,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			p(" (%d send slots skipped: writes blocked)", r.SendsSkipped)
 		}
 		p("\n")
+		if r.RateLimitLines > 0 {
+			p("rate limit   the server told senders to slow down %d times: its --msg-rate delays (or refuses)\n"+
+				"             their lines, which shows in latency and losses; use --msg-rate 0 for load tests\n", r.RateLimitLines)
+		}
 		p("deliveries   %d expected, %d received, %d lost, %d duplicates, %d out of order\n", r.Expected, r.Received, r.Lost, r.Duplicates, r.OutOfOrder)
 		if r.EchoesExpected > 0 || r.Echoes > 0 {
 			p("echoes       %d of %d (PTY senders' own messages, not counted as deliveries)\n", r.Echoes, r.EchoesExpected)

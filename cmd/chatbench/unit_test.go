@@ -275,3 +275,14 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+func TestTextHints(t *testing.T) {
+	rep := &Report{ConnectErrors: []ErrorCount{{Error: `chatd: too many connections from your address (at most 16 at once) (ssh: handshake failed)`, Count: 3}}}
+	var sb strings.Builder
+	if err := rep.WriteText(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sb.String(), "--limit-exempt 127.0.0.1") {
+		t.Errorf("no hint about --limit-exempt:\n%s", sb.String())
+	}
+}
