@@ -140,6 +140,11 @@ func (m *Member) say(k kind, text string) {
 	r.rememberLocked(ev)
 	r.mu.Unlock()
 	r.dropSlow(slow)
+	if k == kindAction {
+		r.cfg.Metrics.Said("action")
+	} else {
+		r.cfg.Metrics.Said("message")
+	}
 }
 
 // checkLength tells the member when text is over the message limit.
@@ -213,6 +218,7 @@ func (m *Member) cmdMsg(args string) Action {
 	slow = append(slow, r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))...)
 	r.mu.Unlock()
 	r.dropSlow(slow)
+	r.cfg.Metrics.Said("dm")
 	return Continue
 }
 
@@ -245,6 +251,7 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 	}
 	r.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
 	m.reply(kindInfo, id.Name+" is offline: they get your message when they next log in")
+	r.cfg.Metrics.Said("dm")
 }
 
 func (m *Member) cmdHistory(args string) Action {

@@ -223,11 +223,17 @@ func (m *Member) flush() {
 		for _, ev := range batch {
 			buf = ev.appendTo(buf, m)
 		}
-		clear(batch)
 		m.writeStarted.Store(time.Now().UnixNano())
 		_, err := m.out.Write(buf)
 		m.writeStarted.Store(0)
 		*bp = buf
+		if err == nil {
+			done := time.Now()
+			for _, ev := range batch {
+				m.room.cfg.Metrics.Delivered(done.Sub(ev.born))
+			}
+		}
+		clear(batch)
 
 		m.mu.Lock()
 		m.spare = batch[:0]

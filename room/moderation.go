@@ -164,6 +164,7 @@ func (m *Member) pace(line string) bool {
 	}
 	wait, first, ok := m.person.limit.reserve(r.cfg.Now(), r.cfg.MsgRate, r.cfg.MsgBurst)
 	if !ok {
+		r.cfg.Metrics.RateLimited(true)
 		r.log.Debug("rate limit: refused", "user", m.name)
 		m.reply(kindError, "slow down: this line was not sent: "+Excerpt(line, 60))
 		return false
@@ -171,6 +172,7 @@ func (m *Member) pace(line string) bool {
 	if wait == 0 {
 		return true
 	}
+	r.cfg.Metrics.RateLimited(false)
 	if first {
 		r.log.Info("rate limit", "user", m.name)
 		m.reply(kindInfo, fmt.Sprintf("slow down: you may send %s lines a second (%d at once); your lines are delayed", strconv.FormatFloat(r.cfg.MsgRate, 'f', -1, 64), r.cfg.MsgBurst))

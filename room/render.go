@@ -39,6 +39,7 @@ type event struct {
 	peer    string    // the other side of a DM
 	text    string    // sanitised; info text may hold several lines
 	earlier bool      // replayed history: dated and dimmed
+	born    time.Time // when it was made (the local clock, for delivery times)
 	plain   []byte    // with a timestamp prefix of plainStampLen bytes (none when earlier)
 	ansi    []byte    // with a timestamp prefix of ansiStampLen bytes (none when earlier)
 	lower   string    // lower-cased text, for mention matching
@@ -52,7 +53,7 @@ const (
 )
 
 func newEvent(k kind, at time.Time, from, peer, text string) *event {
-	ev := &event{kind: k, at: at, from: from, peer: peer, text: text}
+	ev := &event{kind: k, at: at, from: from, peer: peer, text: text, born: time.Now()}
 	ev.plain = ev.render(Plain, "")
 	ev.ansi = ev.render(ANSI, "")
 	if k == kindMessage || k == kindAction {
@@ -63,7 +64,7 @@ func newEvent(k kind, at time.Time, from, peer, text string) *event {
 
 // earlierEvent is ev replayed as history: marked, dated when it is not from today, and dimmed.
 func earlierEvent(ev *event, now time.Time) *event {
-	h := &event{kind: ev.kind, at: ev.at, from: ev.from, peer: ev.peer, text: ev.text, earlier: true}
+	h := &event{kind: ev.kind, at: ev.at, from: ev.from, peer: ev.peer, text: ev.text, earlier: true, born: time.Now()}
 	body := h.render(Plain, "")
 	layout := "15:04"
 	if y, m, d := ev.at.Date(); y != now.Year() || m != now.Month() || d != now.Day() {

@@ -54,7 +54,26 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Motd is the message of the day shown on joining, until an operator sets another (/motd).
 	Motd string
+	// Metrics receives counts and timings; nil for none. Package room/metrics implements it.
+	Metrics Metrics
 }
+
+// Metrics is what the room reports about itself.
+type Metrics interface {
+	Joined(transport string)
+	Left(transport string, reason Reason)
+	Said(kind string) // "message", "action", "dm"
+	Delivered(delay time.Duration)
+	RateLimited(refused bool)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Joined(string)           {}
+func (noMetrics) Left(string, Reason)     {}
+func (noMetrics) Said(string)             {}
+func (noMetrics) Delivered(time.Duration) {}
+func (noMetrics) RateLimited(bool)        {}
 
 // HistorySize is how many public messages the room keeps at hand for joins and /history.
 const HistorySize = 1000
@@ -96,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Location == nil {
 		c.Location = d.Location
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
 	}
 	if c.MsgRate > 0 && c.MsgBurst == 0 {
 		c.MsgBurst = 10
@@ -273,6 +295,7 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 	}
 	r.mu.Unlock()
 
+	r.cfg.Metrics.Joined(opts.Transport)
 	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online)
 	r.dropSlow(slow)
 	if first && registered {
@@ -384,6 +407,7 @@ func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 	online, sessions := len(r.people), len(p.members)
 	r.mu.Unlock()
 
+	r.cfg.Metrics.Left(m.opts.Transport, reason)
 	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "sessions_left", sessions, "online", online)
 	r.dropSlow(slow)
 	return true

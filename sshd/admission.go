@@ -17,8 +17,9 @@ import (
 // (too many connections, a banned address) to tell the client in the SSH banner, and the
 // connection, whose handshake deadline is lifted once a session starts.
 type admission struct {
-	conn    *guardedConn
-	refusal string // why every authentication will fail; "" when admitted
+	conn     *guardedConn
+	refusal  string // why every authentication will fail; "" when admitted
+	accepted time.Time
 }
 
 type admissionKey struct{}
@@ -34,7 +35,7 @@ func admissionOf(ctx ssh.Context) *admission {
 // still gets through the handshake, to be told why in a banner and refused; a flood from one
 // address is closed at once, without the handshake's cost.
 func (s *Server) admit(ctx ssh.Context, nc net.Conn) net.Conn {
-	a := &admission{}
+	a := &admission{accepted: time.Now()}
 	release := func() {}
 	if s.cfg.Limiter != nil {
 		rel, err := s.cfg.Limiter.Admit(nc.RemoteAddr())
@@ -42,10 +43,12 @@ func (s *Server) admit(ctx ssh.Context, nc net.Conn) net.Conn {
 		switch {
 		case errors.As(err, &ref) && ref.Hard:
 			s.log.Debug("refused at once", "remote", nc.RemoteAddr().String(), "reason", ref.Reason)
+			s.cfg.Metrics.Refused("ssh", "flood")
 			_ = nc.Close()
 			return nil
 		case err != nil:
 			a.refusal = err.Error()
+			s.cfg.Metrics.Refused("ssh", "limit")
 		default:
 			release = rel
 		}
@@ -53,6 +56,7 @@ func (s *Server) admit(ctx ssh.Context, nc net.Conn) net.Conn {
 	if a.refusal == "" {
 		if err := s.room.Banned(connlimit.AddrIP(nc.RemoteAddr()), "", ""); err != nil {
 			a.refusal = err.Error()
+			s.cfg.Metrics.Refused("ssh", "banned")
 		}
 	}
 	a.conn = &guardedConn{Conn: nc, release: release}
@@ -106,18 +110,19 @@ func (s *Server) acceptKeyless(ctx ssh.Context, challenge gossh.KeyboardInteract
 // banner.
 func (s *Server) verifyKey(conn gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
 	fp := gossh.FingerprintSHA256(key)
-	refuse := func(err error) (*gossh.Permissions, error) {
+	refuse := func(reason string, err error) (*gossh.Permissions, error) {
+		s.cfg.Metrics.AuthFailed(reason)
 		s.log.Info("auth refused", "user", cleanUser(conn.User()), "remote", conn.RemoteAddr().String(), "key", fp, "reason", err.Error())
 		return nil, &gossh.BannerError{Err: err, Message: "chatd: " + err.Error() + "\r\n"}
 	}
 	if s.cfg.Allow != nil && !s.cfg.Allow[fp] {
-		return refuse(fmt.Errorf("this server only admits SSH keys on its list, and %s is not one of them", fp))
+		return refuse("allowlist", fmt.Errorf("this server only admits SSH keys on its list, and %s is not one of them", fp))
 	}
 	if err := s.room.Banned(connlimit.AddrIP(conn.RemoteAddr()), fp, conn.User()); err != nil {
-		return refuse(err)
+		return refuse("banned", err)
 	}
 	if err := s.room.Authorize(conn.User(), StoreKey(key)); err != nil {
-		return refuse(err)
+		return refuse("registered", err)
 	}
 	return perms, nil
 }

@@ -54,7 +54,22 @@ type Config struct {
 	Allow map[string]bool
 	// AllowKeyless lets people without a key in despite an allowlist.
 	AllowKeyless bool
+	// Metrics receives counts and timings; nil for none. Package room/metrics implements it.
+	Metrics Metrics
 }
+
+// Metrics is what the SSH server reports about itself.
+type Metrics interface {
+	AuthFailed(reason string)         // "allowlist", "banned", "registered"
+	Refused(transport, reason string) // before authentication: "limit", "flood", "banned"
+	Handshake(d time.Duration)        // from accept to a session starting
+}
+
+type noMetrics struct{}
+
+func (noMetrics) AuthFailed(string)       {}
+func (noMetrics) Refused(string, string)  {}
+func (noMetrics) Handshake(time.Duration) {}
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
@@ -90,6 +105,9 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 	}
 	if logger == nil {
 		logger = log.New(io.Discard)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	s := &Server{cfg: cfg, room: rm, log: logger}
 	srv, err := wish.NewServer(
@@ -188,6 +206,7 @@ func (s *Server) logging(next ssh.Handler) ssh.Handler {
 	return func(sess ssh.Session) {
 		if a := admissionOf(sess.Context()); a != nil {
 			a.conn.endHandshake() // a session has started: the chat may last
+			s.cfg.Metrics.Handshake(time.Since(a.accepted))
 		}
 		start := time.Now()
 		_, _, isPty := sess.Pty()

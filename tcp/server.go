@@ -57,6 +57,10 @@ type Config struct {
 	Limiter *connlimit.Limiter
 	// Refuse, when set, turns every connection away with this reason (an SSH-only server).
 	Refuse string
+	// Metrics counts refused connections; nil for none. Package room/metrics implements it.
+	Metrics interface {
+		Refused(transport, reason string)
+	}
 }
 
 // DefaultConfig returns the defaults.
@@ -233,10 +237,12 @@ func (s *Server) accept(nc net.Conn) {
 		var ref *connlimit.Refusal
 		switch {
 		case errors.As(err, &ref) && ref.Hard:
+			s.refused("flood")
 			_ = nc.Close()
 			return
 		case err != nil:
 			refusal = err.Error()
+			s.refused("limit")
 		default:
 			c.releaseSlot = rel
 		}
@@ -244,6 +250,7 @@ func (s *Server) accept(nc net.Conn) {
 	if refusal == "" {
 		if err := s.room.Banned(connlimit.AddrIP(nc.RemoteAddr()), "", ""); err != nil {
 			refusal = err.Error()
+			s.refused("banned")
 		}
 	}
 
@@ -283,6 +290,12 @@ func (s *Server) release(c *conn) {
 	s.mu.Unlock()
 	c.releaseSlot()
 	s.handlers.Done()
+}
+
+func (s *Server) refused(reason string) {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.Refused("tcp", reason)
+	}
 }
 
 // refuse tells a connection why it is turned away (the server is full, a ban), and closes it.

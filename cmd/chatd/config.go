@@ -18,13 +18,14 @@ import (
 // config is everything chatd can be told: built-in defaults, then CHAT_* environment variables,
 // then flags, each overriding the one before.
 type config struct {
-	SSHAddr   string
-	TCPAddr   string // empty: no TCP
-	DataDir   string
-	HostKeys  []string
-	History   int
-	LogLevel  string
-	LogFormat string
+	SSHAddr     string
+	TCPAddr     string // empty: no TCP
+	DataDir     string
+	HostKeys    []string
+	History     int
+	LogLevel    string
+	LogFormat   string
+	MetricsAddr string
 
 	// Abuse limits; 0 disables each.
 	MsgRate          float64
@@ -93,6 +94,7 @@ func (c *config) options() []option {
 		{"allow", "CHAT_ALLOW", "FILE", "authorized_keys file: only these keys may log in over SSH; keyless and TCP logins are then refused", (*stringValue)(&c.Allow)},
 		{"allow-keyless", "CHAT_ALLOW_KEYLESS", "", "with --allow: let people without a key in over SSH too", (*boolValue)(&c.AllowKeyless)},
 		{"allow-tcp", "CHAT_ALLOW_TCP", "", "with --allow: keep the TCP protocol open to anyone", (*boolValue)(&c.AllowTCP)},
+		{"metrics-addr", "CHAT_METRICS_ADDR", "ADDR", "serve Prometheus metrics (/metrics) and /healthz here, e.g. 127.0.0.1:9222; empty: off", (*stringValue)(&c.MetricsAddr)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"log-format", "CHAT_LOG_FORMAT", "FORMAT", "text or json", (*stringValue)(&c.LogFormat)},
 	}
@@ -179,6 +181,11 @@ func (c *config) validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr %q: %w", c.MetricsAddr, err)
+		}
 	}
 	if c.History < 0 || c.History > 1000 {
 		return fmt.Errorf("--history %d: want 0 to 1000", c.History)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"chatd/hostkeys"
 	"chatd/room"
 	"chatd/room/connlimit"
+	"chatd/room/metrics"
 	"chatd/room/store"
 	"chatd/sshd"
 	"chatd/tcp"
@@ -91,7 +93,9 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if history == 0 {
 		history = -1 // none
 	}
+	mx := metrics.New()
 	rm, err := room.New(room.Config{
+		Metrics:       mx,
 		Store:         st,
 		HistoryOnJoin: history,
 		ParseKey:      sshd.ParseAuthorizedKey,
@@ -114,6 +118,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	sshCfg.Operators = access.ops
 	sshCfg.Allow = access.allow
 	sshCfg.AllowKeyless = cfg.AllowKeyless
+	sshCfg.Metrics = mx
 	sshSrv, err := sshd.New(sshCfg, rm, logger.WithPrefix("sshd"))
 	if err != nil {
 		return err
@@ -129,6 +134,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		tcpCfg.MaxConns = 0 // the shared limiter counts TCP and SSH together
 		tcpCfg.Limiter = limiter
 		tcpCfg.NameTimeout = cfg.NameTimeout
+		tcpCfg.Metrics = mx
 		if access.allow != nil && !cfg.AllowTCP {
 			tcpCfg.Refuse = "this server only admits SSH users with an invited key"
 		}
@@ -143,6 +149,17 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			return fmt.Errorf("listen tcp: %w", err)
 		}
 		servers = append(servers, server{"tcp", tcpSrv, tcpLn})
+	}
+
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			for _, s := range servers {
+				s.ln.Close()
+			}
+			return fmt.Errorf("listen metrics: %w", err)
+		}
+		servers = append(servers, server{"metrics", &httpServer{srv: &http.Server{Handler: mx.Handler(), ReadHeaderTimeout: 10 * time.Second}, log: logger.WithPrefix("metrics")}, mln})
 	}
 
 	errc := make(chan error, len(servers))
@@ -190,6 +207,23 @@ type server struct {
 	}
 	ln net.Listener
 }
+
+// httpServer gives the metrics' http.Server the shape of the chat servers.
+type httpServer struct {
+	srv *http.Server
+	log *log.Logger
+}
+
+func (h *httpServer) Serve(ln net.Listener) error {
+	h.log.Info("listening", "addr", ln.Addr().String())
+	err := h.srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+func (h *httpServer) Shutdown(ctx context.Context) error { return h.srv.Shutdown(ctx) }
+func (h *httpServer) Close() error                       { return h.srv.Close() }
 
 // access is who may do what: operators' and allowed keys, and the message of the day.
 type access struct {

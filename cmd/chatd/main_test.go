@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -586,4 +587,50 @@ func TestAllowlistMode(t *testing.T) {
 	srv = startChatd(t, "--data-dir", t.TempDir(), "--allow", allow, "--allow-tcp")
 	chat := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "tcpuser")
 	chat.stdout.WaitLine(t, "* tcpuser joined (1 online)")
+}
+
+// TestMetrics: --metrics-addr serves Prometheus metrics that follow what happens, and /healthz.
+func TestMetrics(t *testing.T) {
+	srv := startChatd(t, "--data-dir", t.TempDir(), "--metrics-addr", "127.0.0.1:0")
+	m := regexp.MustCompile(`metrics: listening addr=(\S+)`).FindStringSubmatch(srv.logs.Text())
+	if m == nil {
+		srv.logs.WaitContains(t, "metrics: listening addr=")
+		m = regexp.MustCompile(`metrics: listening addr=(\S+)`).FindStringSubmatch(srv.logs.Text())
+	}
+	base := "http://" + m[1]
+	get := func(path string) string {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get("/healthz"); got != "ok\n" {
+		t.Errorf("/healthz = %q", got)
+	}
+	key := clientKey(t)
+	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
+	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	bob := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "bob")
+	alice.stdout.WaitLine(t, "* bob joined (2 online)")
+	alice.send(t, "hello")
+	bob.stdout.WaitLine(t, "alice: hello")
+	body := get("/metrics")
+	for _, want := range []string{
+		`chatd_sessions{transport="ssh"} 1`,
+		`chatd_sessions{transport="tcp"} 1`,
+		`chatd_joins_total{transport="ssh"} 1`,
+		`chatd_messages_total{kind="message"} 1`,
+		"chatd_deliveries_total",
+		"chatd_delivery_seconds_bucket",
+		"chatd_ssh_handshake_seconds_count 1",
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
