@@ -136,7 +136,8 @@ func (m *Member) say(k kind, text string) {
 		r.mu.Unlock()
 		return
 	}
-	slow := r.broadcastLocked(ev, except)
+	slow := r.flushNoticesLocked()
+	slow = append(slow, r.broadcastLocked(ev, except)...)
 	r.rememberLocked(ev)
 	r.mu.Unlock()
 	r.dropSlow(slow)
@@ -214,7 +215,8 @@ func (m *Member) cmdMsg(args string) Action {
 	}
 	// Both sides are queued under the room's lock, so the recipient cannot leave in between and
 	// the sender's confirmation is never a lie. Every session of each gets its line.
-	slow := r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
+	slow := r.flushNoticesLocked()
+	slow = append(slow, r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))...)
 	slow = append(slow, r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))...)
 	r.mu.Unlock()
 	r.dropSlow(slow)

@@ -56,6 +56,9 @@ type Config struct {
 	Motd string
 	// Metrics receives counts and timings; nil for none. Package room/metrics implements it.
 	Metrics Metrics
+	// NoticeBurst is how many join and leave notices a second go out one by one; past it they
+	// are gathered and sent once a second as one line. Default 10; negative: never gathered.
+	NoticeBurst int
 }
 
 // Metrics is what the room reports about itself.
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		Now:             time.Now,
 		Location:        time.Local,
 		HistoryOnJoin:   20,
+		NoticeBurst:     10,
 	}
 }
 
@@ -118,6 +122,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
+	}
+	if c.NoticeBurst == 0 {
+		c.NoticeBurst = d.NoticeBurst
 	}
 	if c.MsgRate > 0 && c.MsgBurst == 0 {
 		c.MsgBurst = 10
@@ -172,7 +179,8 @@ type Room struct {
 	history history            // the last HistorySize public messages, in the room's order
 	closed  bool
 
-	mod moderation // bans, mutes, the message of the day: under mod.mu
+	mod     moderation // bans, mutes, the message of the day: under mod.mu
+	notices notices    // join and leave notices gathered during a storm: under mu
 
 	buffers  sync.Pool      // render buffers, shared so that idle members hold none
 	flushers sync.WaitGroup // every running writer goroutine
@@ -291,7 +299,7 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 	r.replayLocked(m, r.cfg.HistoryOnJoin, now)
 	var slow []*Member
 	if first {
-		slow = r.broadcastLocked(newEvent(kindNotice, now, "", "", display+" joined ("+strconv.Itoa(online)+" online)"), nil)
+		slow = r.announceLocked(true, display, display+" joined ("+strconv.Itoa(online)+" online)")
 	}
 	r.mu.Unlock()
 
@@ -401,7 +409,7 @@ func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 			notice = m.name + " left" + reason.noticeSuffix()
 		}
 		if !r.closed {
-			slow = r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", notice), nil)
+			slow = r.announceLocked(false, m.name, notice)
 		}
 	}
 	online, sessions := len(r.people), len(p.members)
@@ -476,6 +484,10 @@ func (r *Room) shutdownOnce(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	members := slices.Clone(r.members)
+	if r.notices.timer != nil {
+		r.notices.timer.Stop()
+		r.notices.timer = nil
+	}
 	r.mu.Unlock()
 	close(r.stop)
 	r.janitor.Wait()

@@ -630,3 +630,42 @@ func (c *countingOutput) Write(p []byte) (int, error) {
 }
 
 func (c *countingOutput) Close() error { return nil }
+
+func TestJoinStormNoticesAreGathered(t *testing.T) {
+	r := newTestRoom(t, Config{NoticeBurst: 3})
+	_, watch := join(t, r, "watch", JoinOptions{})
+	var last *Member
+	for i := range 30 {
+		last, _ = join(t, r, fmt.Sprintf("user%02d", i), JoinOptions{})
+	}
+	// The newest one speaks: every gathered notice goes out before its line.
+	last.Handle("made it")
+	lines := watch.waitLine(t, "user29: made it")
+	var notices []string
+	for _, l := range lines {
+		if strings.Contains(l, " joined (") {
+			notices = append(notices, l)
+		}
+	}
+	// watch, 2 more one by one (the burst of 3 includes watch), then one gathered line.
+	want := []string{
+		"* watch joined (1 online)",
+		"* user00 joined (2 online)",
+		"* user01 joined (3 online)",
+		"* user02, user03, user04, user05, user06 and 23 others joined (31 online)",
+	}
+	if strings.Join(notices, "\n") != strings.Join(want, "\n") {
+		t.Errorf("notices:\n%s\nwant:\n%s", strings.Join(notices, "\n"), strings.Join(want, "\n"))
+	}
+	if got := nameList([]string{"a", "b"}); got != "a and b" {
+		t.Errorf("nameList = %q", got)
+	}
+}
+
+func TestGatheredNoticesGoOutWithinASecond(t *testing.T) {
+	r := newTestRoom(t, Config{NoticeBurst: 1})
+	_, watch := join(t, r, "watch", JoinOptions{})
+	join(t, r, "late1", JoinOptions{})
+	join(t, r, "late2", JoinOptions{})
+	watch.waitLine(t, "* late1 and late2 joined (3 online)") // by the timer, nobody spoke
+}

@@ -106,10 +106,11 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 	screen := new(sync.Mutex)
 	in := &enterGate{r: sess, screen: screen}
 	defer in.release()
+	bw := &batchWriter{w: sess}
 	t := term.NewTerminal(struct {
 		io.Reader
 		io.Writer
-	}{in, sess}, "")
+	}{in, bw}, "")
 	width := newWidth(ptyReq.Window)
 	_ = t.SetSize(width.get(), windowHeight(ptyReq.Window))
 	// The window channel must always be drained: a second resize would otherwise block the
@@ -124,7 +125,7 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 	// Every write to the channel goes through the terminal (or the screen lock): the SSH channel
 	// must not be written from two goroutines at once. Nothing else writes yet here.
 	t.SetBracketedPasteMode(true)
-	out := &termOutput{t: t, screen: screen, conn: serverConn(sess)}
+	out := &termOutput{t: t, bw: bw, screen: screen, conn: serverConn(sess)}
 	// A line held back by the rate limit must not hold the screen: incoming lines go on.
 	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true, OnPause: in.release})
 	if m == nil {
@@ -195,14 +196,66 @@ func (g *enterGate) release() {
 // termOutput writes the room's lines through the line editor, above the prompt.
 type termOutput struct {
 	t      *term.Terminal
+	bw     *batchWriter
 	screen *sync.Mutex
 	conn   io.Closer
 }
 
+// Write hands the room's lines to the line editor, which erases the prompt, writes them and
+// draws the prompt again: all of it goes out in one write to the channel.
 func (o *termOutput) Write(p []byte) (int, error) {
 	o.screen.Lock()
 	defer o.screen.Unlock()
-	return o.t.Write(p)
+	o.bw.begin()
+	n, err := o.t.Write(p)
+	if ferr := o.bw.end(); err == nil {
+		err = ferr
+	}
+	return n, err
+}
+
+// batchWriter sits between the line editor and the channel. x/term writes a line's text and its
+// line ending separately, so a batch of lines would become two SSH packets (two syscalls) a line;
+// between begin and end, writes are gathered and go out as one.
+type batchWriter struct {
+	w io.Writer
+
+	mu       sync.Mutex
+	batching bool
+	buf      []byte
+}
+
+func (b *batchWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.w.Write(p)
+}
+
+func (b *batchWriter) begin() {
+	b.mu.Lock()
+	b.batching = true
+	b.mu.Unlock()
+}
+
+// end writes what was gathered since begin.
+func (b *batchWriter) end() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batching = false
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.w.Write(b.buf)
+	if cap(b.buf) > 16<<10 {
+		b.buf = nil // a burst's buffer is not kept by an idle session
+	} else {
+		b.buf = b.buf[:0]
+	}
+	return err
 }
 
 // Close drops the whole connection: closing just the channel would need the client to read.

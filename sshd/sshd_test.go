@@ -370,7 +370,7 @@ func TestSlowClientIsDroppedOthersKeepReceiving(t *testing.T) {
 }
 
 func TestGoroutinesReturnToBaseline(t *testing.T) {
-	ts := startServer(t, room.Config{})
+	ts := startServer(t, room.Config{NoticeBurst: -1}) // every leave notice at once: the test waits for them
 	observer := ts.joinAs(t, "observer", false)
 	cycle := func(i int) {
 		c := ts.dial(t, fmt.Sprintf("user%d", i), false)

@@ -289,7 +289,9 @@ func (b *bench) makeClients() error {
 			c.transport, c.pty = overTCP, false
 			c.name = fmt.Sprintf("%s-t%d", b.cfg.NamePrefix, i-b.cfg.SSHClients)
 		}
-		c.joinPat = []byte("* " + c.name + " joined (")
+		// The welcome line reaches the newcomer once it is in the room; its join notice may come
+		// later, gathered with others', when many join at once.
+		c.joinPat = []byte(", " + c.name + "! ")
 		c.senderIdx.Store(-1)
 		if c.transport == overSSH {
 			_, priv, err := ed25519.GenerateKey(rand.Reader)

@@ -43,7 +43,7 @@ type client struct {
 	transport transport
 	pty       bool // an SSH session with a PTY: its own messages come back
 	signer    gossh.Signer
-	joinPat   []byte // "* NAME joined (": its own join notice
+	joinPat   []byte // ", NAME! ": from the welcome line, "* welcome to chatd, NAME! ..."
 
 	// Set once connected, before its reader starts.
 	closer   io.Closer // the SSH client or the TCP connection
@@ -196,8 +196,10 @@ func (b *bench) connectTCP(ctx context.Context, c *client) (int, error) {
 	if strings.HasPrefix(answer, "error:") {
 		return fail(errors.New(answer))
 	}
-	if keep, err = awaitJoin(nc, c.buf, keep, c.joinPat); err != nil {
-		return fail(fmt.Errorf("waiting to join: %w", err))
+	if !strings.Contains(answer, string(c.joinPat)) { // the answer is normally the welcome itself
+		if keep, err = awaitJoin(nc, c.buf, keep, c.joinPat); err != nil {
+			return fail(fmt.Errorf("waiting to join: %w", err))
+		}
 	}
 	if !stop() {
 		return fail(context.Cause(ctx))

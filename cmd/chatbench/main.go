@@ -30,7 +30,7 @@
 //	-q                    no progress lines on stderr
 //
 // How it works. The clients connect through -connect-workers dialers; a client is in the room
-// when its own join notice ("* NAME joined (") arrives. The connect rate is the clients in the
+// when its welcome line ("* welcome to chatd, NAME! ...") arrives. The connect rate is the clients in the
 // room divided by the time from the first dial to the last join. The senders then send on fixed
 // schedules (no drift, no jitter), staggered evenly over one period; a schedule slot missed by
 // more than a period, because a write blocked, is skipped and counted. Every message carries a

@@ -26,6 +26,7 @@ type config struct {
 	LogLevel    string
 	LogFormat   string
 	MetricsAddr string
+	Pprof       bool
 
 	// Abuse limits; 0 disables each.
 	MsgRate          float64
@@ -95,6 +96,7 @@ func (c *config) options() []option {
 		{"allow-keyless", "CHAT_ALLOW_KEYLESS", "", "with --allow: let people without a key in over SSH too", (*boolValue)(&c.AllowKeyless)},
 		{"allow-tcp", "CHAT_ALLOW_TCP", "", "with --allow: keep the TCP protocol open to anyone", (*boolValue)(&c.AllowTCP)},
 		{"metrics-addr", "CHAT_METRICS_ADDR", "ADDR", "serve Prometheus metrics (/metrics) and /healthz here, e.g. 127.0.0.1:9222; empty: off", (*stringValue)(&c.MetricsAddr)},
+		{"pprof", "CHAT_PPROF", "", "with --metrics-addr: also serve Go profiles at /debug/pprof/ (keep that address private)", (*boolValue)(&c.Pprof)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"log-format", "CHAT_LOG_FORMAT", "FORMAT", "text or json", (*stringValue)(&c.LogFormat)},
 	}
@@ -175,6 +177,9 @@ func (c *config) validate() error {
 	}
 	if _, err := connlimit.ParsePrefixes(c.LimitExempt); err != nil {
 		return fmt.Errorf("--limit-exempt: %w", err)
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("--pprof needs --metrics-addr")
 	}
 	if (c.AllowKeyless || c.AllowTCP) && c.Allow == "" {
 		return errors.New("--allow-keyless and --allow-tcp only make sense with --allow FILE")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -159,7 +160,17 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			}
 			return fmt.Errorf("listen metrics: %w", err)
 		}
-		servers = append(servers, server{"metrics", &httpServer{srv: &http.Server{Handler: mx.Handler(), ReadHeaderTimeout: 10 * time.Second}, log: logger.WithPrefix("metrics")}, mln})
+		handler := mx.Handler()
+		if cfg.Pprof {
+			mux := http.NewServeMux()
+			mux.Handle("/", handler)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			handler = mux
+		}
+		servers = append(servers, server{"metrics", &httpServer{srv: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}, log: logger.WithPrefix("metrics")}, mln})
 	}
 
 	errc := make(chan error, len(servers))
