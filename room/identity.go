@@ -71,6 +71,14 @@ func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
 	if key.Added.IsZero() {
 		key.Added = r.now()
 	}
+	// Most logins are by people whose name is theirs already: a read answers those, and only a
+	// free name needs the write transaction of a claim.
+	if id, ok, err := r.cfg.Store.Identity(name); err == nil && ok {
+		if !hasKey(id, key.Fingerprint) {
+			return id, registeredError(name, "is registered to another key")
+		}
+		return id, nil
+	}
 	id, claimedNow, err := r.cfg.Store.Claim(name, key)
 	if err != nil {
 		r.log.Error("store: claim", "user", name, "err", err)

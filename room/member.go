@@ -197,15 +197,29 @@ func (m *Member) enqueue(ev *event) bool {
 }
 
 // flush is the member's writer: it runs while the outbox has lines, renders everything queued
-// into one buffer and writes it in one call, so a burst costs one write, not one per line. It
-// exits when the outbox is empty; the next line starts a new one. Idle members hold no goroutine.
+// into one buffer and writes it in one call, so a burst costs one write, not one per line. Under
+// load its writes are at least WriteGap apart: what arrives in between goes out with the next
+// one (every write to an SSH session is a packet and a syscall, whatever its size). A member
+// written to rarely is written to at once. The writer lingers for one gap after a write, in case
+// more comes, then exits: idle members hold no goroutine.
 func (m *Member) flush() {
 	defer m.room.flushers.Done()
 	bp := m.room.getBuffer()
 	defer m.room.putBuffer(bp)
+	gap := m.room.cfg.WriteGap
+	var last time.Time // of the last write; zero before the first
 	for {
 		m.mu.Lock()
-		if len(m.queue) == 0 {
+		empty := len(m.queue) == 0
+		if wait := gap - time.Since(last); !last.IsZero() && wait > 0 && !m.closed {
+			m.mu.Unlock()
+			time.Sleep(wait)
+			if empty {
+				last = time.Time{} // lingered once: exit if still nothing
+			}
+			continue
+		}
+		if empty {
 			m.flushing = false
 			if cap(m.queue) > 64 {
 				m.queue = nil // don't pin a burst's worth of slice to an idle member
@@ -234,6 +248,7 @@ func (m *Member) flush() {
 			}
 		}
 		clear(batch)
+		last = time.Now()
 
 		m.mu.Lock()
 		m.spare = batch[:0]

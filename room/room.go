@@ -34,6 +34,9 @@ type Config struct {
 	// DrainTimeout bounds how long a leaving member's last lines (a goodbye, an error) may take to
 	// be written before its connection is closed anyway. Default 2s.
 	DrainTimeout time.Duration
+	// WriteGap is the least time between two writes to one member under load; lines arriving in
+	// between are written together. Default 10ms; negative: write as soon as possible.
+	WriteGap time.Duration
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time
 	// Location is the time zone of every timestamp shown. Default time.Local.
@@ -89,6 +92,7 @@ func DefaultConfig() Config {
 		OutboxSize:      1024,
 		WriteTimeout:    10 * time.Second,
 		DrainTimeout:    2 * time.Second,
+		WriteGap:        10 * time.Millisecond,
 		Now:             time.Now,
 		Location:        time.Local,
 		HistoryOnJoin:   20,
@@ -113,6 +117,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = d.DrainTimeout
+	}
+	switch {
+	case c.WriteGap == 0:
+		c.WriteGap = d.WriteGap
+	case c.WriteGap < 0:
+		c.WriteGap = 0
 	}
 	if c.Now == nil {
 		c.Now = d.Now

@@ -136,6 +136,7 @@ type guardedConn struct {
 
 	mu       sync.Mutex
 	deadline time.Time // the handshake's; zero once a session has started
+	set      bool      // a deadline is set on the connection
 }
 
 func (c *guardedConn) startHandshake(timeout time.Duration) {
@@ -145,29 +146,32 @@ func (c *guardedConn) startHandshake(timeout time.Duration) {
 	c.mu.Lock()
 	c.deadline = time.Now().Add(timeout)
 	c.mu.Unlock()
-	_ = c.Conn.SetDeadline(c.deadline)
+	_ = c.SetDeadline(c.deadline)
 }
 
 // endHandshake lifts the handshake deadline: a session has started.
 func (c *guardedConn) endHandshake() {
 	c.mu.Lock()
-	was := c.deadline
 	c.deadline = time.Time{}
 	c.mu.Unlock()
-	if !was.IsZero() {
-		_ = c.Conn.SetDeadline(time.Time{})
-	}
+	_ = c.SetDeadline(time.Time{})
 }
 
 // SetDeadline never moves a deadline past the handshake's while it runs: charmbracelet/ssh
-// resets the deadline on every read and write.
+// resets the deadline on every read and write. Clearing a deadline that is not set is skipped:
+// that is every read and write of a chat.
 func (c *guardedConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	hd := c.deadline
-	c.mu.Unlock()
 	if !hd.IsZero() && (t.IsZero() || t.After(hd)) {
 		t = hd
 	}
+	if t.IsZero() && !c.set {
+		c.mu.Unlock()
+		return nil
+	}
+	c.set = !t.IsZero()
+	c.mu.Unlock()
 	return c.Conn.SetDeadline(t)
 }
 

@@ -115,6 +115,7 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 		wish.WithVersion(cfg.Version),
 		s.withHostKeys(),
 		s.withAdmission(),
+		s.withPtyRecord(),
 		// Keys are checked once the client proves it holds one (verifyKey); keyboard-interactive
 		// with no questions lets people without a key in (to unregistered names only). OpenSSH
 		// tries keys first.
@@ -139,6 +140,29 @@ func (s *Server) withHostKeys() ssh.Option {
 		}
 		return nil
 	}
+}
+
+// ptyKey carries a session's PTY request in its context.
+type ptyKey struct{}
+
+// withPtyRecord takes PTY requests without charmbracelet/ssh's emulation, which rewrites every
+// write (\n to \r\n, in two copying passes) although the line editor already writes \r\n. The
+// request (terminal size) is kept in the session's context; sessionPty reads it.
+func (s *Server) withPtyRecord() ssh.Option {
+	return func(srv *ssh.Server) error {
+		srv.PtyHandler = func(ctx ssh.Context, _ ssh.Session, pty ssh.Pty) (func() error, error) {
+			ctx.SetValue(ptyKey{}, pty)
+			return func() error { return nil }, nil
+		}
+		return nil
+	}
+}
+
+// sessionPty returns the session's PTY request and its window changes, if it asked for a PTY.
+func sessionPty(sess ssh.Session) (ssh.Pty, <-chan ssh.Window, bool) {
+	pty, ok := sess.Context().Value(ptyKey{}).(ssh.Pty)
+	_, winCh, _ := sess.Pty()
+	return pty, winCh, ok
 }
 
 // withAdmission installs the checks on every connection: limits and the handshake deadline at
@@ -209,7 +233,7 @@ func (s *Server) logging(next ssh.Handler) ssh.Handler {
 			s.cfg.Metrics.Handshake(time.Since(a.accepted))
 		}
 		start := time.Now()
-		_, _, isPty := sess.Pty()
+		_, _, isPty := sessionPty(sess)
 		mode := "plain"
 		switch {
 		case len(sess.RawCommand()) > 0:

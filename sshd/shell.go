@@ -24,7 +24,7 @@ func (s *Server) chat(ssh.Handler) ssh.Handler {
 			s.exec(sess, args)
 			return
 		}
-		if ptyReq, winCh, isPty := sess.Pty(); isPty {
+		if ptyReq, winCh, isPty := sessionPty(sess); isPty {
 			s.interactive(sess, ptyReq, winCh)
 			return
 		}
@@ -34,8 +34,8 @@ func (s *Server) chat(ssh.Handler) ssh.Handler {
 
 // exec runs a one-shot command such as "ssh host who".
 func (s *Server) exec(sess ssh.Session, args []string) {
-	if err := s.room.Exec(args, sess); err != nil {
-		fmt.Fprintf(sess.Stderr(), "error: %s\n", err)
+	if err := s.room.Exec(args, ttyWriter(sess, sess)); err != nil {
+		fmt.Fprintf(ttyWriter(sess, sess.Stderr()), "error: %s\n", err)
 		setEndReason(sess, "exec failed")
 		_ = sess.Exit(1)
 		return
@@ -62,7 +62,7 @@ func (s *Server) join(sess ssh.Session, out room.Output, opts room.JoinOptions) 
 	if errors.As(err, &ne) {
 		msg += "\nconnect with another name: ssh -p PORT othername@HOST"
 	}
-	fmt.Fprintln(sess.Stderr(), msg)
+	fmt.Fprintln(ttyWriter(sess, sess.Stderr()), msg)
 	setEndReason(sess, "refused: "+err.Error())
 	_ = sess.Exit(1)
 	return nil
@@ -250,8 +250,8 @@ func (b *batchWriter) end() error {
 		return nil
 	}
 	_, err := b.w.Write(b.buf)
-	if cap(b.buf) > 16<<10 {
-		b.buf = nil // a burst's buffer is not kept by an idle session
+	if cap(b.buf) > 1<<10 {
+		b.buf = nil // idle sessions are many: only a small buffer is kept between batches
 	} else {
 		b.buf = b.buf[:0]
 	}
@@ -275,6 +275,24 @@ func serverConn(sess ssh.Session) io.Closer {
 		return c
 	}
 	return sess // not reached with charmbracelet/ssh; closing the channel is the fallback
+}
+
+// ttyWriter is w for a session without a PTY, and w with \n written as \r\n for one with a PTY
+// (the client's terminal is in raw mode: nothing else returns the cursor to the left).
+func ttyWriter(sess ssh.Session, w io.Writer) io.Writer {
+	if _, _, isPty := sessionPty(sess); isPty {
+		return crlfWriter{w}
+	}
+	return w
+}
+
+type crlfWriter struct{ w io.Writer }
+
+func (c crlfWriter) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // promptFor is the line editor's prompt: the user's name, like the lines they send.
