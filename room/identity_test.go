@@ -327,17 +327,7 @@ func TestTimestampsToggle(t *testing.T) {
 // per second. The timer includes the final flush, so every message counted is on disk.
 func BenchmarkStoredFanOut1000(b *testing.B) {
 	st := openStore(b, b.TempDir())
-	r := newTestRoom(b, Config{Store: st, OutboxSize: 1 << 16})
-	var sender *Member
-	for i := range 1000 {
-		m, err := r.Join(fmt.Sprintf("user%d", i), &countingOutput{}, JoinOptions{Format: Format(i % 2)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if i == 0 {
-			sender = m
-		}
-	}
+	sender := fanOutRoom(b, newTestRoom(b, Config{Store: st, OutboxSize: 1 << 16}))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

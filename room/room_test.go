@@ -594,19 +594,7 @@ func TestExec(t *testing.T) {
 }
 
 func BenchmarkFanOut1000(b *testing.B) {
-	r := newTestRoom(b, Config{OutboxSize: 1 << 16})
-	var sender *Member
-	outs := make([]*countingOutput, 1000)
-	for i := range outs {
-		outs[i] = &countingOutput{}
-		m, err := r.Join(fmt.Sprintf("user%d", i), outs[i], JoinOptions{Format: Format(i % 2)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if i == 0 {
-			sender = m
-		}
-	}
+	sender := fanOutRoom(b, newTestRoom(b, Config{OutboxSize: 1 << 16}))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -614,6 +602,22 @@ func BenchmarkFanOut1000(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*999)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// fanOutRoom fills r with 1000 members, half plain, half ANSI, and returns the first.
+func fanOutRoom(b *testing.B, r *Room) *Member {
+	b.Helper()
+	var first *Member
+	for i := range 1000 {
+		m, err := r.Join(fmt.Sprintf("user%d", i), &countingOutput{}, JoinOptions{Format: Format(i % 2)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 0 {
+			first = m
+		}
+	}
+	return first
 }
 
 // countingOutput discards what it is given, like a client that reads instantly.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,23 +14,18 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"chatd/room"
 	"chatd/room/connlimit"
 	"chatd/room/store"
 )
 
-// openssh runs the real ssh client against ts with the key file key, and returns its output,
-// exit code and how long it took.
+// openssh runs the real ssh client against ts with the key file key, in batch mode (no
+// keyboard-interactive fallback) with banners shown, and returns its output, exit code and how
+// long it took.
 func openssh(t *testing.T, ts *testServer, key, user string, args ...string) (string, int, time.Duration) {
 	t.Helper()
-	dir := t.TempDir()
-	knownHosts := filepath.Join(dir, "known_hosts")
-	line := knownhosts.Line([]string{knownhosts.Normalize(ts.addr)}, ts.hostKey)
-	if err := os.WriteFile(knownHosts, []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	knownHosts := ts.writeKnownHosts(t)
 	host, port, _ := strings.Cut(ts.addr, ":")
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()

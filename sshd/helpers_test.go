@@ -14,6 +14,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"chatd/room"
 	"chatd/room/roomtest"
@@ -200,6 +201,17 @@ func (cl *client) exitStatus(t testing.TB) int {
 		t.Fatal("session did not end")
 	}
 	return -1
+}
+
+// writeKnownHosts writes a known_hosts file that pins the test server's host key.
+func (ts *testServer) writeKnownHosts(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "known_hosts")
+	line := knownhosts.Line([]string{knownhosts.Normalize(ts.addr)}, ts.hostKey)
+	if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // writeKeyFile writes an OpenSSH private key for the real ssh client.

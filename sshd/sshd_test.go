@@ -4,16 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"chatd/room"
 )
@@ -220,13 +217,8 @@ func TestOpenSSH(t *testing.T) {
 		t.Fatal("the OpenSSH client is required (apt-get install openssh-client)")
 	}
 	ts := startServer(t, room.Config{})
-	dir := t.TempDir()
-	key := writeKeyFile(t, dir)
-	knownHosts := filepath.Join(dir, "known_hosts")
-	line := knownhosts.Line([]string{knownhosts.Normalize(ts.addr)}, ts.hostKey)
-	if err := os.WriteFile(knownHosts, []byte(line+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key := writeKeyFile(t, t.TempDir())
+	knownHosts := ts.writeKnownHosts(t)
 	host, port, _ := strings.Cut(ts.addr, ":")
 	ssh := func(user string, args ...string) *exec.Cmd {
 		base := []string{"-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes",
