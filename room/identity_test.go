@@ -333,6 +333,7 @@ func BenchmarkStoredFanOut1000(b *testing.B) {
 	for b.Loop() {
 		sender.Handle("the quick brown fox jumps over the lazy dog")
 	}
+	sender.room.flushers.Wait() // every line written, not just queued
 	if err := st.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}
