@@ -35,7 +35,7 @@ func Generate(dir, typ string, bits int, force bool) (Key, error) {
 	if typ == "" {
 		typ = "ed25519"
 	}
-	newPriv, bits, err := keyGenerator(typ, bits)
+	newPriv, _, err := keyGenerator(typ, bits)
 	if err != nil {
 		return Key{}, fmt.Errorf("generate host key: %w", err)
 	}

@@ -342,7 +342,7 @@ func (m *Member) addKey(line string) error {
 		return errors.New("adding keys is not supported here")
 	}
 	if line == "" {
-		return errors.New("usage: /keys add KEY, with KEY as in authorized_keys: ssh-ed25519 AAAA...")
+		return errors.New("usage: /keys add KEY (an authorized_keys line, such as: ssh-ed25519 AAAA... laptop)")
 	}
 	k, err := r.cfg.ParseKey(line)
 	if err != nil {

@@ -360,14 +360,6 @@ func (r *Room) Online() int {
 	return len(r.people)
 }
 
-// broadcast queues ev for every member except one (nil for none) and drops whoever overflows.
-func (r *Room) broadcast(ev *event, except *Member) {
-	r.mu.Lock()
-	slow := r.broadcastLocked(ev, except)
-	r.mu.Unlock()
-	r.dropSlow(slow)
-}
-
 // broadcastLocked queues ev for every member but except, and returns the members whose outbox
 // overflowed. Holding r.mu across the loop is what gives every member the same order of events.
 func (r *Room) broadcastLocked(ev *event, except *Member) (slow []*Member) {

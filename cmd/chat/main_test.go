@@ -197,12 +197,6 @@ func (l *lineLog) waitLine(want string) string {
 	})
 }
 
-// waitText waits for want anywhere in the output.
-func (l *lineLog) waitText(want string) string {
-	l.t.Helper()
-	return l.waitFor(fmt.Sprintf("%q", want), func(s string) bool { return strings.Contains(s, want) })
-}
-
 // proc is a running chat binary with piped stdin.
 type proc struct {
 	t      *testing.T

@@ -32,7 +32,6 @@ type queue struct {
 
 	mu          sync.Mutex
 	msgs        []Message // waiting for the writer, oldest first
-	spare       []Message // the writer's previous batch buffer, for reuse
 	qStart      uint64    // sequence number of msgs[0]; qStart+len(msgs) == appended
 	appended    uint64    // messages ever appended
 	bStart      uint64    // sequence number of the writer's batch's first message
