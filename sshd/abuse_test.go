@@ -158,17 +158,9 @@ func TestOperatorsBanAndKick(t *testing.T) {
 	ts := startServerWith(t, room.Config{Store: st}, func(c *Config) {
 		c.Operators = map[string]bool{gossh.FingerprintSHA256(opKey.PublicKey()): true}
 	})
-	c, _, err := ts.dialKey(t, "op", opKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	op := open(t, c, false)
+	op := ts.openWithKey(t, "op", opKey)
 	op.stdout.WaitLine(t, "* op joined (1 online)")
-	c, _, err = ts.dialKey(t, "troll", trollKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	troll := open(t, c, false)
+	troll := ts.openWithKey(t, "troll", trollKey)
 	op.stdout.WaitLine(t, "* troll joined (2 online)")
 
 	troll.send(t, "/kick op")
@@ -190,11 +182,7 @@ func TestOperatorsBanAndKick(t *testing.T) {
 	troll.stdout.WaitLine(t, "error: you were kicked by op: calm down")
 	troll.stdout.WaitClosed(t)
 	op.stdout.WaitLine(t, "* troll was kicked by op: calm down")
-	c, _, err = ts.dialKey(t, "troll", trollKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	troll = open(t, c, false)
+	troll = ts.openWithKey(t, "troll", trollKey)
 	troll.stdout.WaitContains(t, "* welcome to chatd, troll!")
 
 	// A key ban ends the session and keeps the key out, under any name.
@@ -209,11 +197,7 @@ func TestOperatorsBanAndKick(t *testing.T) {
 	// /unban lifts a ban; the next one is for 3 s, and then the key is welcome again.
 	op.send(t, "/unban 1")
 	op.stdout.WaitContains(t, "* lifted #1 key")
-	c, _, err = ts.dialKey(t, "troll", trollKey)
-	if err != nil {
-		t.Fatalf("after /unban: %v", err)
-	}
-	troll = open(t, c, false)
+	troll = ts.openWithKey(t, "troll", trollKey)
 	troll.stdout.WaitContains(t, "* welcome to chatd, troll!")
 	op.send(t, "/ban "+gossh.FingerprintSHA256(trollKey.PublicKey())+" 3s again")
 	troll.stdout.WaitClosed(t)

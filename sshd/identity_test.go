@@ -49,16 +49,22 @@ func (ts *testServer) dialKey(t *testing.T, user string, signer gossh.Signer) (*
 	return c, banners.String(), err
 }
 
+// openWithKey logs in as user with signer and opens a plain session.
+func (ts *testServer) openWithKey(t *testing.T, user string, signer gossh.Signer) *client {
+	t.Helper()
+	c, _, err := ts.dialKey(t, user, signer)
+	if err != nil {
+		t.Fatalf("log in as %s: %v", user, err)
+	}
+	return open(t, c, false)
+}
+
 func TestNamesArePinnedToTheFirstKey(t *testing.T) {
 	ts := storedServer(t)
 	observer := ts.joinAs(t, "observer", false)
 	aliceKey, otherKey := newSigner(t), newSigner(t)
 
-	c, _, err := ts.dialKey(t, "alice", aliceKey)
-	if err != nil {
-		t.Fatalf("the first key is refused: %v", err)
-	}
-	first := open(t, c, false)
+	first := ts.openWithKey(t, "alice", aliceKey)
 	observer.stdout.WaitLine(t, "* alice joined (2 online)")
 
 	// Another key for alice is refused at authentication, with a message saying why.
@@ -78,11 +84,7 @@ func TestNamesArePinnedToTheFirstKey(t *testing.T) {
 	keyless.stderr.WaitContains(t, `error: name "alice" is registered to a key: log in over SSH with one of its keys`)
 
 	// A second session with alice's key is alice again: no second join notice.
-	c2, _, err := ts.dialKey(t, "alice", aliceKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := open(t, c2, false)
+	second := ts.openWithKey(t, "alice", aliceKey)
 	second.stdout.WaitLine(t, "* welcome back, alice: this is your session #2; every session gets every line.")
 	first.send(t, "said once, seen twice")
 	second.stdout.WaitLine(t, "alice: said once, seen twice")
