@@ -3,7 +3,6 @@ package room
 import (
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -83,96 +82,12 @@ func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 
 func abs(n int) int { return max(n, -n) }
 
-// Handle processes one line of input from the member: a message, a command, or "bye". The line is
-// sanitised here, so transports pass on what the client sent, as it was sent.
-func (m *Member) Handle(line string) Action {
-	if len(line) > m.room.cfg.MaxLineBytes() {
-		m.reply(kindError, fmt.Sprintf("line too long (the limit for a message is %d bytes); it was not sent", m.room.cfg.MaxMessageBytes))
-		return Continue
-	}
-	line = strings.TrimSpace(Sanitize(line))
-	if line == "" {
-		return Continue
-	}
-	m.lastInput.Store(m.room.cfg.Now().UnixNano())
-	if line == "bye" || isQuit(line) {
-		return m.cmdQuit("")
-	}
-	if !m.pace(line) {
-		return Continue
-	}
-	switch {
-	case strings.HasPrefix(line, "//"):
-		m.say(kindMessage, line[1:])
-	case line[0] == '/':
-		name, args := nameFields(line[1:])
-		c := m.room.commands[asciiLower(name)]
-		if c == nil {
-			m.reply(kindError, "unknown command "+quoteName("/"+name)+" (/help lists the commands)")
-			return Continue
-		}
-		return c.run(m, args)
-	default:
-		m.say(kindMessage, line)
-	}
-	return Continue
-}
-
-// say sends a message or an action to everyone. Interactive sessions see their own line come
-// back in its place in the room's order; plain clients (bots, scripts) get no echo of their own
-// lines, but a person's other sessions get everything they say.
-func (m *Member) say(k kind, text string) {
-	if !m.checkLength(text) || m.checkMuted() {
-		return
-	}
-	ev := newEvent(k, m.room.now(), m.name, "", text)
-	except := m
-	if m.opts.Echo {
-		except = nil
-	}
-	r := m.room
-	r.mu.Lock()
-	if m.index < 0 { // already out of the room: it has no voice
-		r.mu.Unlock()
-		return
-	}
-	slow := r.flushNoticesLocked()
-	slow = append(slow, r.broadcastLocked(ev, except)...)
-	r.rememberLocked(ev)
-	r.mu.Unlock()
-	r.dropSlow(slow)
-	if k == kindAction {
-		r.cfg.Metrics.Said("action")
-	} else {
-		r.cfg.Metrics.Said("message")
-	}
-}
-
-// checkLength tells the member when text is over the message limit.
-func (m *Member) checkLength(text string) bool {
-	if max := m.room.cfg.MaxMessageBytes; len(text) > max {
-		m.reply(kindError, fmt.Sprintf("message too long (%d bytes; the limit is %d); it was not sent", len(text), max))
-		return false
-	}
-	return true
-}
-
 func (m *Member) cmdHelp(string) Action {
 	m.reply(kindInfo, m.room.help)
 	if m.opts.Operator {
 		m.reply(kindInfo, m.room.opHelp)
 	}
 	return Continue
-}
-
-// isQuit reports the commands that leave: they are never held back by the rate limit.
-func isQuit(line string) bool {
-	name, _ := nameFields(line)
-	switch asciiLower(name) {
-	case "/quit", "/exit":
-		return true
-	}
-	return false
 }
 
 func (m *Member) cmdWho(string) Action {
@@ -254,22 +169,6 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 	r.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
 	m.reply(kindInfo, id.Name+" is offline: they get your message when they next log in")
 	r.cfg.Metrics.Said("dm")
-}
-
-func (m *Member) cmdHistory(args string) Action {
-	n, err := parseCount(args, 20)
-	if err != nil {
-		m.reply(kindError, "usage: /history [N]: "+err.Error())
-		return Continue
-	}
-	r := m.room
-	r.mu.Lock()
-	r.replayLocked(m, n, r.now())
-	if len(r.history.events) == 0 {
-		m.enqueue(newEvent(kindInfo, r.now(), "", "", "no messages yet"))
-	}
-	r.mu.Unlock()
-	return Continue
 }
 
 func (m *Member) cmdWhois(args string) Action {
@@ -378,37 +277,4 @@ func (m *Member) cmdTimestamps(args string) Action {
 func (m *Member) cmdQuit(string) Action {
 	m.reply(kindInfo, "goodbye, "+m.name+"!")
 	return Quit
-}
-
-// ErrUnknownCommand is wrapped by Exec's error for a command it does not know.
-var ErrUnknownCommand = errors.New("unknown command")
-
-// Exec runs a one-shot command for a client that does not join the room, such as
-// "ssh host who". Its output goes to stdout; an error is fit to show the user.
-func (r *Room) Exec(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: none given (try: help)", ErrUnknownCommand)
-	}
-	switch asciiLower(args[0]) {
-	case "who", "names":
-		for _, name := range r.Names() {
-			fmt.Fprintln(stdout, name)
-		}
-		return nil
-	case "history":
-		arg := ""
-		if len(args) > 1 {
-			arg = args[1]
-		}
-		n, err := parseCount(arg, 20)
-		if err != nil {
-			return fmt.Errorf("usage: history [N]: %w", err)
-		}
-		return r.writeHistory(stdout, n)
-	case "help":
-		fmt.Fprintln(stdout, "commands: who (who is online, one name per line), history [N] (the last N messages), help")
-		fmt.Fprintln(stdout, "without a command you join the chat")
-		return nil
-	}
-	return fmt.Errorf("%w %s (try: help)", ErrUnknownCommand, quoteName(args[0]))
 }

@@ -116,6 +116,22 @@ func (r *Room) writeHistory(w io.Writer, n int) error {
 	return nil
 }
 
+func (m *Member) cmdHistory(args string) Action {
+	n, err := parseCount(args, 20)
+	if err != nil {
+		m.reply(kindError, "usage: /history [N]: "+err.Error())
+		return Continue
+	}
+	r := m.room
+	r.mu.Lock()
+	r.replayLocked(m, n, r.now())
+	if len(r.history.events) == 0 {
+		m.enqueue(newEvent(kindInfo, r.now(), "", "", "no messages yet"))
+	}
+	r.mu.Unlock()
+	return Continue
+}
+
 // parseCount reads the N of "/history N": a whole number from 1 to HistorySize.
 func parseCount(s string, def int) (int, error) {
 	if s == "" {

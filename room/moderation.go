@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"chatd/room/connlimit"
+	"chatd/connlimit"
 	"chatd/room/store"
 )
 

@@ -57,7 +57,7 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Motd is the message of the day shown on joining, until an operator sets another (/motd).
 	Motd string
-	// Metrics receives counts and timings; nil for none. Package room/metrics implements it.
+	// Metrics receives counts and timings; nil for none. Package metrics implements it.
 	Metrics Metrics
 	// NoticeBurst is how many join and leave notices a second go out one by one; past it they
 	// are gathered and sent once a second as one line. Default 10; negative: never gathered.

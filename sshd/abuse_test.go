@@ -15,8 +15,8 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/connlimit"
 	"chatd/room/store"
 )
 

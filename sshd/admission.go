@@ -10,7 +10,7 @@ import (
 	"github.com/charmbracelet/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
-	"chatd/room/connlimit"
+	"chatd/connlimit"
 )
 
 // admission is what the server decided about a connection before it authenticated: a refusal

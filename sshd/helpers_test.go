@@ -16,8 +16,8 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"chatd/internal/roomtest"
 	"chatd/room"
-	"chatd/room/roomtest"
 )
 
 const hangGuard = roomtest.HangGuard

@@ -18,8 +18,8 @@ import (
 	"github.com/charmbracelet/wish"
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/connlimit"
 	"chatd/room/store"
 )
 
@@ -54,7 +54,7 @@ type Config struct {
 	Allow map[string]bool
 	// AllowKeyless lets people without a key in despite an allowlist.
 	AllowKeyless bool
-	// Metrics receives counts and timings; nil for none. Package room/metrics implements it.
+	// Metrics receives counts and timings; nil for none. Package metrics implements it.
 	Metrics Metrics
 }
 

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/connlimit"
 )
 
 // The shared per-address cap: the connection over it is told why; the others carry on.

@@ -28,8 +28,8 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/connlimit"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -57,7 +57,7 @@ type Config struct {
 	Limiter *connlimit.Limiter
 	// Refuse, when set, turns every connection away with this reason (an SSH-only server).
 	Refuse string
-	// Metrics counts refused connections; nil for none. Package room/metrics implements it.
+	// Metrics counts refused connections; nil for none. Package metrics implements it.
 	Metrics interface {
 		Refused(transport, reason string)
 	}

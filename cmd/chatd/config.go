@@ -12,7 +12,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
-	"chatd/room/connlimit"
+	"chatd/connlimit"
 )
 
 // config is everything chatd can be told: built-in defaults, then CHAT_* environment variables,

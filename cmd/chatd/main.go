@@ -22,10 +22,10 @@ import (
 	"github.com/charmbracelet/log"
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/connlimit"
 	"chatd/hostkeys"
+	"chatd/metrics"
 	"chatd/room"
-	"chatd/room/connlimit"
-	"chatd/room/metrics"
 	"chatd/room/store"
 	"chatd/sshd"
 	"chatd/tcp"

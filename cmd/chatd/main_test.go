@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"chatd/room/roomtest"
+	"chatd/internal/roomtest"
 )
 
 // The real binaries, built once for all tests.
