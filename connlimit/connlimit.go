@@ -1,6 +1,7 @@
-// Package connlimit decides whether a new connection may come in: a cap on all connections, a cap
-// per IP address, and a cap on new connections per IP per minute. SSH and TCP share one Limiter,
-// so the caps hold for the server as a whole.
+// Package connlimit decides whether a new connection, or a further session on one, may come in:
+// a cap on all connections, a cap per IP address, and a cap on new connections and sessions per
+// IP per minute, then the address bans (Gate). SSH and TCP share one Gate, so the caps hold for
+// the server as a whole and every refusal counts toward the address's rate.
 package connlimit
 
 import (
@@ -65,7 +66,9 @@ func New(cfg Config) *Limiter {
 }
 
 // Admit counts a new connection from addr, or refuses it. release must be called exactly once
-// when an admitted connection closes.
+// when an admitted connection closes. Every attempt counts toward the address's rate, refused
+// ones included: an address that keeps knocking while at its cap, or while the server is full,
+// ends up refused hard (closed before any work is spent on it) like any other flood.
 func (l *Limiter) Admit(addr net.Addr) (release func(), err error) {
 	ip := AddrIP(addr)
 	exempt := l.exempt(ip)
@@ -73,6 +76,47 @@ func (l *Limiter) Admit(addr net.Addr) (release func(), err error) {
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	st := l.stateLocked(ip, now)
+	if !exempt {
+		if ref := l.countLocked(st, now, "connections"); ref != nil {
+			return nil, ref
+		}
+		if l.cfg.MaxPerIP > 0 && st.open >= l.cfg.MaxPerIP {
+			return nil, &Refusal{Reason: fmt.Sprintf("too many connections from your address (at most %d at once)", l.cfg.MaxPerIP), Hard: l.floodingLocked(st)}
+		}
+	}
+	if l.cfg.MaxConns > 0 && l.total >= l.cfg.MaxConns {
+		hard := !exempt && l.floodingLocked(st)
+		l.forgetIfIdle(ip, st, now)
+		return nil, &Refusal{Reason: fmt.Sprintf("server is full (%d connections); try again later", l.cfg.MaxConns), Hard: hard}
+	}
+	st.open++
+	l.total++
+	var once sync.Once
+	return func() { once.Do(func() { l.release(ip) }) }, nil
+}
+
+// Charge counts one more session from addr on a connection that is already open (an SSH client
+// may open several sessions on one connection): each costs the server about what a new
+// connection does, so each counts toward the address's rate like one. It holds no slot.
+func (l *Limiter) Charge(addr net.Addr) error {
+	ip := AddrIP(addr)
+	if l.exempt(ip) {
+		return nil
+	}
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.stateLocked(ip, now)
+	if ref := l.countLocked(st, now, "sessions"); ref != nil {
+		l.forgetIfIdle(ip, st, now)
+		return ref
+	}
+	return nil
+}
+
+// stateLocked returns what is known of ip, creating it; l.mu must be held.
+func (l *Limiter) stateLocked(ip netip.Addr, now time.Time) *ipState {
 	if now.Sub(l.lastSweep) > time.Minute {
 		l.sweepLocked(now)
 	}
@@ -81,36 +125,33 @@ func (l *Limiter) Admit(addr net.Addr) (release func(), err error) {
 		st = &ipState{}
 		l.ips[ip] = st
 	}
-	if !exempt {
-		if l.cfg.RatePerIP > 0 {
-			st.recent = trimBefore(st.recent, now.Add(-time.Minute))
-			if len(st.recent) >= l.cfg.RatePerIP {
-				// Keep counting attempts while refused, so that a flood stays refused, up to a
-				// bound that keeps the memory per address small.
-				if len(st.recent) < 4*l.cfg.RatePerIP {
-					st.recent = append(st.recent, now)
-				}
-				return nil, &Refusal{
-					Reason: fmt.Sprintf("too many new connections from your address (at most %d a minute); try again in a minute", l.cfg.RatePerIP),
-					Hard:   len(st.recent) >= 2*l.cfg.RatePerIP,
-				}
-			}
-		}
-		if l.cfg.MaxPerIP > 0 && st.open >= l.cfg.MaxPerIP {
-			return nil, &Refusal{Reason: fmt.Sprintf("too many connections from your address (at most %d at once)", l.cfg.MaxPerIP)}
-		}
+	return st
+}
+
+// countLocked records an attempt from st's address and refuses it when the address is over its
+// rate. Attempts are counted while refused too, up to a bound that keeps the memory per address
+// small, so that a flood stays refused; l.mu must be held.
+func (l *Limiter) countLocked(st *ipState, now time.Time, what string) *Refusal {
+	if l.cfg.RatePerIP <= 0 {
+		return nil
 	}
-	if l.cfg.MaxConns > 0 && l.total >= l.cfg.MaxConns {
-		l.forgetIfIdle(ip, st, now)
-		return nil, &Refusal{Reason: fmt.Sprintf("server is full (%d connections); try again later", l.cfg.MaxConns)}
-	}
-	if l.cfg.RatePerIP > 0 {
+	st.recent = trimBefore(st.recent, now.Add(-time.Minute))
+	if len(st.recent) < 4*l.cfg.RatePerIP {
 		st.recent = append(st.recent, now)
 	}
-	st.open++
-	l.total++
-	var once sync.Once
-	return func() { once.Do(func() { l.release(ip) }) }, nil
+	if len(st.recent) <= l.cfg.RatePerIP {
+		return nil
+	}
+	return &Refusal{
+		Reason: fmt.Sprintf("too many new %s from your address (at most %d a minute); try again in a minute", what, l.cfg.RatePerIP),
+		Hard:   l.floodingLocked(st),
+	}
+}
+
+// floodingLocked reports an address far over its rate: twice as many attempts as it may make
+// in a minute. l.mu must be held.
+func (l *Limiter) floodingLocked(st *ipState) bool {
+	return l.cfg.RatePerIP > 0 && len(st.recent) > 2*l.cfg.RatePerIP
 }
 
 func (l *Limiter) release(ip netip.Addr) {

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 func TestPerAddressCap(t *testing.T) {
 	rm := newRoom(t, room.Config{})
 	cfg := testConfig()
-	cfg.Limiter = connlimit.New(connlimit.Config{MaxPerIP: 2})
+	cfg.Gate = &connlimit.Gate{Limiter: connlimit.New(connlimit.Config{MaxPerIP: 2})}
 	srv := startServer(t, cfg, rm)
 	alice := joinRaw(t, srv.addr, "alice")
 	bob := joinRaw(t, srv.addr, "bob")
@@ -38,7 +39,9 @@ func TestRefusedServer(t *testing.T) {
 
 func TestBannedAddressIsRefusedAtAccept(t *testing.T) {
 	rm := newRoom(t, room.Config{})
-	srv := startServer(t, testConfig(), rm)
+	cfg := testConfig()
+	cfg.Gate = &connlimit.Gate{Banned: func(ip netip.Addr) error { return rm.Banned(ip, "", "") }}
+	srv := startServer(t, cfg, rm)
 	op, err := rm.Join("op", discardOutput{}, room.JoinOptions{Operator: true, Remote: "192.0.2.1:1"})
 	if err != nil {
 		t.Fatal(err)

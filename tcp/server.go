@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +36,6 @@ var ErrServerClosed = errors.New("tcp: server closed")
 
 // Room is what the TCP server needs of the chat room.
 type Room interface {
-	Banned(ip netip.Addr, fingerprint, name string) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Config() room.Config
 }
@@ -53,11 +51,13 @@ type Config struct {
 	NameTimeout time.Duration
 	// MaxNameAttempts is how many refused names a connection may send before it is closed.
 	MaxNameAttempts int
-	// Limiter caps connections per address and in all, shared with the SSH server; nil for none.
-	Limiter *connlimit.Limiter
+	// Gate admits connections: the limits per address and in all, and the address bans, shared
+	// with the SSH server; nil for none.
+	Gate *connlimit.Gate
 	// Refuse, when set, turns every connection away with this reason (an SSH-only server).
 	Refuse string
-	// Metrics counts refused connections; nil for none. Package metrics implements it.
+	// Metrics counts the connections MaxConns refuses (the Gate counts its own); nil for none.
+	// Package metrics implements it.
 	Metrics interface {
 		Refused(transport, reason string)
 	}
@@ -230,28 +230,18 @@ func (s *Server) accept(nc net.Conn) {
 	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.NameTimeout))
 	c := &conn{nc: nc, remote: nc.RemoteAddr().String(), start: time.Now(), releaseSlot: func() {}}
 
-	// The shared limits and bans first; a flood is closed without a word.
-	refusal := s.cfg.Refuse
-	if refusal == "" && s.cfg.Limiter != nil {
-		rel, err := s.cfg.Limiter.Admit(nc.RemoteAddr())
-		var ref *connlimit.Refusal
-		switch {
-		case errors.As(err, &ref) && ref.Hard:
-			s.refused("flood")
-			_ = nc.Close()
-			return
-		case err != nil:
-			refusal = err.Error()
-			s.refused("limit")
-		default:
-			c.releaseSlot = rel
-		}
+	// The shared limits and bans first; a flood is closed without a word. Every connection goes
+	// through the gate, those an SSH-only server refuses too, so that every attempt counts
+	// toward the address's rate.
+	ticket := s.cfg.Gate.Admit("tcp", nc.RemoteAddr())
+	if ticket.Drop {
+		_ = nc.Close()
+		return
 	}
-	if refusal == "" {
-		if err := s.room.Banned(connlimit.AddrIP(nc.RemoteAddr()), "", ""); err != nil {
-			refusal = err.Error()
-			s.refused("banned")
-		}
+	c.releaseSlot = ticket.Release
+	refusal := ticket.Refusal
+	if refusal == "" && s.cfg.Refuse != "" {
+		refusal = s.cfg.Refuse
 	}
 
 	s.mu.Lock()
@@ -264,6 +254,7 @@ func (s *Server) accept(nc net.Conn) {
 	full := refusal == "" && s.cfg.MaxConns > 0 && s.active >= s.cfg.MaxConns
 	if full {
 		refusal = fmt.Sprintf("server is full (%d connections); try again later", s.cfg.MaxConns)
+		s.refused(connlimit.ReasonLimit)
 	}
 	c.counted = refusal == ""
 	if c.counted {

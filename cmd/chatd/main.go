@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/http/pprof"
 	"os"
 	"os/signal"
@@ -118,6 +119,11 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	exempt, _ := connlimit.ParsePrefixes(cfg.LimitExempt) // checked by validate
 	// One limiter for both servers: the caps hold for the server as a whole.
 	limiter := connlimit.New(connlimit.Config{MaxConns: cfg.MaxConns, MaxPerIP: cfg.MaxConnsPerIP, RatePerIP: cfg.ConnRatePerIP, Exempt: exempt})
+	gate := &connlimit.Gate{
+		Limiter: limiter,
+		Banned:  func(ip netip.Addr) error { return rm.Banned(ip, "", "") },
+		Refused: mx.Refused,
+	}
 	sshCfg := sshd.DefaultConfig()
 	sshCfg.Addr = cfg.SSHAddr
 	sshCfg.HostSigners = signers
@@ -140,7 +146,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		tcpCfg := tcp.DefaultConfig()
 		tcpCfg.Addr = cfg.TCPAddr
 		tcpCfg.MaxConns = 0 // the shared limiter counts TCP and SSH together
-		tcpCfg.Limiter = limiter
+		tcpCfg.Gate = gate
 		tcpCfg.NameTimeout = cfg.NameTimeout
 		tcpCfg.Metrics = mx
 		if access.allow != nil && !cfg.AllowTCP {
