@@ -24,6 +24,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"chatd/connlimit"
+	"chatd/datadir"
 	"chatd/hostkeys"
 	"chatd/metrics"
 	"chatd/room"
@@ -78,6 +79,17 @@ const shutdownGrace = 4 * time.Second
 
 // serve runs the servers until ctx is cancelled (a signal) or one of them fails.
 func serve(ctx context.Context, cfg config, logger *log.Logger) error {
+	// First: a second chatd on the same directory would not see the first one's bans, and a
+	// directory chatd cannot write is better said in words than by SQLite's error codes.
+	dirLock, err := datadir.Acquire(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := dirLock.Unlock(); err != nil {
+			logger.Error("data directory", "err", err)
+		}
+	}()
 	signers, err := loadHostKeys(cfg, logger.WithPrefix("hostkeys"))
 	if err != nil {
 		return err
