@@ -130,11 +130,10 @@ func (m *Member) cmdMsg(args string) Action {
 	}
 	// Both sides are queued under the room's lock, so the recipient cannot leave in between and
 	// the sender's confirmation is never a lie. Every session of each gets its line.
-	slow := r.flushNoticesLocked()
-	slow = append(slow, r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))...)
-	slow = append(slow, r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))...)
+	r.flushNoticesLocked()
+	r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
+	r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))
 	r.mu.Unlock()
-	r.dropSlow(slow)
 	r.cfg.Metrics.Said("dm")
 	return Continue
 }

@@ -4,14 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"chatd/room/store"
 )
 
 // ErrUnknownCommand is wrapped by Exec's error for a command it does not know.
 var ErrUnknownCommand = errors.New("unknown command")
 
+// ExecOptions say who runs a one-shot command.
+type ExecOptions struct {
+	Name   string     // the name the client logged in with
+	Key    *store.Key // the key it proved it holds; nil without one
+	Remote string     // its address, "ip:port"
+}
+
 // Exec runs a one-shot command for a client that does not join the room, such as
-// "ssh host who". Its output goes to stdout; an error is fit to show the user.
-func (r *Room) Exec(args []string, stdout io.Writer) error {
+// "ssh host who". The login must pass the same checks as a join (bans, registered names). Its
+// output goes to stdout; an error is fit to show the user.
+func (r *Room) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
+	if _, _, err := r.checkLogin(opts.Name, opts.Key, opts.Remote); err != nil {
+		return err
+	}
 	if len(args) == 0 {
 		return fmt.Errorf("%w: none given (try: help)", ErrUnknownCommand)
 	}

@@ -23,6 +23,12 @@ func (m *Member) Handle(line string) Action {
 	if !m.pace(line) {
 		return Continue
 	}
+	return m.run(line)
+}
+
+// run carries out a line that the rate limit let through: a message or a command. Lines held
+// back by the limit come here later, from releaseHeld.
+func (m *Member) run(line string) Action {
 	switch {
 	case strings.HasPrefix(line, "//"):
 		m.say(kindMessage, line[1:])
@@ -58,11 +64,10 @@ func (m *Member) say(k kind, text string) {
 		r.mu.Unlock()
 		return
 	}
-	slow := r.flushNoticesLocked()
-	slow = append(slow, r.broadcastLocked(ev, except)...)
+	r.flushNoticesLocked()
+	r.broadcastLocked(ev, except)
 	r.rememberLocked(ev)
 	r.mu.Unlock()
-	r.dropSlow(slow)
 	if k == kindAction {
 		r.cfg.Metrics.Said("action")
 	} else {

@@ -44,15 +44,38 @@ func (r *Room) rememberLocked(ev *event) {
 	r.cfg.Store.Append(store.Message{At: ev.at, Kind: k, From: ev.from, Text: ev.text})
 }
 
-// replayLocked queues the last n public messages for m, marked as earlier ones.
+// replayHeadroom is how much of a member's outbox a replay leaves free (at most a quarter of
+// it), for the live lines that follow it before the member has read it.
+const replayHeadroom = 64
+
+// replayLocked queues the last n public messages for m, marked as earlier ones. A replay never
+// fills the outbox: it is cut to what fits beside what is already waiting for the member, with
+// room left for live lines, and says so. (Asking for more than the outbox holds, again and
+// again without reading, would otherwise overflow it: the member is then dropped as too slow,
+// like any member that does not read.)
 func (r *Room) replayLocked(m *Member, n int, now time.Time) {
 	evs := r.history.last(n)
 	if len(evs) == 0 {
 		return
 	}
-	header := fmt.Sprintf("the last %d messages:", len(evs))
-	if len(evs) == 1 {
+	asked := len(evs)
+	headroom := min(replayHeadroom, r.cfg.OutboxSize/4)
+	fits := m.outboxRoom() - headroom - 1 // the header takes a line
+	if fits < 1 {
+		m.enqueue(newEvent(kindError, now, "", "", "too much is still waiting to be written to you: ask for the history again once you have read it"))
+		return
+	}
+	if asked > fits {
+		evs = evs[asked-fits:]
+	}
+	var header string
+	switch {
+	case len(evs) < asked:
+		header = fmt.Sprintf("the last %d messages (of the %d asked for: more would not fit until you have read these):", len(evs), asked)
+	case len(evs) == 1:
 		header = "the last message:"
+	default:
+		header = fmt.Sprintf("the last %d messages:", len(evs))
 	}
 	m.enqueue(newEvent(kindInfo, now, "", "", header))
 	for _, ev := range evs {
@@ -84,21 +107,17 @@ func (r *Room) deliverQueued(m *Member) {
 // deliverTo queues ev for every session of p.
 func (r *Room) deliverTo(p *person, ev *event) {
 	r.mu.Lock()
-	slow := r.deliverToLocked(p, ev)
+	r.deliverToLocked(p, ev)
 	r.mu.Unlock()
-	r.dropSlow(slow)
 }
 
-func (r *Room) deliverToLocked(p *person, ev *event) (slow []*Member) {
+func (r *Room) deliverToLocked(p *person, ev *event) {
 	if p.ignores != nil && p.ignoring(ev) {
-		return nil
+		return
 	}
 	for _, m := range p.members {
-		if !m.enqueue(ev) {
-			slow = append(slow, m)
-		}
+		m.enqueue(ev)
 	}
-	return slow
 }
 
 // writeHistory prints the last n public messages as plain history lines, for "ssh host history".

@@ -191,7 +191,7 @@ func TestHistory(t *testing.T) {
 	bobOut.waitLine(t, "error: usage: /history [N]: N must be a whole number from 1 to 1000")
 
 	var out strings.Builder
-	if err := r.Exec([]string{"history", "2"}, &out); err != nil {
+	if err := r.Exec([]string{"history", "2"}, &out, ExecOptions{Name: "reader"}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "[history 2026-11-25 09:41] alice: message 4\n[history 2026-11-25 09:41] ** alice waves\n" {

@@ -163,21 +163,19 @@ func (m *Member) reply(k kind, text string) {
 	m.deliver(newEvent(k, m.room.now(), m.name, "", text))
 }
 
-// deliver queues ev for this member, disconnecting it if its outbox overflows.
-func (m *Member) deliver(ev *event) {
-	if !m.enqueue(ev) {
-		m.kill(ReasonSlow)
-	}
-}
+// deliver queues ev for this member.
+func (m *Member) deliver(ev *event) { m.enqueue(ev) }
 
 // enqueue adds ev to the outbox and makes sure a writer is running. It never blocks on the
-// client. It returns false when the outbox is full; the member is then closed for more lines and
-// the caller must disconnect it with kill, outside the room's lock.
-func (m *Member) enqueue(ev *event) bool {
+// client. When the outbox is full the member is too slow: it takes no more lines and is
+// disconnected, whatever path the line came by, so that no member can stay in the room deaf.
+// The disconnection runs on its own goroutine because the caller may hold the room's lock,
+// which leaving takes.
+func (m *Member) enqueue(ev *event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return true // leaving: whatever comes now has no one to read it
+		return // leaving: whatever comes now has no one to read it
 	}
 	if len(m.queue) >= m.room.cfg.OutboxSize {
 		m.closed = true
@@ -185,7 +183,12 @@ func (m *Member) enqueue(ev *event) bool {
 		clear(m.queue)
 		m.queue = m.queue[:0]
 		m.checkDrainedLocked()
-		return false
+		m.room.flushers.Add(1)
+		go func() {
+			defer m.room.flushers.Done()
+			m.kill(ReasonSlow)
+		}()
+		return
 	}
 	m.queue = append(m.queue, ev)
 	if !m.flushing {
@@ -193,7 +196,16 @@ func (m *Member) enqueue(ev *event) bool {
 		m.room.flushers.Add(1)
 		go m.flush()
 	}
-	return true
+}
+
+// outboxRoom is how many more lines the member's outbox takes before it overflows.
+func (m *Member) outboxRoom() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0
+	}
+	return m.room.cfg.OutboxSize - len(m.queue)
 }
 
 // flush is the member's writer: it runs while the outbox has lines, renders everything queued

@@ -116,23 +116,34 @@ type ModerationStore interface {
 }
 
 // limiter is a person's token bucket: Rate lines a second, Burst at once. Lines over the rate
-// are delayed, not dropped; a line that would wait too long is refused with an error.
+// are held back, not dropped, and handled in order when their turn comes; a line that would wait
+// too long is refused with an error. Holding a line back never holds up the transport: it goes
+// on reading what the client sends (a reader that stops would leave the client's input piling
+// up in the SSH library's buffers).
 type limiter struct {
 	mu       sync.Mutex
 	tokens   float64
 	last     time.Time
 	notified bool
+	held     []heldLine  // lines waiting for their turn, oldest first
+	timer    *time.Timer // hands the next held line on; nil when none is scheduled
+	running  bool        // releaseHeld is handing lines on
+}
+
+// heldLine is a line held back by the rate limit.
+type heldLine struct {
+	m    *Member
+	line string
+	due  time.Time // on the room's clock
 }
 
 // maxPace is the longest a line is held back before it is refused instead.
 const maxPace = 10 * time.Second
 
-// reserve takes a token and returns how long to wait before using it, or ok false when the wait
-// would be over maxPace (then nothing is taken). first is set the first time a line has to wait
-// since the bucket was last full.
-func (l *limiter) reserve(now time.Time, rate float64, burst int) (wait time.Duration, first, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// reserveLocked takes a token and returns how long to wait before using it, or ok false when the
+// wait would be over maxPace (then nothing is taken). first is set the first time a line has to
+// wait since the bucket was last full. l.mu must be held.
+func (l *limiter) reserveLocked(now time.Time, rate float64, burst int) (wait time.Duration, first, ok bool) {
 	if l.last.IsZero() {
 		l.tokens, l.last = float64(burst), now
 	}
@@ -155,39 +166,74 @@ func (l *limiter) reserve(now time.Time, rate float64, burst int) (wait time.Dur
 	return wait, first, true
 }
 
-// pace holds a line back when its sender is over the rate. It reports false when the line must
-// not be sent (refused, or the member left while it waited).
+// pace decides what happens to a line under the rate limit. It reports true when the line is to
+// be handled now; otherwise the line was either held back, to be handled in its turn by
+// releaseHeld, or refused (and the member told). Lines keep their order: while any line of the
+// person waits, later ones wait behind it.
 func (m *Member) pace(line string) bool {
 	r := m.room
 	if r.cfg.MsgRate <= 0 {
 		return true
 	}
-	wait, first, ok := m.person.limit.reserve(r.cfg.Now(), r.cfg.MsgRate, r.cfg.MsgBurst)
+	l := &m.person.limit
+	now := r.cfg.Now()
+	l.mu.Lock()
+	wait, first, ok := l.reserveLocked(now, r.cfg.MsgRate, r.cfg.MsgBurst)
+	if ok && wait == 0 && len(l.held) == 0 && !l.running {
+		l.mu.Unlock()
+		return true
+	}
+	if ok {
+		l.held = append(l.held, heldLine{m: m, line: line, due: now.Add(wait)})
+		if l.timer == nil && !l.running {
+			l.timer = time.AfterFunc(wait, func() { r.releaseHeld(l) })
+		}
+	}
+	l.mu.Unlock()
+
 	if !ok {
 		r.cfg.Metrics.RateLimited(true)
 		r.log.Debug("rate limit: refused", "user", m.name)
 		m.reply(kindError, "slow down: this line was not sent: "+Excerpt(line, 60))
 		return false
 	}
-	if wait == 0 {
-		return true
-	}
 	r.cfg.Metrics.RateLimited(false)
 	if first {
 		r.log.Info("rate limit", "user", m.name)
 		m.reply(kindInfo, fmt.Sprintf("slow down: you may send %s lines a second (%d at once); your lines are delayed", strconv.FormatFloat(r.cfg.MsgRate, 'f', -1, 64), r.cfg.MsgBurst))
 	}
-	if m.opts.OnPause != nil {
-		m.opts.OnPause()
+	return false
+}
+
+// releaseHeld hands on the held lines that are due, in order, and schedules itself for the next.
+// A line whose session has left meanwhile is dropped with it.
+func (r *Room) releaseHeld(l *limiter) {
+	l.mu.Lock()
+	l.timer = nil
+	l.running = true
+	for len(l.held) > 0 {
+		h := l.held[0]
+		l.held[0] = heldLine{}
+		l.held = l.held[1:]
+		l.mu.Unlock()
+		select {
+		case <-h.m.done:
+		default:
+			h.m.run(h.line)
+		}
+		l.mu.Lock()
+		if len(l.held) > 0 {
+			if wait := l.held[0].due.Sub(r.cfg.Now()); wait > 0 {
+				l.timer = time.AfterFunc(wait, func() { r.releaseHeld(l) })
+				break
+			}
+		}
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-m.done:
-		return false
+	if len(l.held) == 0 {
+		l.held = nil // a flood's worth of slice is not kept
 	}
+	l.running = false
+	l.mu.Unlock()
 }
 
 // muted returns how long the member's person is muted for, if at all.

@@ -22,7 +22,7 @@ type notices struct {
 const noticeWindow = time.Second
 
 // announceLocked tells everyone that name joined or left, now or with the next batch.
-func (r *Room) announceLocked(joined bool, name, line string) (slow []*Member) {
+func (r *Room) announceLocked(joined bool, name, line string) {
 	n := &r.notices
 	now := time.Now()
 	if now.Sub(n.windowStart) >= noticeWindow {
@@ -30,7 +30,8 @@ func (r *Room) announceLocked(joined bool, name, line string) (slow []*Member) {
 	}
 	n.count++
 	if r.cfg.NoticeBurst < 0 || n.count <= r.cfg.NoticeBurst && n.timer == nil {
-		return r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", line), nil)
+		r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", line), nil)
+		return
 	}
 	if joined {
 		n.joined = append(n.joined, name)
@@ -40,41 +41,38 @@ func (r *Room) announceLocked(joined bool, name, line string) (slow []*Member) {
 	if n.timer == nil {
 		n.timer = time.AfterFunc(noticeWindow, r.flushNotices)
 	}
-	return nil
 }
 
 // flushNotices sends the gathered notices.
 func (r *Room) flushNotices() {
 	r.mu.Lock()
-	slow := r.flushNoticesLocked()
+	r.flushNoticesLocked()
 	r.mu.Unlock()
-	r.dropSlow(slow)
 }
 
 // flushNoticesLocked sends the gathered notices now: before anything anyone says, so that a
 // join notice always comes before the newcomer's first line.
-func (r *Room) flushNoticesLocked() (slow []*Member) {
+func (r *Room) flushNoticesLocked() {
 	n := &r.notices
 	if n.timer == nil {
-		return nil
+		return
 	}
 	n.timer.Stop()
 	n.timer = nil
 	if r.closed {
 		n.joined, n.left = nil, nil
-		return nil
+		return
 	}
 	now := r.now()
 	if len(n.joined) > 0 {
 		line := nameList(n.joined) + " joined (" + strconv.Itoa(len(r.people)) + " online)"
-		slow = append(slow, r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)...)
+		r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)
 	}
 	if len(n.left) > 0 {
 		line := nameList(n.left) + " left"
-		slow = append(slow, r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)...)
+		r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)
 	}
 	n.joined, n.left = n.joined[:0], n.left[:0]
-	return slow
 }
 
 // nameList names the first few and counts the rest: "alice, bob, carol and 97 others".

@@ -249,9 +249,6 @@ type JoinOptions struct {
 	Remote    string     // remote address: for logs
 	Key       *store.Key // the key the session proved it holds; nil for keyless logins
 	Operator  bool       // may use the operator commands (/kick, /ban, ...)
-	// OnPause, if set, is called before the room holds back one of the member's lines (to pace
-	// a flood), on the goroutine that called Handle: a transport releases what it holds there.
-	OnPause func()
 }
 
 // Join admits name into the room, writing to out. The name must be valid, not registered to
@@ -260,17 +257,7 @@ type JoinOptions struct {
 // user. The welcome, the history and everyone's join notice are queued before Join returns, so
 // the join notice always precedes anything the member says.
 func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
-	if err := ValidateName(name); err != nil {
-		return nil, err
-	}
-	fingerprint := ""
-	if opts.Key != nil {
-		fingerprint = opts.Key.Fingerprint
-	}
-	if err := r.Banned(remoteIP(opts.Remote), fingerprint, name); err != nil {
-		return nil, err
-	}
-	display, registered, err := r.identify(name, opts.Key)
+	display, registered, err := r.checkLogin(name, opts.Key, opts.Remote)
 	if err != nil {
 		return nil, err
 	}
@@ -307,19 +294,34 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 		m.enqueue(newEvent(kindInfo, now, "", "", motd))
 	}
 	r.replayLocked(m, r.cfg.HistoryOnJoin, now)
-	var slow []*Member
 	if first {
-		slow = r.announceLocked(true, display, display+" joined ("+strconv.Itoa(online)+" online)")
+		r.announceLocked(true, display, display+" joined ("+strconv.Itoa(online)+" online)")
 	}
 	r.mu.Unlock()
 
 	r.cfg.Metrics.Joined(opts.Transport)
 	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online)
-	r.dropSlow(slow)
 	if first && registered {
 		r.deliverQueued(m)
 	}
 	return m, nil
+}
+
+// checkLogin is what every login must pass, joins and one-shot commands alike: a valid name, no
+// ban on the name, the key or the address, and a name that is not registered to someone else.
+// It returns the name's display form and whether the login holds one of its keys.
+func (r *Room) checkLogin(name string, key *store.Key, remote string) (display string, registered bool, err error) {
+	if err := ValidateName(name); err != nil {
+		return name, false, err
+	}
+	fingerprint := ""
+	if key != nil {
+		fingerprint = key.Fingerprint
+	}
+	if err := r.Banned(remoteIP(remote), fingerprint, name); err != nil {
+		return name, false, err
+	}
+	return r.identify(name, key)
 }
 
 func fingerprintOf(k *store.Key) string {
@@ -360,24 +362,14 @@ func (r *Room) Online() int {
 	return len(r.people)
 }
 
-// broadcastLocked queues ev for every member but except, and returns the members whose outbox
-// overflowed. Holding r.mu across the loop is what gives every member the same order of events.
-func (r *Room) broadcastLocked(ev *event, except *Member) (slow []*Member) {
+// broadcastLocked queues ev for every member but except. Holding r.mu across the loop is what
+// gives every member the same order of events.
+func (r *Room) broadcastLocked(ev *event, except *Member) {
 	for _, m := range r.members {
 		if m == except || m.person.ignores != nil && m.person.ignoring(ev) {
 			continue
 		}
-		if !m.enqueue(ev) {
-			slow = append(slow, m)
-		}
-	}
-	return slow
-}
-
-// dropSlow disconnects members whose outbox overflowed. It must be called without r.mu held.
-func (r *Room) dropSlow(slow []*Member) {
-	for _, m := range slow {
-		m.kill(ReasonSlow)
+		m.enqueue(ev)
 	}
 }
 
@@ -404,14 +396,13 @@ func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 		p.members = slices.Delete(p.members, i, i+1)
 	}
 	gone := len(p.members) == 0
-	var slow []*Member
 	if gone {
 		delete(r.people, p.key)
 		if notice == "" {
 			notice = m.name + " left" + reason.noticeSuffix()
 		}
 		if !r.closed {
-			slow = r.announceLocked(false, m.name, notice)
+			r.announceLocked(false, m.name, notice)
 		}
 	}
 	online, sessions := len(r.people), len(p.members)
@@ -419,7 +410,6 @@ func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 
 	r.cfg.Metrics.Left(m.opts.Transport, reason)
 	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "sessions_left", sessions, "online", online)
-	r.dropSlow(slow)
 	return true
 }
 

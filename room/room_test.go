@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"chatd/room/store"
 )
 
 // recorder is an Output that keeps what was written. With block set, Write blocks until Close,
@@ -432,6 +434,61 @@ func TestSlowMemberIsDroppedWhileOthersKeepReceiving(t *testing.T) {
 	_ = aliceOut
 }
 
+// TestDeafMemberIsDropped: a member that asks for the history again and again without reading
+// is never left in the room unable to receive: replays are cut to what fits in its outbox, and
+// once the outbox is full, whatever path the next line takes, the member is dropped as too slow.
+func TestDeafMemberIsDropped(t *testing.T) {
+	r := newTestRoom(t, Config{OutboxSize: 128})
+	alice, _ := join(t, r, "alice", JoinOptions{})
+	for i := range 300 {
+		alice.Handle(fmt.Sprintf("history %d", i))
+	}
+	deaf, deafOut := join(t, r, "deaf", JoinOptions{})
+	deafOut.mu.Lock()
+	deafOut.block = true // stops reading
+	deafOut.mu.Unlock()
+	_, bobOut := join(t, r, "bob", JoinOptions{})
+
+	deaf.Handle("/history 1000")
+	if n := deaf.outboxRoom(); n < 16 {
+		t.Fatalf("a replay left %d lines of room in the outbox: it must leave headroom", n)
+	}
+	deaf.Handle("/history 1000") // nothing more fits: refused with an error line, not dropped yet
+	// Live lines fill the rest: the member that does not read is dropped, not left deaf.
+	for i := 0; ; i++ {
+		alice.Handle(fmt.Sprintf("live %d", i))
+		if deaf.Reason() != 0 {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("a member that reads nothing is still in the room after 1000 lines")
+		}
+	}
+	bobOut.waitLine(t, "* deaf left (too slow)")
+	deafOut.waitClosed(t)
+	if got := deaf.Reason(); got != ReasonSlow {
+		t.Errorf("reason %v, want %v", got, ReasonSlow)
+	}
+}
+
+// TestReplayIsCutToWhatFits: a replay asks for more than the outbox can hold; it gets the newest
+// that fit, and says so.
+func TestReplayIsCutToWhatFits(t *testing.T) {
+	r := newTestRoom(t, Config{OutboxSize: 64, HistoryOnJoin: 100})
+	alice, _ := join(t, r, "alice", JoinOptions{})
+	for i := range 200 {
+		alice.Handle(fmt.Sprintf("m%d", i))
+	}
+	_, out := join(t, r, "reader", JoinOptions{})
+	lines := out.waitLine(t, "[history 2026-11-25 09:41] alice: m199")
+	if i := index(lines, "* the last 46 messages (of the 100 asked for: more would not fit until you have read these):"); i < 0 {
+		t.Fatalf("no header saying the replay was cut: %q", lines)
+	}
+	if index(lines, "[history 2026-11-25 09:41] alice: m153") >= 0 || index(lines, "[history 2026-11-25 09:41] alice: m154") < 0 {
+		t.Errorf("the replay is not the newest 46: %q", lines)
+	}
+}
+
 func TestStalledWriteIsDropped(t *testing.T) {
 	r := newTestRoom(t, Config{WriteTimeout: 100 * time.Millisecond})
 	alice, _ := join(t, r, "alice", JoinOptions{})
@@ -579,17 +636,40 @@ func TestShutdown(t *testing.T) {
 func TestExec(t *testing.T) {
 	r := newTestRoom(t, Config{})
 	join(t, r, "bob", JoinOptions{})
-	join(t, r, "Alice", JoinOptions{})
+	op, _ := join(t, r, "Alice", JoinOptions{Operator: true, Remote: "192.0.2.1:1"})
+	reader := ExecOptions{Name: "reader", Remote: "198.51.100.1:1"}
 	var out strings.Builder
-	if err := r.Exec([]string{"who"}, &out); err != nil {
+	if err := r.Exec([]string{"who"}, &out, reader); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "Alice\nbob\n" {
 		t.Errorf("who printed %q", out.String())
 	}
-	err := r.Exec([]string{"rm", "-rf"}, &out)
+	err := r.Exec([]string{"rm", "-rf"}, &out, reader)
 	if !errors.Is(err, ErrUnknownCommand) || !strings.Contains(err.Error(), `"rm"`) {
 		t.Errorf("unknown command: %v", err)
+	}
+
+	// A one-shot command passes the checks a login does: a banned name, key or address, or an
+	// invalid name, gets nothing.
+	op.Handle("/ban troll")
+	op.Handle("/ban 203.0.113.0/24")
+	key := &store.Key{Fingerprint: "SHA256:bannedkey"}
+	op.Handle("/ban SHA256:bannedkey")
+	for _, tt := range []struct {
+		opts ExecOptions
+		want error
+	}{
+		{ExecOptions{Name: "troll", Remote: "198.51.100.1:1"}, ErrBanned},
+		{ExecOptions{Name: "someone", Remote: "203.0.113.9:1"}, ErrBanned},
+		{ExecOptions{Name: "someone", Key: key, Remote: "198.51.100.1:1"}, ErrBanned},
+		{ExecOptions{Name: "bad name", Remote: "198.51.100.1:1"}, ErrNameInvalid},
+	} {
+		out.Reset()
+		err := r.Exec([]string{"history"}, &out, tt.opts)
+		if !errors.Is(err, tt.want) || out.Len() > 0 {
+			t.Errorf("exec as %+v: %v, output %q; want %v and nothing", tt.opts, err, out.String(), tt.want)
+		}
 	}
 }
 

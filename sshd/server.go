@@ -31,7 +31,7 @@ type Room interface {
 	Authorize(name string, key store.Key) error
 	Banned(ip netip.Addr, fingerprint, name string) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
-	Exec(args []string, stdout io.Writer) error
+	Exec(args []string, stdout io.Writer, opts room.ExecOptions) error
 	Config() room.Config
 }
 

@@ -34,7 +34,12 @@ func (s *Server) chat(ssh.Handler) ssh.Handler {
 
 // exec runs a one-shot command such as "ssh host who".
 func (s *Server) exec(sess ssh.Session, args []string) {
-	if err := s.room.Exec(args, ttyWriter(sess, sess)); err != nil {
+	opts := room.ExecOptions{Name: sess.User(), Remote: sess.RemoteAddr().String()}
+	if pk := sess.PublicKey(); pk != nil {
+		k := StoreKey(pk)
+		opts.Key = &k
+	}
+	if err := s.room.Exec(args, ttyWriter(sess, sess), opts); err != nil {
 		fmt.Fprintf(ttyWriter(sess, sess.Stderr()), "error: %s\n", err)
 		setEndReason(sess, "exec failed")
 		_ = sess.Exit(1)
@@ -127,7 +132,7 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 	t.SetBracketedPasteMode(true)
 	out := &termOutput{t: t, bw: bw, screen: screen, conn: serverConn(sess)}
 	// A line held back by the rate limit must not hold the screen: incoming lines go on.
-	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true, OnPause: in.release})
+	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true})
 	if m == nil {
 		t.SetBracketedPasteMode(false)
 		return
