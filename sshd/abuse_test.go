@@ -105,7 +105,7 @@ func TestSilentConnectionsDoNotBlockLogins(t *testing.T) {
 
 func TestPerAddressCap(t *testing.T) {
 	limiter := connlimit.New(connlimit.Config{MaxPerIP: 3})
-	ts := startServerWith(t, room.Config{}, func(c *Config) { c.Limiter = limiter })
+	ts := startServerWith(t, room.Config{}, func(c *Config) { c.Gate = &connlimit.Gate{Limiter: limiter} })
 	var in []*client
 	var conns []*gossh.Client
 	for i := range 3 {

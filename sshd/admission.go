@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -13,73 +12,88 @@ import (
 	"chatd/connlimit"
 )
 
-// admission is what the server decided about a connection before it authenticated: a refusal
-// (too many connections, a banned address) to tell the client in the SSH banner, and the
-// connection, whose handshake deadline is lifted once a session starts.
-type admission struct {
+// connState is what the server knows about one connection: the gate's decision before it
+// authenticated (a refusal to tell the client in the SSH banner), and its sessions, which decide
+// its deadline: a connection with no session running is closed after HandshakeTimeout, whether
+// it has not started one yet or its last one has ended.
+type connState struct {
 	conn     *guardedConn
 	refusal  string // why every authentication will fail; "" when admitted
 	accepted time.Time
+
+	mu      sync.Mutex
+	opened  int  // session channels opened so far, refused ones included
+	open    int  // session channels open now
+	running int  // sessions started whose channel is not gone yet
+	begun   bool // a session has started once
 }
 
-type admissionKey struct{}
+type connKey struct{}
 
-func admissionOf(ctx ssh.Context) *admission {
-	a, _ := ctx.Value(admissionKey{}).(*admission)
-	return a
+func connOf(ctx ssh.Context) *connState {
+	cs, _ := ctx.Value(connKey{}).(*connState)
+	return cs
 }
 
-// admit runs for every accepted TCP connection, before the SSH handshake. It counts the
-// connection against the limits and gives the handshake a deadline, so that connections that
-// stay silent or drip bytes are closed and never hold a slot for long. A connection over a limit
+// admit runs for every accepted TCP connection, before the SSH handshake. The gate counts the
+// connection against the limits; the handshake gets a deadline, so that connections that stay
+// silent or drip bytes are closed and never hold a slot for long. A connection over a limit
 // still gets through the handshake, to be told why in a banner and refused; a flood from one
 // address is closed at once, without the handshake's cost.
 func (s *Server) admit(ctx ssh.Context, nc net.Conn) net.Conn {
-	a := &admission{accepted: time.Now()}
-	release := func() {}
-	if s.cfg.Limiter != nil {
-		rel, err := s.cfg.Limiter.Admit(nc.RemoteAddr())
-		var ref *connlimit.Refusal
-		switch {
-		case errors.As(err, &ref) && ref.Hard:
-			s.log.Debug("refused at once", "remote", nc.RemoteAddr().String(), "reason", ref.Reason)
-			s.cfg.Metrics.Refused("ssh", "flood")
-			_ = nc.Close()
-			return nil
-		case err != nil:
-			a.refusal = err.Error()
-			s.cfg.Metrics.Refused("ssh", "limit")
-		default:
-			release = rel
-		}
+	t := s.cfg.Gate.Admit("ssh", nc.RemoteAddr())
+	if t.Drop {
+		s.log.Debug("refused at once", "remote", nc.RemoteAddr().String(), "reason", t.Refusal)
+		_ = nc.Close()
+		return nil
 	}
-	if a.refusal == "" {
-		if err := s.room.Banned(connlimit.AddrIP(nc.RemoteAddr()), "", ""); err != nil {
-			a.refusal = err.Error()
-			s.cfg.Metrics.Refused("ssh", "banned")
-		}
+	cs := &connState{refusal: t.Refusal, accepted: time.Now()}
+	cs.conn = &guardedConn{Conn: nc, release: t.Release}
+	cs.conn.awaitSession(s.cfg.HandshakeTimeout)
+	ctx.SetValue(connKey{}, cs)
+	if cs.refusal != "" {
+		s.log.Info("refused", "remote", nc.RemoteAddr().String(), "reason", cs.refusal)
 	}
-	a.conn = &guardedConn{Conn: nc, release: release}
-	a.conn.startHandshake(s.cfg.HandshakeTimeout)
-	ctx.SetValue(admissionKey{}, a)
-	if a.refusal != "" {
-		s.log.Info("refused", "remote", nc.RemoteAddr().String(), "reason", a.refusal)
+	return cs.conn
+}
+
+// sessionStarted lifts the connection's deadline while a session runs.
+func (s *Server) sessionStarted(cs *connState) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.running++
+	if !cs.begun {
+		cs.begun = true
+		s.cfg.Metrics.Handshake(time.Since(cs.accepted))
 	}
-	return a.conn
+	if cs.running == 1 {
+		cs.conn.sessionRunning()
+	}
+}
+
+// sessionGone gives the connection a deadline again once its last session is gone: an idle SSH
+// connection holds a slot, a file descriptor and goroutines for nothing.
+func (s *Server) sessionGone(cs *connState) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.running--
+	if cs.running == 0 {
+		cs.conn.awaitSession(s.cfg.HandshakeTimeout)
+	}
 }
 
 // banner is sent to the client before it authenticates: empty, unless the connection is
 // refused, in which case it says why (every authentication then fails).
 func (s *Server) banner(ctx ssh.Context) string {
-	if a := admissionOf(ctx); a != nil && a.refusal != "" {
-		return "chatd: " + a.refusal + "\r\n"
+	if cs := connOf(ctx); cs != nil && cs.refusal != "" {
+		return "chatd: " + cs.refusal + "\r\n"
 	}
 	return ""
 }
 
 func refused(ctx ssh.Context) bool {
-	a := admissionOf(ctx)
-	return a != nil && a.refusal != ""
+	cs := connOf(ctx)
+	return cs != nil && cs.refusal != ""
 }
 
 // acceptKey runs for every key a client offers, before it proves it holds it: only refused
@@ -93,7 +107,8 @@ func (s *Server) acceptKey(ctx ssh.Context, key ssh.PublicKey) bool {
 }
 
 // acceptKeyless lets people without a key in, with no questions, unless the connection is
-// refused or the server admits listed keys only.
+// refused or the server admits listed keys only. Their name is checked when they join or run a
+// command.
 func (s *Server) acceptKeyless(ctx ssh.Context, challenge gossh.KeyboardInteractiveChallenge) bool {
 	if refused(ctx) {
 		return false
@@ -128,18 +143,20 @@ func (s *Server) verifyKey(conn gossh.ConnMetadata, key gossh.PublicKey, perms *
 }
 
 // guardedConn is an accepted connection: it holds a slot in the limiter until it closes, and
-// keeps a deadline on the handshake however often the SSH library resets deadlines.
+// keeps a deadline on it while no session runs (the handshake, or after the last session)
+// however often the SSH library resets deadlines.
 type guardedConn struct {
 	net.Conn
 	release func()
 	once    sync.Once
 
 	mu       sync.Mutex
-	deadline time.Time // the handshake's; zero once a session has started
+	deadline time.Time // by when a session must run; zero while one runs
 	set      bool      // a deadline is set on the connection
 }
 
-func (c *guardedConn) startHandshake(timeout time.Duration) {
+// awaitSession gives the connection timeout to have a session running.
+func (c *guardedConn) awaitSession(timeout time.Duration) {
 	if timeout <= 0 {
 		return
 	}
@@ -149,17 +166,17 @@ func (c *guardedConn) startHandshake(timeout time.Duration) {
 	_ = c.SetDeadline(c.deadline)
 }
 
-// endHandshake lifts the handshake deadline: a session has started.
-func (c *guardedConn) endHandshake() {
+// sessionRunning lifts the deadline: a session runs, and the chat may last.
+func (c *guardedConn) sessionRunning() {
 	c.mu.Lock()
 	c.deadline = time.Time{}
 	c.mu.Unlock()
 	_ = c.SetDeadline(time.Time{})
 }
 
-// SetDeadline never moves a deadline past the handshake's while it runs: charmbracelet/ssh
-// resets the deadline on every read and write. Clearing a deadline that is not set is skipped:
-// that is every read and write of a chat.
+// SetDeadline never moves a deadline past the session deadline while one is set:
+// charmbracelet/ssh resets the deadline on every read and write. Clearing a deadline that is not
+// set is skipped: that is every read and write of a chat.
 func (c *guardedConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	hd := c.deadline

@@ -43,11 +43,20 @@ type Config struct {
 	HostSigners []gossh.Signer
 	// Version is the software version sent in the SSH banner ("SSH-2.0-<Version>").
 	Version string
-	// Limiter caps connections, shared with the TCP server; nil for no caps.
-	Limiter *connlimit.Limiter
+	// Gate admits connections and every further session on one: the connection limits and the
+	// address bans, shared with the TCP server; nil for none.
+	Gate *connlimit.Gate
 	// HandshakeTimeout is how long a connection has to get through the SSH handshake and
-	// authentication and start a session before it is closed. Default 10s.
+	// authentication and start a session before it is closed; a connection whose last session
+	// has ended gets as long to start another. Default 10s.
 	HandshakeTimeout time.Duration
+	// MaxSessions is how many session channels one connection may have open at once. Default 4.
+	MaxSessions int
+	// StartTimeout is how long a session channel has to ask for a shell or a command. Default 5s.
+	StartTimeout time.Duration
+	// ExecTimeout bounds a one-shot command ("ssh host history"), its output included. Default
+	// 30s.
+	ExecTimeout time.Duration
 	// Operators are the key fingerprints whose sessions may use the operator commands.
 	Operators map[string]bool
 	// Allow, when not nil, is the allowlist: only these key fingerprints may log in.
@@ -58,22 +67,28 @@ type Config struct {
 	Metrics Metrics
 }
 
-// Metrics is what the SSH server reports about itself.
+// Metrics is what the SSH server reports about itself. (Refused connections are counted by the
+// Gate.)
 type Metrics interface {
-	AuthFailed(reason string)         // "allowlist", "banned", "registered"
-	Refused(transport, reason string) // before authentication: "limit", "flood", "banned"
-	Handshake(d time.Duration)        // from accept to a session starting
+	AuthFailed(reason string)  // "allowlist", "banned", "registered"
+	Handshake(d time.Duration) // from accept to a session starting
 }
 
 type noMetrics struct{}
 
 func (noMetrics) AuthFailed(string)       {}
-func (noMetrics) Refused(string, string)  {}
 func (noMetrics) Handshake(time.Duration) {}
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Addr: ":2222", Version: "chatd", HandshakeTimeout: 10 * time.Second}
+	return Config{
+		Addr:             ":2222",
+		Version:          "chatd",
+		HandshakeTimeout: 10 * time.Second,
+		MaxSessions:      4,
+		StartTimeout:     5 * time.Second,
+		ExecTimeout:      30 * time.Second,
+	}
 }
 
 // Validate reports a setting that cannot work.
@@ -86,6 +101,12 @@ func (c Config) Validate() error {
 	}
 	if c.HandshakeTimeout < 0 {
 		return fmt.Errorf("handshake timeout must be 0 (none) or more, got %s", c.HandshakeTimeout)
+	}
+	if c.MaxSessions < 1 {
+		return fmt.Errorf("max sessions must be at least 1, got %d", c.MaxSessions)
+	}
+	if c.StartTimeout <= 0 || c.ExecTimeout <= 0 {
+		return fmt.Errorf("start and exec timeouts must be positive, got %s and %s", c.StartTimeout, c.ExecTimeout)
 	}
 	return nil
 }
@@ -115,14 +136,12 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 		wish.WithVersion(cfg.Version),
 		s.withHostKeys(),
 		s.withAdmission(),
-		s.withPtyRecord(),
+		s.withPolicy(),
 		// Keys are checked once the client proves it holds one (verifyKey); keyboard-interactive
 		// with no questions lets people without a key in (to unregistered names only). OpenSSH
 		// tries keys first.
 		wish.WithPublicKeyAuth(s.acceptKey),
 		wish.WithKeyboardInteractiveAuth(s.acceptKeyless),
-		// The last middleware runs first: recover wraps everything, then logging, then the chat.
-		wish.WithMiddleware(s.chat, s.logging, s.recover),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("sshd: %w", err)
@@ -142,27 +161,18 @@ func (s *Server) withHostKeys() ssh.Option {
 	}
 }
 
-// ptyKey carries a session's PTY request in its context.
-type ptyKey struct{}
-
-// withPtyRecord takes PTY requests without charmbracelet/ssh's emulation, which rewrites every
-// write (\n to \r\n, in two copying passes) although the line editor already writes \r\n. The
-// request (terminal size) is kept in the session's context; sessionPty reads it.
-func (s *Server) withPtyRecord() ssh.Option {
+// withPolicy decides what an authenticated client may open and ask for. Only "session"
+// channels, through sessionChannel; every other channel type (port forwarding, X11, agent) is
+// refused, and so is every connection-level request (forwarding, "no-more-sessions"), as
+// charmbracelet/ssh does when no handler is set. The server's Handler is never called: sessions
+// are served by sessionChannel.
+func (s *Server) withPolicy() ssh.Option {
 	return func(srv *ssh.Server) error {
-		srv.PtyHandler = func(ctx ssh.Context, _ ssh.Session, pty ssh.Pty) (func() error, error) {
-			ctx.SetValue(ptyKey{}, pty)
-			return func() error { return nil }, nil
-		}
+		srv.ChannelHandlers = map[string]ssh.ChannelHandler{"session": s.sessionChannel}
+		srv.RequestHandlers = map[string]ssh.RequestHandler{}
+		srv.SubsystemHandlers = map[string]ssh.SubsystemHandler{}
 		return nil
 	}
-}
-
-// sessionPty returns the session's PTY request and its window changes, if it asked for a PTY.
-func sessionPty(sess ssh.Session) (ssh.Pty, <-chan ssh.Window, bool) {
-	pty, ok := sess.Context().Value(ptyKey{}).(ssh.Pty)
-	_, winCh, _ := sess.Pty()
-	return pty, winCh, ok
 }
 
 // withAdmission installs the checks on every connection: limits and the handshake deadline at
@@ -210,52 +220,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error { return s.srv.Close() }
 
-// recover keeps a panic in one session from taking the server down. The stack goes to the log;
-// the user only learns that something went wrong.
-func (s *Server) recover(next ssh.Handler) ssh.Handler {
-	return func(sess ssh.Session) {
-		defer func() {
-			if v := recover(); v != nil {
-				s.log.Error("panic in session", "user", cleanUser(sess.User()), "remote", sess.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", stack())
-				fmt.Fprint(sess.Stderr(), "error: internal server error; please reconnect\r\n")
-				_ = sess.Exit(1)
-			}
-		}()
-		next(sess)
-	}
-}
-
-// logging records every session: who, from where, with which key, and how it ended.
-func (s *Server) logging(next ssh.Handler) ssh.Handler {
-	return func(sess ssh.Session) {
-		if a := admissionOf(sess.Context()); a != nil {
-			a.conn.endHandshake() // a session has started: the chat may last
-			s.cfg.Metrics.Handshake(time.Since(a.accepted))
-		}
-		start := time.Now()
-		_, _, isPty := sessionPty(sess)
-		mode := "plain"
-		switch {
-		case len(sess.RawCommand()) > 0:
-			mode = "exec"
-		case isPty:
-			mode = "pty"
-		}
-		s.log.Info("connect",
-			"user", cleanUser(sess.User()),
-			"remote", sess.RemoteAddr().String(),
-			"key", fingerprint(sess.PublicKey()),
-			"client", cleanPeerString(sess.Context().ClientVersion()),
-			"mode", mode)
-		next(sess)
-		s.log.Info("disconnect",
-			"user", cleanUser(sess.User()),
-			"remote", sess.RemoteAddr().String(),
-			"reason", endReason(sess),
-			"duration", time.Since(start).Round(time.Millisecond).String())
-	}
-}
-
 // fingerprint is the key's SHA256 fingerprint as ssh-keygen prints it, or how the user got in
 // without one.
 func fingerprint(k ssh.PublicKey) string {
@@ -271,16 +235,6 @@ func cleanUser(name string) string { return cleanPeerString(name) }
 // cleanPeerString sanitises and shortens any string the peer chose before it is logged.
 func cleanPeerString(s string) string { return room.Excerpt(s, 128) }
 
-// sessionEndKey carries how a session ended from the shell to the logging middleware.
-type sessionEndKey struct{}
-
-func setEndReason(sess ssh.Session, reason string) {
-	sess.Context().SetValue(sessionEndKey{}, reason)
-}
-
-func endReason(sess ssh.Session) string {
-	if r, ok := sess.Context().Value(sessionEndKey{}).(string); ok {
-		return r
-	}
-	return "ended"
-}
+// writeTimeout is how long a write of the session's own (an error, the line editor's echo) may
+// block before the client is taken to have stopped reading: the room's own rule for its lines.
+func (s *Server) writeTimeout() time.Duration { return s.room.Config().WriteTimeout }

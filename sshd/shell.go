@@ -8,137 +8,138 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
-	"github.com/charmbracelet/ssh"
-	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
 	"chatd/room"
 )
 
-// chat is the session handler: exec commands, an interactive shell with a PTY, or plain lines.
-func (s *Server) chat(ssh.Handler) ssh.Handler {
-	return func(sess ssh.Session) {
-		if args := sess.Command(); len(args) > 0 || sess.RawCommand() != "" {
-			s.exec(sess, args)
-			return
-		}
-		if ptyReq, winCh, isPty := sessionPty(sess); isPty {
-			s.interactive(sess, ptyReq, winCh)
-			return
-		}
-		s.plain(sess)
-	}
+// shell is a session in the chat: its member, and for a terminal, the line editor.
+type shell struct {
+	ss     *session
+	member *room.Member
+
+	// Interactive (PTY) sessions only.
+	term   *term.Terminal
+	gate   *enterGate
+	prompt string
 }
 
-// exec runs a one-shot command such as "ssh host who".
-func (s *Server) exec(sess ssh.Session, args []string) {
-	opts := room.ExecOptions{Name: sess.User(), Remote: sess.RemoteAddr().String()}
-	if pk := sess.PublicKey(); pk != nil {
-		k := StoreKey(pk)
-		opts.Key = &k
+// startShell joins the session's user to the room, with a line editor when the session has a
+// PTY and plain lines otherwise. It returns nil when the room refuses them, having told them why
+// and ended the session.
+func (s *Server) startShell(ss *session) *shell {
+	sh := &shell{ss: ss}
+	var out room.Output
+	opts := room.JoinOptions{Format: room.Plain}
+	if ss.pty != nil {
+		out, opts = sh.newTerminal(), room.JoinOptions{Format: room.ANSI, Echo: true}
+	} else {
+		out = &plainOutput{w: ss.ch, conn: ss.sc}
 	}
-	if err := s.room.Exec(args, ttyWriter(sess, sess), opts); err != nil {
-		fmt.Fprintf(ttyWriter(sess, sess.Stderr()), "error: %s\n", err)
-		setEndReason(sess, "exec failed")
-		_ = sess.Exit(1)
-		return
-	}
-	setEndReason(sess, "exec")
-	_ = sess.Exit(0)
-}
-
-// join puts the session's user in the room, or tells them why not and ends the session.
-func (s *Server) join(sess ssh.Session, out room.Output, opts room.JoinOptions) *room.Member {
 	opts.Transport = "ssh"
-	opts.Remote = sess.RemoteAddr().String()
-	if pk := sess.PublicKey(); pk != nil {
+	opts.Remote = ss.sc.RemoteAddr().String()
+	if pk := ss.publicKey(); pk != nil {
 		k := StoreKey(pk)
 		opts.Key = &k
 		opts.Operator = s.cfg.Operators[k.Fingerprint]
 	}
-	m, err := s.room.Join(sess.User(), out, opts)
-	if err == nil {
-		return m
+	m, err := s.room.Join(ss.sc.User(), out, opts)
+	if err != nil {
+		if sh.term != nil {
+			sh.term.SetBracketedPasteMode(false)
+		}
+		msg := err.Error()
+		var ne *room.NameError
+		if errors.As(err, &ne) {
+			msg += "\nconnect with another name: ssh -p PORT othername@HOST"
+		}
+		stop := ss.deadline(s.writeTimeout(), "the client did not read why it was refused")
+		defer stop()
+		ss.fail(msg)
+		return nil
 	}
-	msg := "error: " + err.Error()
-	var ne *room.NameError
-	if errors.As(err, &ne) {
-		msg += "\nconnect with another name: ssh -p PORT othername@HOST"
+	sh.member = m
+	if sh.term != nil {
+		sh.prompt = promptFor(m.Name())
+		sh.term.SetPrompt(sh.prompt)
 	}
-	fmt.Fprintln(ttyWriter(sess, sess.Stderr()), msg)
-	setEndReason(sess, "refused: "+err.Error())
-	_ = sess.Exit(1)
-	return nil
+	return sh
+}
+
+// newTerminal sets up the line editor for a PTY session and returns the room's end of it.
+func (sh *shell) newTerminal() room.Output {
+	ss := sh.ss
+	screen := new(sync.Mutex)
+	sw := &screenWriter{w: ss.ch, max: maxPendingOutput, stall: ss.srv.writeTimeout(), onStall: func() {
+		ss.abort("too slow: output not read for " + ss.srv.writeTimeout().String())
+	}}
+	sh.gate = &enterGate{screen: screen}
+	t := term.NewTerminal(struct {
+		io.Reader
+		io.Writer
+	}{sh.gate, sw}, "")
+	ss.mu.Lock()
+	ss.wid = &width{}
+	ss.wid.set(ss.win.cols)
+	_ = t.SetSize(ss.win.cols, ss.win.rows)
+	ss.term = t // from here on, window changes reach the editor at once
+	ss.mu.Unlock()
+	sh.term = t
+	t.SetBracketedPasteMode(true)
+	return &termOutput{t: t, sw: sw, screen: screen, conn: ss.sc}
+}
+
+// serve reads the member's input from r until it ends or the member leaves, then ends the
+// session. Nothing here waits on the client's reading: lines held back by the rate limit are
+// queued in the room, and the line editor's own output only queues.
+func (sh *shell) serve(r io.Reader) {
+	ss, m := sh.ss, sh.member
+	reason := room.ReasonQuit
+	if sh.term != nil {
+		reason = sh.interactive(r)
+	} else {
+		reason = sh.plain(r)
+	}
+	m.Leave(reason)
+	code := 0
+	if r := m.Reason(); r != room.ReasonQuit && r != room.ReasonEOF && r != room.ReasonShutdown {
+		code = 1
+	}
+	ss.end(code, m.Reason().String())
 }
 
 // plain serves a session without a PTY (bots, "ssh -T host < file"): each LF-terminated line is
 // a message, output is plain lines, and EOF leaves.
-func (s *Server) plain(sess ssh.Session) {
-	out := &plainOutput{w: sess, conn: serverConn(sess)}
-	m := s.join(sess, out, room.JoinOptions{Format: room.Plain})
-	if m == nil {
-		return
-	}
-	lr := room.NewLineReader(sess, s.room.Config().MaxLineBytes())
+func (sh *shell) plain(r io.Reader) room.Reason {
+	m := sh.member
+	max := sh.ss.srv.room.Config().MaxLineBytes()
+	lr := room.NewLineReader(r, max)
 	for {
 		line, err := lr.ReadLine()
 		if errors.Is(err, room.ErrLineTooLong) {
-			m.Errorf("line too long (over %d bytes); it was discarded", s.room.Config().MaxLineBytes())
+			m.Errorf("line too long (over %d bytes); it was discarded", max)
 			continue
 		}
 		if err != nil {
-			s.leave(sess, m, room.ReasonEOF)
-			return
+			return room.ReasonEOF
 		}
 		if m.Handle(line) == room.Quit {
-			s.leave(sess, m, room.ReasonQuit)
-			return
+			return room.ReasonQuit
 		}
 	}
-}
-
-// leave takes the member out of the room and records why the session ended.
-func (s *Server) leave(sess ssh.Session, m *room.Member, reason room.Reason) {
-	m.Leave(reason)
-	setEndReason(sess, m.Reason().String())
 }
 
 // interactive serves a session with a PTY: a line editor whose half-typed line survives the
 // lines arriving above it.
-func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.Window) {
-	screen := new(sync.Mutex)
-	in := &enterGate{r: sess, screen: screen}
+func (sh *shell) interactive(r io.Reader) room.Reason {
+	t, m, in := sh.term, sh.member, sh.gate
+	in.r = r
 	defer in.release()
-	bw := &batchWriter{w: sess}
-	t := term.NewTerminal(struct {
-		io.Reader
-		io.Writer
-	}{in, bw}, "")
-	width := newWidth(ptyReq.Window)
-	_ = t.SetSize(width.get(), windowHeight(ptyReq.Window))
-	// The window channel must always be drained: a second resize would otherwise block the
-	// session's request loop. It is closed after the handler returns, so don't wait for it.
-	go func() {
-		for w := range winCh {
-			width.set(w)
-			_ = t.SetSize(width.get(), windowHeight(w))
-		}
-	}()
-
-	// Every write to the channel goes through the terminal (or the screen lock): the SSH channel
-	// must not be written from two goroutines at once. Nothing else writes yet here.
-	t.SetBracketedPasteMode(true)
-	out := &termOutput{t: t, bw: bw, screen: screen, conn: serverConn(sess)}
-	// A line held back by the rate limit must not hold the screen: incoming lines go on.
-	m := s.join(sess, out, room.JoinOptions{Format: room.ANSI, Echo: true})
-	if m == nil {
-		t.SetBracketedPasteMode(false)
-		return
-	}
-	prompt := promptFor(m.Name())
-	t.SetPrompt(prompt)
+	wid := sh.ss.wid
 	reason := room.ReasonQuit
 	for {
 		line, err := t.ReadLine()
@@ -152,29 +153,29 @@ func (s *Server) interactive(sess ssh.Session, ptyReq ssh.Pty, winCh <-chan ssh.
 		}
 		// Erase what was typed: the room echoes the line back in its place in the order of the
 		// room, timestamped and coloured like everyone else's.
-		rows := (visualLen(prompt)+utf8.RuneCountInString(line))/width.get() + 1
-		_, _ = t.Write([]byte(fmt.Sprintf("\x1b[%dA\r\x1b[J", rows)))
+		rows := (visualLen(sh.prompt)+utf8.RuneCountInString(line))/wid.get() + 1
+		_, _ = t.Write(fmt.Appendf(nil, "\x1b[%dA\r\x1b[J", rows))
 		if m.Handle(line) == room.Quit {
 			break
 		}
 	}
-	// Leave waits for the member's last lines to be written, which needs the screen.
 	in.release()
 	t.SetPrompt("")
-	s.leave(sess, m, reason)
 	if reason == room.ReasonQuit {
-		// Leave the user's terminal as we found it (through t: the writer may still be running).
+		// Leave the user's terminal as we found it (through t: the room's writer may still run).
 		_, _ = t.Write([]byte("\x1b[?2004l"))
 	}
+	return reason
 }
 
 // enterGate holds the screen lock from the moment a read brings in an Enter until the shell has
 // erased the submitted line (the next read releases it). Without it, a line arriving between the
-// Enter and the erase would be printed where the erase then lands.
+// Enter and the erase would be printed where the erase then lands. The lock is never held while
+// anything is written to the client (see termOutput), so it never makes input wait on output.
 type enterGate struct {
 	r      io.Reader
 	screen *sync.Mutex
-	held   bool  // only touched by the session goroutine
+	held   bool  // only touched by the input goroutine
 	err    error // the first read error: the connection, not a key, ended the input
 }
 
@@ -198,73 +199,149 @@ func (g *enterGate) release() {
 	}
 }
 
+// maxPendingOutput bounds what may wait to be written to one terminal beyond the room's outbox:
+// the line editor's echo and redraws, and a batch of room lines rendered while an earlier write
+// is stuck. A client that lets more pile up is not reading: its connection is closed.
+const maxPendingOutput = 1 << 20
+
 // termOutput writes the room's lines through the line editor, above the prompt.
 type termOutput struct {
 	t      *term.Terminal
-	bw     *batchWriter
+	sw     *screenWriter
 	screen *sync.Mutex
 	conn   io.Closer
 }
 
 // Write hands the room's lines to the line editor, which erases the prompt, writes them and
-// draws the prompt again: all of it goes out in one write to the channel.
+// draws the prompt again; all of it goes out in one write to the channel, made after the screen
+// is unlocked, on the room's writer goroutine (whose stalls the room watches).
 func (o *termOutput) Write(p []byte) (int, error) {
 	o.screen.Lock()
-	defer o.screen.Unlock()
-	o.bw.begin()
-	n, err := o.t.Write(p)
-	if ferr := o.bw.end(); err == nil {
-		err = ferr
+	o.sw.begin()
+	_, err := o.t.Write(p)
+	o.sw.end()
+	o.screen.Unlock()
+	if err != nil {
+		return 0, err
 	}
-	return n, err
+	if err := o.sw.flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
-// batchWriter sits between the line editor and the channel. x/term writes a line's text and its
-// line ending separately, so a batch of lines would become two SSH packets (two syscalls) a line;
-// between begin and end, writes are gathered and go out as one.
-type batchWriter struct {
-	w io.Writer
+// Close drops the whole connection: closing just the channel would need the client to read.
+func (o *termOutput) Close() error { return o.conn.Close() }
+
+// screenWriter sits between the line editor and the channel. Every write only queues; what is
+// queued goes out in one channel write, on the room's writer goroutine for room lines (flush),
+// or on a short-lived goroutine for what typing produces (echo, redraws). So the goroutine that
+// reads the client's input never writes to the channel itself and can never be stalled by a
+// client that does not read: its input keeps being read, never piles up unread in the SSH
+// library. x/term also writes a line's text and its ending separately: queueing makes a batch of
+// lines one SSH packet instead of two a line.
+type screenWriter struct {
+	w       io.Writer
+	max     int           // queued bytes beyond which the client is too slow
+	stall   time.Duration // how long a write for typing may block
+	onStall func()        // closes the connection
 
 	mu       sync.Mutex
-	batching bool
 	buf      []byte
+	spare    []byte
+	batching bool // the room's writer is rendering: it flushes afterwards
+	writing  bool // a goroutine is writing buf out
+	err      error
+
+	tooSlow atomic.Bool
 }
 
-func (b *batchWriter) Write(p []byte) (int, error) {
+var errTooSlow = errors.New("output not read")
+
+func (b *screenWriter) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.batching {
-		b.buf = append(b.buf, p...)
-		return len(p), nil
+	if b.err != nil {
+		b.mu.Unlock()
+		return 0, b.err
 	}
-	return b.w.Write(p)
+	if len(b.buf)+len(p) > b.max {
+		b.err = errTooSlow
+		b.mu.Unlock()
+		if b.tooSlow.CompareAndSwap(false, true) {
+			b.onStall()
+		}
+		return 0, errTooSlow
+	}
+	b.buf = append(b.buf, p...)
+	if !b.batching && !b.writing {
+		b.writing = true
+		go b.writeOut(true)
+	}
+	b.mu.Unlock()
+	return len(p), nil
 }
 
-func (b *batchWriter) begin() {
+func (b *screenWriter) begin() {
 	b.mu.Lock()
 	b.batching = true
 	b.mu.Unlock()
 }
 
-// end writes what was gathered since begin.
-func (b *batchWriter) end() error {
+func (b *screenWriter) end() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.batching = false
-	if len(b.buf) == 0 {
-		return nil
-	}
-	_, err := b.w.Write(b.buf)
-	if cap(b.buf) > 1<<10 {
-		b.buf = nil // idle sessions are many: only a small buffer is kept between batches
-	} else {
-		b.buf = b.buf[:0]
-	}
-	return err
+	b.mu.Unlock()
 }
 
-// Close drops the whole connection: closing just the channel would need the client to read.
-func (o *termOutput) Close() error { return o.conn.Close() }
+// flush writes what is queued, on the caller's goroutine; if another goroutine is writing, that
+// one writes it.
+func (b *screenWriter) flush() error {
+	b.mu.Lock()
+	if b.writing || len(b.buf) == 0 {
+		err := b.err
+		b.mu.Unlock()
+		return err
+	}
+	b.writing = true
+	b.mu.Unlock()
+	return b.writeOut(false)
+}
+
+// writeOut writes the queue out until it is empty; b.writing must be set by the caller. For
+// typing (guard set) each write is under a deadline: nothing else watches that goroutine.
+func (b *screenWriter) writeOut(guard bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.buf) > 0 && b.err == nil {
+		out := b.buf
+		b.buf, b.spare = b.spare[:0], nil
+		b.mu.Unlock()
+		var t *time.Timer
+		if guard {
+			t = time.AfterFunc(b.stall, func() {
+				if b.tooSlow.CompareAndSwap(false, true) {
+					b.onStall()
+				}
+			})
+		}
+		_, err := b.w.Write(out)
+		if t != nil {
+			t.Stop()
+		}
+		b.mu.Lock()
+		if err != nil {
+			b.err = err
+		}
+		if cap(out) <= 4<<10 {
+			b.spare = out[:0] // idle sessions are many: only a small buffer is kept
+		}
+	}
+	if len(b.buf) == 0 && cap(b.buf) > 4<<10 {
+		b.buf = nil
+	}
+	b.writing = false
+	return b.err
+}
 
 // plainOutput writes the room's lines straight to the channel.
 type plainOutput struct {
@@ -274,31 +351,6 @@ type plainOutput struct {
 
 func (o *plainOutput) Write(p []byte) (int, error) { return o.w.Write(p) }
 func (o *plainOutput) Close() error                { return o.conn.Close() }
-
-func serverConn(sess ssh.Session) io.Closer {
-	if c, ok := sess.Context().Value(ssh.ContextKeyConn).(*gossh.ServerConn); ok {
-		return c
-	}
-	return sess // not reached with charmbracelet/ssh; closing the channel is the fallback
-}
-
-// ttyWriter is w for a session without a PTY, and w with \n written as \r\n for one with a PTY
-// (the client's terminal is in raw mode: nothing else returns the cursor to the left).
-func ttyWriter(sess ssh.Session, w io.Writer) io.Writer {
-	if _, _, isPty := sessionPty(sess); isPty {
-		return crlfWriter{w}
-	}
-	return w
-}
-
-type crlfWriter struct{ w io.Writer }
-
-func (c crlfWriter) Write(p []byte) (int, error) {
-	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
 
 // promptFor is the line editor's prompt: the user's name, like the lines they send.
 func promptFor(name string) string {
@@ -321,26 +373,16 @@ func visualLen(s string) int {
 	return n
 }
 
-// width is the terminal's width, shared with the window-change goroutine.
+// width is the terminal's width, shared by the request loop and the input goroutine.
 type width struct {
 	mu sync.Mutex
 	w  int
 }
 
-func newWidth(w ssh.Window) *width {
-	x := &width{}
-	x.set(w)
-	return x
-}
-
-// set records a window's width; "ssh -tt" with piped stdin reports 0, which means 80.
-func (x *width) set(w ssh.Window) {
+func (x *width) set(cols int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.w = w.Width
-	if x.w <= 0 {
-		x.w = 80
-	}
+	x.w = max(cols, 1)
 }
 
 func (x *width) get() int {
@@ -349,11 +391,14 @@ func (x *width) get() int {
 	return x.w
 }
 
-func windowHeight(w ssh.Window) int {
-	if w.Height <= 0 {
-		return 24
+// execOptions says who runs a one-shot command, for the room's login checks.
+func (ss *session) execOptions() room.ExecOptions {
+	opts := room.ExecOptions{Name: ss.sc.User(), Remote: ss.sc.RemoteAddr().String()}
+	if pk := ss.publicKey(); pk != nil {
+		k := StoreKey(pk)
+		opts.Key = &k
 	}
-	return w.Height
+	return opts
 }
 
 func stack() string { return strings.TrimSpace(string(debug.Stack())) }

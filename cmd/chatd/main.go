@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	sshCfg := sshd.DefaultConfig()
 	sshCfg.Addr = cfg.SSHAddr
 	sshCfg.HostSigners = signers
-	sshCfg.Limiter = limiter
+	sshCfg.Gate = gate
 	sshCfg.HandshakeTimeout = cfg.HandshakeTimeout
 	sshCfg.Operators = access.ops
 	sshCfg.Allow = access.allow
