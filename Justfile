@@ -16,10 +16,15 @@ build:
     go build -o bin/chatd ./cmd/chatd
     go build -o bin/chat ./cmd/chat
 
-# vet, and fail on unformatted files
+# vet, staticcheck (pinned; installed on first use), and fail on unformatted files
 lint:
     go vet ./...
     test -z "$(gofmt -l .)"
+    bash .ci/run staticcheck
+
+# every fuzz target for a while each, as CI does (10s each there); e.g. just fuzz 1m
+fuzz TIME="10s":
+    FUZZTIME={{TIME}} bash .ci/run fuzz
 
 # format the code
 fmt:
