@@ -67,9 +67,6 @@ func Acquire(dir string) (*Lock, error) {
 	return &Lock{dir: dir, f: f}, nil
 }
 
-// Dir is the directory this lock holds.
-func (l *Lock) Dir() string { return l.dir }
-
 // Unlock releases the directory. Calling it again does nothing.
 func (l *Lock) Unlock() error {
 	if l.f == nil {
