@@ -476,6 +476,7 @@ func TestShutdownWithAbusiveConnections(t *testing.T) {
 		defer tc.Close()
 	}
 	code, took := srv.stop(t)
+	t.Logf("exited %s after SIGTERM", took)
 	if code != 0 {
 		t.Errorf("exit code %d", code)
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -73,9 +74,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	return 0
 }
 
-// shutdownGrace bounds a graceful stop: members get the goodbye within the first part, and the
-// whole process is gone well within 5 s of the signal.
-const shutdownGrace = 4 * time.Second
+// A graceful stop takes at most roomGrace for members to get the goodbye, then serversGrace
+// for the connections left, then the store's last commit: the process is gone well within the
+// 5 s the README promises.
+const (
+	roomGrace    = 2 * time.Second
+	serversGrace = time.Second
+)
 
 // serve runs the servers until ctx is cancelled (a signal) or one of them fails.
 func serve(ctx context.Context, cfg config, logger *log.Logger) error {
@@ -215,20 +220,26 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	}
 
 	// The room first: it tells everyone and ends their sessions, which lets the servers' own
-	// graceful shutdown finish instead of waiting for chats that never end.
-	deadline, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	roomCtx, cancelRoom := context.WithTimeout(deadline, shutdownGrace/2)
+	// graceful shutdown finish instead of waiting for chats that never end. What is left then
+	// (handshakes, commands, sessions that never started) gets a moment, all servers at once,
+	// and is closed.
+	roomCtx, cancelRoom := context.WithTimeout(context.Background(), roomGrace)
 	defer cancelRoom()
 	if err := rm.Shutdown(roomCtx); err != nil {
 		logger.Warn("room shutdown", "err", err)
 	}
+	serversCtx, cancelServers := context.WithTimeout(context.Background(), serversGrace)
+	defer cancelServers()
+	var stopped sync.WaitGroup
 	for _, s := range servers {
-		if err := s.srv.Shutdown(deadline); err != nil {
-			logger.Warn("shutdown incomplete, closing", "server", s.name, "err", err)
-			_ = s.srv.Close()
-		}
+		stopped.Go(func() {
+			if err := s.srv.Shutdown(serversCtx); err != nil {
+				logger.Warn("shutdown incomplete, closing", "server", s.name, "err", err)
+				_ = s.srv.Close()
+			}
+		})
 	}
+	stopped.Wait()
 	logger.Info("stopped")
 	return serveErr
 }
