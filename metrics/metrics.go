@@ -28,6 +28,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
 	refused       *prometheus.CounterVec
+	closed        *prometheus.CounterVec
 	handshake     prometheus.Histogram
 	deliveryDelay prometheus.Histogram
 }
@@ -63,6 +64,9 @@ func New() *Metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_connections_refused_total", Help: "Connections refused before a login, by transport and reason.",
 		}, []string{"transport", "reason"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatd_ssh_closed_total", Help: "SSH connections closed for breaking the session policy, by rule.",
+		}, []string{"reason"}),
 		handshake: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "chatd_ssh_handshake_seconds", Help: "From accepting an SSH connection to its session starting.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -73,7 +77,7 @@ func New() *Metrics {
 		}),
 	}
 	m.reg.MustRegister(m.sessions, m.joins, m.leaves, m.messages, m.deliveries, m.slow, m.rateLimited,
-		m.authFailures, m.refused, m.handshake, m.deliveryDelay,
+		m.authFailures, m.refused, m.closed, m.handshake, m.deliveryDelay,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -121,6 +125,9 @@ func (m *Metrics) Refused(transport, reason string) {
 
 // Handshake records how long an SSH connection took to start a session.
 func (m *Metrics) Handshake(d time.Duration) { m.handshake.Observe(d.Seconds()) }
+
+// Closed counts an SSH connection closed for breaking a rule of the session policy.
+func (m *Metrics) Closed(reason string) { m.closed.WithLabelValues(reason).Inc() }
 
 // Handler serves /metrics (Prometheus text format) and /healthz ("ok").
 func (m *Metrics) Handler() http.Handler {

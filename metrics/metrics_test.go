@@ -23,6 +23,7 @@ func TestMetricsFollowEvents(t *testing.T) {
 	m.AuthFailed("banned")
 	m.Refused("tcp", "limit")
 	m.Handshake(20 * time.Millisecond)
+	m.Closed("early-input")
 
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -50,6 +51,7 @@ func TestMetricsFollowEvents(t *testing.T) {
 		`chatd_auth_failures_total{reason="banned"} 1`,
 		`chatd_connections_refused_total{reason="limit",transport="tcp"} 1`,
 		`chatd_ssh_handshake_seconds_count 1`,
+		`chatd_ssh_closed_total{reason="early-input"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

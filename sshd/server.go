@@ -72,12 +72,14 @@ type Config struct {
 type Metrics interface {
 	AuthFailed(reason string)  // "allowlist", "banned", "registered"
 	Handshake(d time.Duration) // from accept to a session starting
+	Closed(reason string)      // a connection closed for breaking the session policy: closeReasons
 }
 
 type noMetrics struct{}
 
 func (noMetrics) AuthFailed(string)       {}
 func (noMetrics) Handshake(time.Duration) {}
+func (noMetrics) Closed(string)           {}
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {

@@ -41,6 +41,18 @@ const (
 // errAborted ends the reads of a session whose connection was closed for breaking a rule.
 var errAborted = errors.New("session aborted")
 
+// Why a connection is closed for breaking the session policy: the reasons of the
+// chatd_ssh_closed_total metric.
+const (
+	closeStartTimeout = "start-timeout" // no shell or command in time
+	closeRequests     = "early-requests"
+	closeInput        = "early-input"
+	closeExecTimeout  = "exec-timeout"
+	closeNoAck        = "close-timeout" // the client did not acknowledge its session's end
+	closeTooSlow      = "too-slow"      // the line editor's output was not read
+	closePanic        = "panic"
+)
+
 // sessionChannel handles every "session" channel a client opens, in place of charmbracelet/ssh's
 // default: it caps the sessions of a connection, and runs each session's requests by the policy
 // above. It runs the channel's request loop until the channel is gone.
@@ -192,7 +204,7 @@ func (ss *session) isGone() bool {
 // channel is gone.
 func (ss *session) serve() {
 	s := ss.srv
-	stop := ss.deadline(s.cfg.StartTimeout, fmt.Sprintf("no shell or command within %s", s.cfg.StartTimeout))
+	stop := ss.deadline(s.cfg.StartTimeout, closeStartTimeout, fmt.Sprintf("no shell or command within %s", s.cfg.StartTimeout))
 	go ss.discardStderr()
 	go ss.input()
 	early := 0
@@ -206,7 +218,7 @@ func (ss *session) serve() {
 			}
 			if !ss.isStarted() && req.Type != "window-change" { // resizes cost nothing: only the last is kept
 				if early++; early > maxEarlyRequests {
-					ss.abort(fmt.Sprintf("more than %d requests before a shell or command", maxEarlyRequests))
+					ss.abort(closeRequests, fmt.Sprintf("more than %d requests before a shell or command", maxEarlyRequests))
 				}
 			}
 			ss.request(req, stop)
@@ -291,12 +303,12 @@ func (ss *session) resize(w window) {
 	}
 }
 
-// deadline closes the connection with why unless stop is called within d, or the channel is
-// gone by then.
-func (ss *session) deadline(d time.Duration, why string) (stop func() bool) {
+// deadline closes the connection for reason (why, in words) unless stop is called within d,
+// or the channel is gone by then.
+func (ss *session) deadline(d time.Duration, reason, why string) (stop func() bool) {
 	t := time.AfterFunc(d, func() {
 		if !ss.isGone() {
-			ss.abort(why)
+			ss.abort(reason, why)
 		}
 	})
 	return t.Stop
@@ -304,7 +316,8 @@ func (ss *session) deadline(d time.Duration, why string) (stop func() bool) {
 
 // abort closes the whole connection: the client broke a rule or stopped responding. Closing
 // only the channel would need the client's cooperation.
-func (ss *session) abort(why string) {
+func (ss *session) abort(reason, why string) {
+	ss.srv.cfg.Metrics.Closed(reason)
 	ss.srv.log.Warn("connection closed", "user", cleanUser(ss.sc.User()), "remote", ss.sc.RemoteAddr().String(), "reason", why)
 	_ = ss.sc.Close()
 }
@@ -357,7 +370,7 @@ func (ss *session) readEarly() ([]byte, error) {
 			select {
 			case started := <-ss.verdict:
 				if !started {
-					ss.abort(fmt.Sprintf("more than %d bytes of input before a shell or command", maxEarlyInput))
+					ss.abort(closeInput, fmt.Sprintf("more than %d bytes of input before a shell or command", maxEarlyInput))
 					return nil, errAborted
 				}
 				return early, nil
@@ -409,7 +422,7 @@ func (ss *session) run() {
 // exec runs a one-shot command such as "ssh host who", within the exec timeout.
 func (ss *session) exec() {
 	s := ss.srv
-	stop := ss.deadline(s.cfg.ExecTimeout, fmt.Sprintf("command still running after %s", s.cfg.ExecTimeout))
+	stop := ss.deadline(s.cfg.ExecTimeout, closeExecTimeout, fmt.Sprintf("command still running after %s", s.cfg.ExecTimeout))
 	defer stop()
 	if ss.commandErr != "" {
 		ss.fail(ss.commandErr)
@@ -437,7 +450,7 @@ func (ss *session) end(code int, reason string) {
 			"remote", ss.sc.RemoteAddr().String(),
 			"reason", reason,
 			"duration", time.Since(ss.opened).Round(time.Millisecond).String())
-		ss.deadline(closeTimeout, "the client did not close its session")
+		ss.deadline(closeTimeout, closeNoAck, "the client did not close its session")
 		status := struct{ Status uint32 }{uint32(code)}
 		_, _ = ss.ch.SendRequest("exit-status", false, gossh.Marshal(&status))
 		_ = ss.ch.Close()
@@ -455,7 +468,7 @@ func (ss *session) recoverPanic() {
 	if sh := ss.shell; sh != nil && sh.member != nil {
 		sh.member.Leave(0)
 	}
-	ss.deadline(ss.srv.writeTimeout(), "panic")
+	ss.deadline(ss.srv.writeTimeout(), closePanic, "panic")
 	ss.fail("internal server error; please reconnect")
 }
 

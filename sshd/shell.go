@@ -57,7 +57,7 @@ func (s *Server) startShell(ss *session) *shell {
 		if errors.As(err, &ne) {
 			msg += "\nconnect with another name: ssh -p PORT othername@HOST"
 		}
-		stop := ss.deadline(s.writeTimeout(), "the client did not read why it was refused")
+		stop := ss.deadline(s.writeTimeout(), closeTooSlow, "the client did not read why it was refused")
 		defer stop()
 		ss.fail(msg)
 		return nil
@@ -75,7 +75,7 @@ func (sh *shell) newTerminal() room.Output {
 	ss := sh.ss
 	screen := new(sync.Mutex)
 	sw := &screenWriter{w: ss.ch, max: maxPendingOutput, stall: ss.srv.writeTimeout(), onStall: func() {
-		ss.abort("too slow: output not read for " + ss.srv.writeTimeout().String())
+		ss.abort(closeTooSlow, "too slow: output not read for "+ss.srv.writeTimeout().String())
 	}}
 	sh.gate = &enterGate{screen: screen}
 	t := term.NewTerminal(struct {
