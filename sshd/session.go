@@ -354,7 +354,7 @@ func (ss *session) input() {
 // readEarly reads until the session has started (and the first read after it has returned), the
 // input ends, or the channel is gone.
 func (ss *session) readEarly() ([]byte, error) {
-	buf := make([]byte, 512)
+	buf := make([]byte, 256) // most sessions sit here, idle, until the first key: keep it small
 	var early []byte
 	for {
 		n, err := ss.ch.Read(buf)
@@ -388,7 +388,7 @@ func (ss *session) discardStderr() { ss.drain(ss.ch.Stderr()) }
 // drain discards r's data until the channel is gone. After the client's EOF the SSH library
 // still buffers data a misbehaving client sends, while a read returns at once: it polls then.
 func (ss *session) drain(r io.Reader) {
-	buf := make([]byte, 512)
+	buf := make([]byte, 256) // held for the session's life by the stderr reader
 	for {
 		n, err := r.Read(buf)
 		if n > 0 || err == nil {
