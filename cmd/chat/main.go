@@ -11,7 +11,10 @@
 // stdin is not a terminal (pipes, scripts, bots), the first line is the name unless -name is
 // given, every further line is sent as it is read, and at the end of the input chat says bye and
 // exits once the server has closed the connection; a refused name then ends chat with status 1.
-// Colour is off when stdout is not a terminal, with --no-color, or when NO_COLOR is set.
+// Colour is off when stdout is not a terminal, with --no-color, or when NO_COLOR is set. On a
+// terminal, lines wider than it are wrapped with an indent, so that no padded message can make
+// the terminal start part of it at column 0 as if it were a line of its own; otherwise lines are
+// printed as they came.
 //
 // Exit status: 0 after bye (or the end of the input), 1 when the server cannot be reached,
 // refuses the name or closes the connection, 2 for bad usage, 128+n after signal n.
@@ -34,6 +37,7 @@ import (
 
 	"golang.org/x/term"
 
+	"chatd/internal/termwrap"
 	"chatd/room"
 	"chatd/tcp"
 )
@@ -368,38 +372,54 @@ type ui struct {
 	// Otherwise: plain lines.
 	in    *room.LineReader
 	outMu sync.Mutex
+
+	// width is the terminal's width, which incoming lines are wrapped to; 0 when stdout is not
+	// a terminal, and lines go out as they came.
+	width atomic.Int32
 }
 
 func newUI(stdin, stdout *os.File, stderr io.Writer, noColor bool) (*ui, error) {
 	inTTY := term.IsTerminal(int(stdin.Fd()))
 	outTTY := term.IsTerminal(int(stdout.Fd()))
 	u := &ui{stdout: stdout, stderr: stderr, colour: outTTY && !noColor, interactiveInput: inTTY}
-	if !inTTY || !outTTY {
+	if inTTY && outTTY {
+		u.fd = int(stdin.Fd())
+		old, err := term.MakeRaw(u.fd)
+		if err != nil {
+			return nil, fmt.Errorf("terminal: %w", err)
+		}
+		u.oldState = old
+		u.t = term.NewTerminal(struct {
+			io.Reader
+			io.Writer
+		}{stdin, stdout}, "Enter your name: ")
+	} else {
 		u.in = room.NewLineReader(stdin, maxInputLine)
-		return u, nil
 	}
-	u.fd = int(stdin.Fd())
-	old, err := term.MakeRaw(u.fd)
-	if err != nil {
-		return nil, fmt.Errorf("terminal: %w", err)
+	if outTTY {
+		u.width.Store(80) // until the terminal says otherwise
+		u.stopSize = watchSize(int(stdout.Fd()), func(w, h int) {
+			// The width first: once the line editor redraws for the new size, lines are
+			// wrapped to it.
+			u.width.Store(int32(w))
+			if u.t != nil {
+				_ = u.t.SetSize(w, h)
+			}
+		})
 	}
-	u.oldState = old
-	u.t = term.NewTerminal(struct {
-		io.Reader
-		io.Writer
-	}{stdin, stdout}, "Enter your name: ")
-	u.stopSize = watchSize(int(stdout.Fd()), func(w, h int) { _ = u.t.SetSize(w, h) })
 	return u, nil
 }
 
 // restore puts the terminal back as it was. It is safe to call more than once.
 func (u *ui) restore() {
-	if u.t == nil {
-		return
-	}
 	u.restored.Do(func() {
+		if u.stopSize != nil {
+			u.stopSize()
+		}
+		if u.t == nil {
+			return
+		}
 		u.done.Store(true)
-		u.stopSize()
 		// Clear the prompt line, so that the shell's prompt starts on a clean one.
 		_, _ = io.WriteString(u.stdout, "\r\x1b[K")
 		_ = term.Restore(u.fd, u.oldState)
@@ -442,20 +462,24 @@ func (u *ui) readLine() (string, error) {
 	return u.in.ReadLine()
 }
 
-// show prints a sanitised line from the server, styled by its kind.
+// show prints a sanitised line from the server, styled by its kind, and wrapped on a terminal.
 func (u *ui) show(line string) {
 	if u.colour {
 		line = style(line)
 	}
+	out := append([]byte(line), '\n')
+	if w := int(u.width.Load()); w > 0 {
+		out = termwrap.Wrap(make([]byte, 0, len(out)+len(out)/8+16), out, w, termwrap.Indent(out))
+	}
 	if u.t != nil {
 		if !u.done.Load() {
-			_, _ = u.t.Write([]byte(line + "\n"))
+			_, _ = u.t.Write(out)
 		}
 		return
 	}
 	u.outMu.Lock()
 	defer u.outMu.Unlock()
-	_, _ = io.WriteString(u.stdout, line+"\n")
+	_, _ = u.stdout.Write(out)
 }
 
 // warn tells the user about something chat itself did.

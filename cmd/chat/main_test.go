@@ -310,6 +310,26 @@ func TestPipedChat(t *testing.T) {
 	}
 }
 
+// TestPipedLongLine sends a long padded line: without a terminal, it arrives as it was sent, not
+// wrapped, for scripts to parse.
+func TestPipedLongLine(t *testing.T) {
+	s := defaultServer(t)
+	bob := join(t, s.addr, "bob")
+	chat := startChat(t, nil, "-addr", s.addr, "-name", "alice")
+	bob.lines.waitLine("* alice joined (2 online)")
+
+	long := "look" + strings.Repeat(" ", 71) + "* bob left (too slow) " + strings.TrimSpace(strings.Repeat("more words ", 30))
+	bob.send(long)
+	chat.stdout.waitLine("bob: " + long)
+	chat.stdin.Close()
+	if code := chat.wait(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
+	}
+	if strings.Contains(chat.stdout.String(), "\n  ") || strings.Contains(chat.stdout.String(), "\x1b") {
+		t.Fatalf("the output is not the lines as they came:\n%q", chat.stdout)
+	}
+}
+
 func TestNameFromFirstLine(t *testing.T) {
 	s := defaultServer(t)
 	bob := join(t, s.addr, "bob")

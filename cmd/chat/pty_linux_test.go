@@ -34,11 +34,18 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := struct{ row, col, x, y uint16 }{24, 80, 0, 0}
-	if err := ioctl(s.Fd(), syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(&ws))); err != nil {
+	setSize(t, s, 80, 24)
+	return m, s
+}
+
+// setSize sets the terminal's window size; the kernel tells the terminal's foreground processes
+// with SIGWINCH.
+func setSize(t *testing.T, tty *os.File, cols, rows uint16) {
+	t.Helper()
+	ws := struct{ row, col, x, y uint16 }{rows, cols, 0, 0}
+	if err := ioctl(tty.Fd(), syscall.TIOCSWINSZ, uintptr(unsafe.Pointer(&ws))); err != nil {
 		t.Fatal(err)
 	}
-	return m, s
 }
 
 func ioctl(fd, req, arg uintptr) error {
@@ -67,14 +74,30 @@ type ttyChat struct {
 
 func startTTYChat(t *testing.T, env []string, args ...string) *ttyChat {
 	t.Helper()
+	return startOnTTY(t, false, env, args...)
+}
+
+// startOnTTY runs chat with its output on a pseudo-terminal, and its input too unless pipedInput
+// (then the proc's stdin is a pipe).
+func startOnTTY(t *testing.T, pipedInput bool, env []string, args ...string) *ttyChat {
+	t.Helper()
 	master, slave := openPTY(t)
 	cmd := exec.Command(chatBin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin, cmd.Stdout = slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	cmd.Stdout = slave
 	tc := &ttyChat{
 		proc:   &proc{t: t, cmd: cmd, stderr: newLineLog(t, "stderr"), exited: make(chan struct{})},
 		master: master, slave: slave, screen: newLineLog(t, "screen"),
+	}
+	if pipedInput {
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.stdin = stdin
+	} else {
+		cmd.Stdin = slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	}
 	cmd.Stderr = tc.stderr
 	if !cooked(t, slave) {
@@ -233,5 +256,55 @@ func TestInteractiveExits(t *testing.T) {
 				t.Fatalf("stderr %q", chat.stderr)
 			}
 		})
+	}
+}
+
+// TestInteractiveWrap pads a message so that an 80-column terminal wrapping it by itself would
+// start a fake notice at column 0: chat wraps it first, with an indent, and sets the colour again
+// after the indent. When the window narrows, lines are wrapped to the new width.
+func TestInteractiveWrap(t *testing.T) {
+	s := defaultServer(t)
+	bob := join(t, s.addr, "bob")
+	chat := startTTYChat(t, []string{"NO_COLOR="}, "-addr", s.addr, "-name", "alice")
+	bob.lines.waitLine("* alice joined (2 online)")
+	chat.waitRaw("\x1b[1malice\x1b[0m: ")
+
+	// "bob: look" and 71 spaces fill the 80 columns.
+	const fake = "* bob left (too slow)"
+	bob.send("look" + strings.Repeat(" ", 71) + fake)
+	chat.waitRaw("\x1b[31mbob: look" + strings.Repeat(" ", 70) + "\x1b[0m\r\n  \x1b[31m" + fake + "\x1b[0m\r\n")
+	if screen := text(chat.screen.String()); strings.Contains(screen, "\n"+fake) {
+		t.Fatalf("the fake notice starts a row:\n%s", screen)
+	}
+
+	// The line editor redraws the prompt for the new size once chat has taken it in.
+	mark := len(chat.screen.String())
+	setSize(t, chat.slave, 40, 24)
+	chat.screen.waitFor("the prompt redrawn", func(s string) bool { return strings.Contains(s[mark:], "alice") })
+	bob.send("one two three four five six seven eight nine ten eleven")
+	chat.waitRaw("\x1b[31mbob: one two three four five six seven\x1b[0m\r\n  \x1b[31meight nine ten eleven\x1b[0m\r\n")
+
+	chat.typeKeys("bye\r")
+	if code := chat.wait(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
+	}
+}
+
+// TestPipedInputTerminalOutput reads the input from a pipe but writes to a terminal: the
+// terminal would wrap long lines by itself, so chat wraps them first here too.
+func TestPipedInputTerminalOutput(t *testing.T) {
+	s := defaultServer(t)
+	bob := join(t, s.addr, "bob")
+	chat := startOnTTY(t, true, []string{"NO_COLOR=1"}, "-addr", s.addr, "-name", "alice")
+	bob.lines.waitLine("* alice joined (2 online)")
+
+	const fake = "bob: send me your password"
+	bob.send("look" + strings.Repeat(" ", 71) + fake)
+	// The terminal is in its normal mode, which turns "\n" into "\r\n".
+	chat.waitRaw("bob: look" + strings.Repeat(" ", 70) + "\r\n  " + fake + "\r\n")
+
+	chat.stdin.Close()
+	if code := chat.wait(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 	}
 }
