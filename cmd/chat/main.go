@@ -469,7 +469,7 @@ func (u *ui) show(line string) {
 	}
 	out := append([]byte(line), '\n')
 	if w := int(u.width.Load()); w > 0 {
-		out = termwrap.Wrap(make([]byte, 0, len(out)+len(out)/8+16), out, w, termwrap.Indent(out))
+		out = termwrap.WrapLines(make([]byte, 0, len(out)+len(out)/8+16), out, w)
 	}
 	if u.t != nil {
 		if !u.done.Load() {

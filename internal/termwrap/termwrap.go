@@ -55,8 +55,18 @@ const (
 // text, the colour is reset before the newline and set again after the indent, so the indent is
 // never drawn in colour or reverse video.
 func Wrap(dst, src []byte, width, indent int) []byte {
+	return wrap(dst, src, width, indent)
+}
+
+// WrapLines is Wrap with each line's own indent, the one Indent chooses for it: for a batch of
+// chat lines, some timestamped and some not.
+func WrapLines(dst, src []byte, width int) []byte {
+	return wrap(dst, src, width, 0)
+}
+
+// wrap is Wrap; an indent of 0 means each line's Indent.
+func wrap(dst, src []byte, width, indent int) []byte {
 	width = max(width, 1)
-	indent = max(min(indent, width-minText), 1)
 	// A line of at most width bytes needs no wrapping: no character takes more columns than it
 	// has bytes, but a tab and U+2E3B.
 	short := bytes.IndexByte(src, '\t') < 0 && !bytes.Contains(src, []byte(threeEmDash))
@@ -67,8 +77,12 @@ func Wrap(dst, src []byte, width, indent int) []byte {
 			end, next = pos+i, pos+i+1
 		}
 		if !short || end-pos > width {
+			line, ind := src[pos:end], indent
+			if ind == 0 {
+				ind = Indent(line)
+			}
 			dst = append(dst, src[copied:pos]...)
-			dst = wrapLine(dst, src[pos:end], width, indent)
+			dst = wrapLine(dst, line, width, max(min(ind, width-minText), 1))
 			copied = end
 		}
 		pos = next

@@ -111,6 +111,20 @@ func TestWrapWidths(t *testing.T) {
 	}
 }
 
+func TestWrapLines(t *testing.T) {
+	in := "12:01 alice: " + strings.Repeat("x", 20) + "\n" +
+		"alice: " + strings.Repeat("y", 20) + "\n" +
+		"\x1b[2m12:02\x1b[0m " + strings.Repeat("z", 20) + "\n" +
+		"short\n"
+	want := "12:01 alice:\n      " + strings.Repeat("x", 14) + "\n      " + strings.Repeat("x", 6) + "\n" +
+		"alice:\n  " + strings.Repeat("y", 18) + "\n  yy\n" +
+		"\x1b[2m12:02\x1b[0m\n      " + strings.Repeat("z", 14) + "\n      " + strings.Repeat("z", 6) + "\n" +
+		"short\n"
+	if got := string(WrapLines(nil, []byte(in), 20)); got != want {
+		t.Errorf("WrapLines =\n%q\nwant\n%q", got, want)
+	}
+}
+
 func TestIndent(t *testing.T) {
 	tests := []struct {
 		line string
@@ -143,6 +157,13 @@ func FuzzWrap(f *testing.F) {
 		width = 1 + abs(width%300)
 		indent = 1 + abs(indent%12)
 		checkWrap(t, []byte(in), width, indent)
+		var each []byte
+		for _, line := range bytes.SplitAfter([]byte(in), []byte("\n")) {
+			each = Wrap(each, line, width, Indent(line))
+		}
+		if lines := WrapLines(nil, []byte(in), width); !bytes.Equal(lines, each) {
+			t.Fatalf("WrapLines(%q, %d) = %q, but line by line %q", in, width, lines, each)
+		}
 	})
 }
 
