@@ -155,8 +155,16 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 		m.reply(kindError, quoteName(name)+" is not online")
 		return
 	}
-	_, err = r.cfg.Store.QueueDM(store.DM{At: now, From: m.name, To: id.Name, Text: text})
+	_, err = r.cfg.Store.QueueDM(store.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: id.Name, Text: text})
+	var limit *store.LimitError
+	errors.As(err, &limit)
 	switch {
+	case errors.Is(err, store.ErrSenderQueueFull):
+		m.reply(kindError, fmt.Sprintf("you already have %d messages waiting for %s; they get them when they are back", limit.Max, id.Name))
+		return
+	case errors.Is(err, store.ErrAddrQueueFull):
+		m.reply(kindError, fmt.Sprintf("%d messages from your address are already waiting for %s; they get them when they are back", limit.Max, id.Name))
+		return
 	case errors.Is(err, store.ErrQueueFull):
 		m.reply(kindError, id.Name+" is offline and has too many messages waiting; try again when they are back")
 		return
@@ -168,6 +176,21 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 	r.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
 	m.reply(kindInfo, id.Name+" is offline: they get your message when they next log in")
 	r.cfg.Metrics.Said("dm")
+}
+
+// senderAddr is what the cap on queued private messages per address counts by: an IPv4 address,
+// or the /64 of an IPv6 one (one subscriber's usual share: a single host may use any of its
+// addresses). Empty when remote is not an address.
+func senderAddr(remote string) string {
+	ip := remoteIP(remote)
+	switch {
+	case !ip.IsValid():
+		return ""
+	case ip.Is6():
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 func (m *Member) cmdWhois(args string) Action {
@@ -229,11 +252,26 @@ func (m *Member) cmdKeys(args string) Action {
 	for _, k := range id.Keys {
 		lines = append(lines, fmt.Sprintf("  %s %s added %s", k.Type, k.Fingerprint, r.stamp(k.Added)))
 	}
+	if len(id.Pending) > 0 {
+		lines = append(lines, fmt.Sprintf("pending, not usable until each logs in once as %s to confirm it (%s):", id.Name, confirmHint(id.Name)))
+		for _, k := range id.Pending {
+			lines = append(lines, fmt.Sprintf("  %s %s added %s, expires %s", k.Type, k.Fingerprint, r.stamp(k.Added), r.stamp(k.Expires)))
+		}
+	}
 	m.reply(kindInfo, strings.Join(lines, "\n"))
 	return Continue
 }
 
-// addKey adds the key in an authorized_keys line to the member's name.
+// confirmHint is the command that confirms a pending key of name. The room knows neither the
+// host nor the port the user reached it by, nor where the key's file is: they fill those in.
+func confirmHint(name string) string {
+	return "ssh -i KEYFILE -p PORT " + name + "@HOST"
+}
+
+// addKey proposes the key in an authorized_keys line for the member's name. It stays pending,
+// unable to log in as anyone's name, until a login as this name with it proves that its holder
+// has it: anyone's public key can be pasted, and a key nobody proved must never make its holder
+// answer for this name (bans by name, /whois).
 func (m *Member) addKey(line string) error {
 	r := m.room
 	if r.cfg.ParseKey == nil {
@@ -247,15 +285,21 @@ func (m *Member) addKey(line string) error {
 		return fmt.Errorf("not a public key: %s", Excerpt(err.Error(), 120))
 	}
 	k.Added = r.now()
-	switch err := r.cfg.Store.AddKey(m.name, k); {
+	expires := k.Added.Add(PendingKeyTTL)
+	var limit *store.LimitError
+	switch err := r.cfg.Store.ProposeKey(m.name, k, expires); {
 	case errors.Is(err, store.ErrKeyExists):
 		return errors.New("that key is already yours")
+	case errors.As(err, &limit) && errors.Is(err, store.ErrKeyLimit):
+		return fmt.Errorf("%s has %d keys (active and pending), the most a name may have; remove one first: /keys remove FINGERPRINT", m.name, limit.Max)
 	case err != nil:
-		r.log.Error("store: add key", "user", m.name, "err", err)
+		r.log.Error("store: propose key", "user", m.name, "err", err)
 		return ErrUnavailable
 	}
-	r.log.Info("key added", "user", m.name, "key", k.Fingerprint)
-	m.reply(kindInfo, "added "+k.Type+" "+k.Fingerprint)
+	r.log.Info("key proposed", "user", m.name, "key", k.Fingerprint, "expires", expires.Format(time.RFC3339))
+	m.reply(kindInfo, fmt.Sprintf("%s %s is pending: it becomes one of %s's keys once it has logged in as %s, before %s.\n"+
+		"to confirm it, log in once as %s with that key: %s (KEYFILE is that key's private file; HOST and PORT as you use them now)",
+		k.Type, k.Fingerprint, m.name, m.name, r.stamp(expires), m.name, confirmHint(m.name)))
 	return nil
 }
 

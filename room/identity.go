@@ -16,8 +16,10 @@ import (
 type Store interface {
 	Identity(name string) (store.Identity, bool, error)
 	Claim(name string, k store.Key) (store.Identity, bool, error)
-	AddKey(name string, k store.Key) error
+	ProposeKey(name string, k store.Key, expires time.Time) error
+	ConfirmKey(name, fingerprint string) (store.Identity, bool, error)
 	RemoveKey(name, fingerprint string) error
+	NamesOfKey(fingerprint string) ([]string, error)
 	Append(m store.Message)
 	Recent(n int) ([]store.Message, error)
 	QueueDM(dm store.DM) (store.DM, error)
@@ -29,6 +31,24 @@ var ErrRegistered = errors.New("name is registered")
 
 // ErrUnavailable is returned when the store cannot answer; the user should try again.
 var ErrUnavailable = errors.New("the server cannot check names right now; try again in a moment")
+
+// ErrTooManyNames is wrapped by the error of a login whose key holds as many names as a key may.
+var ErrTooManyNames = errors.New("this key holds too many names")
+
+// PendingKeyTTL is how long a key added with /keys add waits for the login that confirms it. A
+// day is time enough to get to the other machine; a proposal left unconfirmed for longer is
+// forgotten rather than left lying around as a way in.
+const PendingKeyTTL = 24 * time.Hour
+
+// namesError explains a login refused because its key holds as many names as a key may.
+func namesError(err error) error {
+	var le *store.LimitError
+	if !errors.As(err, &le) {
+		return fmt.Errorf("%w: log in as one of them", ErrTooManyNames)
+	}
+	return fmt.Errorf("%w: it is the key of %s already, and a key may hold at most %d; log in as one of them",
+		ErrTooManyNames, strings.Join(le.Names, ", "), le.Max)
+}
 
 // person is someone in the room: one name, one or more sessions (members). A person who logged
 // in with a registered key may be online from several terminals at once.
@@ -67,6 +87,8 @@ func (r *Room) Authorize(name string, key store.Key) error {
 }
 
 // claim returns the identity behind name for a login with key, claiming the name if it is free.
+// A key pending for name (added with /keys add) is confirmed by this login, which proves that
+// whoever logs in holds it; until then it is not one of name's keys.
 func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
 	if key.Added.IsZero() {
 		key.Added = r.now()
@@ -74,24 +96,45 @@ func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
 	// Most logins are by people whose name is theirs already: a read answers those, and only a
 	// free name needs the write transaction of a claim.
 	if id, ok, err := r.cfg.Store.Identity(name); err == nil && ok {
-		if !hasKey(id, key.Fingerprint) {
-			return id, registeredError(name, "is registered to another key")
-		}
-		return id, nil
+		return r.admit(id, name, key)
 	}
 	id, claimedNow, err := r.cfg.Store.Claim(name, key)
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNameLimit):
+		r.log.Info("claim refused: the key holds too many names", "user", name, "key", key.Fingerprint)
+		return id, namesError(err)
+	case err != nil:
 		r.log.Error("store: claim", "user", name, "err", err)
 		return id, ErrUnavailable
-	}
-	if claimedNow {
+	case claimedNow:
 		r.log.Info("name claimed", "user", id.Name, "key", key.Fingerprint)
 		return id, nil
 	}
-	if !hasKey(id, key.Fingerprint) {
+	return r.admit(id, name, key)
+}
+
+// admit lets a login with key in as id, the identity behind name, if key is one of its keys, or
+// pending for it: then this login confirms it.
+func (r *Room) admit(id store.Identity, name string, key store.Key) (store.Identity, error) {
+	if hasKey(id.Keys, key.Fingerprint) {
+		return id, nil
+	}
+	if !hasKey(id.Pending, key.Fingerprint) {
 		return id, registeredError(name, "is registered to another key")
 	}
-	return id, nil
+	confirmed, ok, err := r.cfg.Store.ConfirmKey(id.Name, key.Fingerprint)
+	switch {
+	case errors.Is(err, store.ErrNameLimit):
+		r.log.Info("key not confirmed: it holds too many names", "user", id.Name, "key", key.Fingerprint)
+		return id, namesError(err)
+	case err != nil:
+		r.log.Error("store: confirm key", "user", id.Name, "err", err)
+		return id, ErrUnavailable
+	case !ok: // it expired, or was removed, a moment ago
+		return id, registeredError(name, "is registered to another key")
+	}
+	r.log.Info("key confirmed", "user", confirmed.Name, "key", key.Fingerprint)
+	return confirmed, nil
 }
 
 // identify resolves the name a session may join under: its registered display form, whether it
@@ -118,8 +161,8 @@ func (r *Room) identify(name string, key *store.Key) (display string, registered
 	return name, false, nil
 }
 
-func hasKey(id store.Identity, fingerprint string) bool {
-	return slices.ContainsFunc(id.Keys, func(k store.Key) bool { return k.Fingerprint == fingerprint })
+func hasKey(keys []store.Key, fingerprint string) bool {
+	return slices.ContainsFunc(keys, func(k store.Key) bool { return k.Fingerprint == fingerprint })
 }
 
 // whois describes name for /whois: online sessions, or when it was last registered.

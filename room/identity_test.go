@@ -16,11 +16,16 @@ import (
 	"chatd/room/store"
 )
 
-// openStore opens a real SQLite store in a fresh directory.
+// testNow is the time of newTestRoom's clock, which openStore's store shares: pending keys expire
+// by the store's clock, a day after the room's.
+var testNow = time.Date(2026, 11, 25, 9, 41, 0, 0, time.UTC)
+
+// openStore opens a real SQLite store in a fresh directory, on testNow's clock.
 func openStore(t testing.TB, dir string) *store.SQLite {
 	t.Helper()
 	cfg := store.DefaultConfig()
 	cfg.Path = filepath.Join(dir, "chat.db")
+	cfg.Now = func() time.Time { return testNow }
 	st, err := store.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -261,8 +266,108 @@ func TestOfflineDMQueueIsBounded(t *testing.T) {
 	bobOut.waitLine(t, "error: alice is offline and has too many messages waiting; try again when they are back")
 }
 
+// TestOfflineDMCapsPerSender: senders cannot fill an offline person's queue. One name may have
+// MaxQueuedDMsPerSender messages waiting for them, one address MaxQueuedDMsPerAddr whatever the
+// names, and the queue as a whole MaxQueuedDMs; each cap is an error that says which.
+func TestOfflineDMCapsPerSender(t *testing.T) {
+	st, clock := clockedStore(t, nil) // the defaults: 10 per sender, 20 per address, 100 in all
+	r := newTestRoom(t, Config{Store: st, Now: clock.Now})
+	key := newKey(t)
+	alice, _ := join(t, r, "alice", JoinOptions{Key: &key})
+	alice.Leave(ReasonQuit)
+
+	send := func(name, remote string, n int) *recorder {
+		t.Helper()
+		m, out := join(t, r, name, JoinOptions{Remote: remote})
+		for i := range n {
+			m.Handle(fmt.Sprintf("/msg alice %s %d", name, i))
+		}
+		m.Handle("/who") // a marker: every /msg above has been answered
+		out.waitFor(t, "the marker", func(ls []string) bool { return len(ls) > 0 && strings.HasSuffix(ls[len(ls)-1], "online: "+name) })
+		m.Leave(ReasonQuit)
+		return out
+	}
+	count := func(out *recorder, line string) int {
+		return strings.Count(strings.Join(out.lines(), "\n")+"\n", line+"\n")
+	}
+	const queued = "* alice is offline: they get your message when they next log in"
+
+	out := send("bob", "192.0.2.7:1000", 11)
+	if got := count(out, queued); got != 10 {
+		t.Errorf("bob queued %d, want 10", got)
+	}
+	if got := count(out, "error: you already have 10 messages waiting for alice; they get them when they are back"); got != 1 {
+		t.Errorf("bob's 11th: %d errors\n%s", got, strings.Join(out.lines(), "\n"))
+	}
+	// BOB is bob: the cap is per name, whatever the case.
+	out = send("BOB", "198.51.100.1:1000", 1)
+	if got := count(out, "error: you already have 10 messages waiting for alice; they get them when they are back"); got != 1 {
+		t.Errorf("BOB: %s", strings.Join(out.lines(), "\n"))
+	}
+	// Other names from bob's address: 10 more, then the address is at its cap.
+	out = send("carol", "192.0.2.7:2000", 10)
+	if got := count(out, queued); got != 10 {
+		t.Errorf("carol queued %d, want 10", got)
+	}
+	out = send("dave", "192.0.2.7:3000", 1)
+	if got := count(out, "error: 20 messages from your address are already waiting for alice; they get them when they are back"); got != 1 {
+		t.Errorf("dave, from bob's address: %s", strings.Join(out.lines(), "\n"))
+	}
+	// Others still get through, until the queue as a whole is full.
+	for i, addr := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4"} {
+		for j := range 2 {
+			out = send(fmt.Sprintf("s%d%d", i, j), addr+":1", 10)
+			if got := count(out, queued); got != 10 {
+				t.Fatalf("sender %d/%d queued %d, want 10", i, j, got)
+			}
+		}
+	}
+	out = send("zed", "203.0.113.99:1", 1)
+	if got := count(out, "error: alice is offline and has too many messages waiting; try again when they are back"); got != 1 {
+		t.Errorf("the 101st message: %s", strings.Join(out.lines(), "\n"))
+	}
+
+	_, aliceOut := join(t, r, "alice", JoinOptions{Key: &key})
+	aliceOut.waitLine(t, "* 100 private message(s) arrived while you were away:")
+}
+
+func TestSenderAddr(t *testing.T) {
+	tests := []struct{ remote, want string }{
+		{"192.0.2.7:4000", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:4000", "192.0.2.7"},
+		{"[2001:db8:1:2:3:4:5:6]:4000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2::9]:1", "2001:db8:1:2::/64"}, // the same /64: one subscriber
+		{"", ""},
+		{"pipe", ""},
+	}
+	for _, tt := range tests {
+		if got := senderAddr(tt.remote); got != tt.want {
+			t.Errorf("senderAddr(%q) = %q, want %q", tt.remote, got, tt.want)
+		}
+	}
+}
+
+// clockedStore opens a real store with its settings changed by mutate (may be nil), and a clock
+// for it and the room to share: pending keys expire by the store's clock.
+func clockedStore(t *testing.T, mutate func(*store.Config)) (*store.SQLite, *fakeClock) {
+	t.Helper()
+	clock := &fakeClock{t: testNow}
+	cfg := store.DefaultConfig()
+	cfg.Path, cfg.Now = filepath.Join(t.TempDir(), "chat.db"), clock.Now
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	st, err := store.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, clock
+}
+
 func TestKeysCommand(t *testing.T) {
-	r := storedRoom(t, openStore(t, t.TempDir()))
+	st, clock := clockedStore(t, nil)
+	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
 	key, other := newKey(t), newKey(t)
 	alice, out := join(t, r, "alice", JoinOptions{Key: &key})
 	alice.Handle("/keys")
@@ -274,28 +379,194 @@ func TestKeysCommand(t *testing.T) {
 	out.waitFor(t, "parse error", func(ls []string) bool {
 		return len(ls) > 0 && strings.HasPrefix(ls[len(ls)-1], "error: not a public key:")
 	})
+
+	// An added key is pending: the reply says how to confirm it, and /keys lists it apart.
 	alice.Handle("/keys add " + other.AuthorizedKey + " laptop")
-	out.waitLine(t, "* added ssh-ed25519 "+other.Fingerprint)
+	out.waitLine(t, "* ssh-ed25519 "+other.Fingerprint+" is pending: it becomes one of alice's keys once it has logged in as alice, before 2026-11-26 09:41.")
+	out.waitLine(t, "* to confirm it, log in once as alice with that key: ssh -i KEYFILE -p PORT alice@HOST (KEYFILE is that key's private file; HOST and PORT as you use them now)")
+	out.waitLine(t, "* pending, not usable until each logs in once as alice to confirm it (ssh -i KEYFILE -p PORT alice@HOST):")
+	out.waitLine(t, "*   ssh-ed25519 "+other.Fingerprint+" added 2026-11-25 09:41, expires 2026-11-26 09:41")
+	bob, bobOut := join(t, r, "bob", JoinOptions{})
+	bob.Handle("/whois alice")
+	bobOut.waitLine(t, "*   ssh-ed25519 "+key.Fingerprint)
+	if strings.Contains(strings.Join(bobOut.lines(), "\n"), other.Fingerprint) {
+		t.Error("/whois shows a pending key")
+	}
+	// Proposing it again moves its expiry.
+	clock.Add(time.Hour)
+	alice.Handle("/keys add " + other.AuthorizedKey)
+	out.waitLine(t, "*   ssh-ed25519 "+other.Fingerprint+" added 2026-11-25 09:41, expires 2026-11-26 10:41")
+
+	// Its first login as alice proves it, and confirms it.
+	if err := r.Authorize("alice", other); err != nil {
+		t.Fatalf("the pending key's login as alice: %v", err)
+	}
 	alice.Handle("/keys add " + other.AuthorizedKey)
 	out.waitLine(t, "error: that key is already yours")
-	if err := r.Authorize("alice", other); err != nil {
-		t.Errorf("the added key cannot log in: %v", err)
-	}
+	bob.Handle("/whois alice")
+	bobOut.waitLine(t, "*   ssh-ed25519 "+other.Fingerprint)
 	alice.Handle("/keys remove " + key.Fingerprint)
 	out.waitLine(t, "* removed "+key.Fingerprint)
 	if err := r.Authorize("alice", key); !errors.Is(err, ErrRegistered) {
 		t.Errorf("a removed key can still log in: %v", err)
 	}
 
-	bob, bobOut := join(t, r, "bob", JoinOptions{})
+	// A pending key that is removed, or that expires, never logs in.
+	third, fourth := newKey(t), newKey(t)
+	second, out2 := join(t, r, "alice", JoinOptions{Key: &other})
+	second.Handle("/keys add " + third.AuthorizedKey)
+	second.Handle("/keys add " + fourth.AuthorizedKey)
+	out2.waitLine(t, "*   ssh-ed25519 "+fourth.Fingerprint+" added 2026-11-25 10:41, expires 2026-11-26 10:41")
+	second.Handle("/keys remove " + third.Fingerprint)
+	out2.waitLine(t, "* removed "+third.Fingerprint)
+	if err := r.Authorize("alice", third); !errors.Is(err, ErrRegistered) {
+		t.Errorf("a removed pending key logs in: %v", err)
+	}
+	clock.Add(PendingKeyTTL)
+	if err := r.Authorize("alice", fourth); !errors.Is(err, ErrRegistered) {
+		t.Errorf("an expired pending key logs in: %v", err)
+	}
+	second.Handle("/keys")
+	out2.waitFor(t, "a listing without the expired key", func(ls []string) bool {
+		return len(ls) > 0 && ls[len(ls)-1] == "*   ssh-ed25519 "+other.Fingerprint+" added 2026-11-25 10:41"
+	})
+
 	bob.Handle("/keys")
 	bobOut.waitLine(t, "error: you logged in without a registered key: log in over SSH with a key to register your name")
-	bob.Handle("/whois alice")
-	bobOut.waitLine(t, "*   ssh-ed25519 "+other.Fingerprint)
 	bob.Handle("/whois bob")
 	bobOut.waitLine(t, "* not registered: logged in without a key")
 	bob.Handle("/whois zed")
 	bobOut.waitLine(t, `error: "zed" is not online and not registered`)
+}
+
+// TestSomeoneElsesKeyIsNeverYours: mallory adds bob's public key, which anyone can copy. It
+// stays pending (bob never logs in as mallory), so /whois does not show it as mallory's, and an
+// operator's ban of mallory leaves bob alone.
+func TestSomeoneElsesKeyIsNeverYours(t *testing.T) {
+	st, clock := clockedStore(t, nil)
+	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
+	malloryKey, bobKey := newKey(t), newKey(t)
+	op, opOut := join(t, r, "op", JoinOptions{Operator: true, Remote: "127.0.0.1:5000"})
+	mallory, malloryOut := join(t, r, "mallory", JoinOptions{Key: &malloryKey, Remote: "192.0.2.7:4000"})
+	_, bobOut := join(t, r, "bob", JoinOptions{Key: &bobKey, Remote: "198.51.100.1:4000"})
+
+	mallory.Handle("/keys add " + bobKey.AuthorizedKey)
+	malloryOut.waitLine(t, "* ssh-ed25519 "+bobKey.Fingerprint+" is pending: it becomes one of mallory's keys once it has logged in as mallory, before 2026-11-26 09:41.")
+	op.Handle("/whois mallory")
+	opOut.waitLine(t, "*   ssh-ed25519 "+malloryKey.Fingerprint)
+	if strings.Contains(strings.Join(opOut.lines(), "\n"), bobKey.Fingerprint) {
+		t.Fatal("/whois mallory shows bob's key")
+	}
+
+	op.Handle("/ban mallory spam")
+	malloryOut.waitLine(t, "error: you were banned by op: spam")
+	opOut.waitLine(t, "* banned #1 name mallory by op, for ever: spam")
+	opOut.waitLine(t, "* banned #2 key "+malloryKey.Fingerprint+" by op, for ever: spam")
+	bobOut.waitLine(t, "* mallory was banned by op: spam")
+	if strings.Contains(strings.Join(opOut.lines(), "\n"), bobKey.Fingerprint) {
+		t.Error("the ban of mallory mentions bob's key")
+	}
+	if r.lookup("bob") == nil {
+		t.Fatal("bob was expelled by the ban of mallory")
+	}
+	if err := r.Banned(remoteIP("198.51.100.1:4001"), bobKey.Fingerprint, "bob"); err != nil {
+		t.Errorf("bob is banned: %v", err)
+	}
+	if err := r.Authorize("bob", bobKey); err != nil {
+		t.Errorf("bob cannot log in: %v", err)
+	}
+}
+
+// TestBanByNameSparesSharedKeys: a key that another name holds too is not banned with a name;
+// the operator is told whose it is, and bans it by fingerprint if need be.
+func TestBanByNameSparesSharedKeys(t *testing.T) {
+	st, clock := clockedStore(t, nil)
+	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
+	shared, own := newKey(t), newKey(t)
+	for _, name := range []string{"bob", "carol", "troll"} {
+		if err := r.Authorize(name, shared); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// troll's own key, proved by its first login.
+	if err := st.ProposeKey("troll", own, clock.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Authorize("troll", own); err != nil {
+		t.Fatal(err)
+	}
+	op, opOut := join(t, r, "op", JoinOptions{Operator: true})
+	op.Handle("/ban troll")
+	opOut.waitLine(t, "* key "+shared.Fingerprint+" is also bob's and carol's: not banned (ban it by fingerprint to keep it out)")
+	opOut.waitLine(t, "* banned #1 name troll by op, for ever")
+	opOut.waitLine(t, "* banned #2 key "+own.Fingerprint+" by op, for ever")
+	if err := r.Banned(remoteIP(""), shared.Fingerprint, "bob"); err != nil {
+		t.Errorf("bob's key is banned: %v", err)
+	}
+	if err := r.Banned(remoteIP(""), own.Fingerprint, "someone"); err == nil {
+		t.Error("troll's own key is not banned")
+	}
+	if err := r.Banned(remoteIP(""), shared.Fingerprint, "troll"); err == nil {
+		t.Error("the name troll is not banned")
+	}
+}
+
+// TestNamesPerKey: one key may hold MaxNamesPerKey names; a login that would claim another, or
+// confirm the key for another, is refused with a reason fit for the SSH banner.
+func TestNamesPerKey(t *testing.T) {
+	st, clock := clockedStore(t, func(c *store.Config) { c.MaxNamesPerKey = 3 })
+	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
+	key := newKey(t)
+	for _, name := range []string{"one", "two", "three"} {
+		if err := r.Authorize(name, key); err != nil {
+			t.Fatalf("name %s: %v", name, err)
+		}
+	}
+	const want = "this key holds too many names: it is the key of one, three, two already, and a key may hold at most 3; log in as one of them"
+	err := r.Authorize("four", key)
+	if !errors.Is(err, ErrTooManyNames) || err.Error() != want {
+		t.Fatalf("a 4th name: %v\nwant %q", err, want)
+	}
+	if _, err := r.Join("four", newRecorder(), JoinOptions{Key: &key}); err == nil || err.Error() != want {
+		t.Fatalf("joining as a 4th name: %v", err)
+	}
+	if err := r.Authorize("TWO", key); err != nil {
+		t.Errorf("a name the key holds: %v", err)
+	}
+
+	// Confirming the key onto a 4th name is refused too, and the key stays pending there.
+	aliceKey := newKey(t)
+	alice, out := join(t, r, "alice", JoinOptions{Key: &aliceKey})
+	alice.Handle("/keys add " + key.AuthorizedKey)
+	out.waitLine(t, "*   ssh-ed25519 "+key.Fingerprint+" added 2026-11-25 09:41, expires 2026-11-26 09:41")
+	if err := r.Authorize("alice", key); !errors.Is(err, ErrTooManyNames) {
+		t.Fatalf("confirming onto a 4th name: %v", err)
+	}
+	if id, _, _ := st.Identity("alice"); len(id.Keys) != 1 || len(id.Pending) != 1 {
+		t.Errorf("alice after the refusal: %+v", id)
+	}
+}
+
+// TestKeysPerName: a name may have MaxKeysPerName keys, active and pending together.
+func TestKeysPerName(t *testing.T) {
+	st, clock := clockedStore(t, func(c *store.Config) { c.MaxKeysPerName = 3 })
+	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
+	key := newKey(t)
+	alice, out := join(t, r, "alice", JoinOptions{Key: &key})
+	var pending []store.Key
+	for range 2 {
+		k := newKey(t)
+		pending = append(pending, k)
+		alice.Handle("/keys add " + k.AuthorizedKey)
+		out.waitLine(t, "*   ssh-ed25519 "+k.Fingerprint+" added 2026-11-25 09:41, expires 2026-11-26 09:41")
+	}
+	alice.Handle("/keys add " + newKey(t).AuthorizedKey)
+	out.waitLine(t, "error: alice has 3 keys (active and pending), the most a name may have; remove one first: /keys remove FINGERPRINT")
+	alice.Handle("/keys remove " + pending[0].Fingerprint)
+	out.waitLine(t, "* removed "+pending[0].Fingerprint)
+	last := newKey(t)
+	alice.Handle("/keys add " + last.AuthorizedKey)
+	out.waitLine(t, "*   ssh-ed25519 "+last.Fingerprint+" added 2026-11-25 09:41, expires 2026-11-26 09:41")
 }
 
 func TestTimestampsToggle(t *testing.T) {

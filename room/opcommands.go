@@ -86,10 +86,17 @@ func (m *Member) cmdBan(args string) Action {
 	}
 	bans := []store.Ban{{Kind: kind, Value: value, Reason: reason, By: m.name, Created: now, Expires: expires}}
 	if kind == store.BanName && r.cfg.Store != nil {
-		// A name is a person: their keys are banned too, or they come back as someone else.
+		// A name is a person: their keys are banned too, or they come back as someone else. Not
+		// a key that another name holds as well, though: that would shut out whoever else holds
+		// it, for something they may not have done. The operator is told, and can ban it by
+		// fingerprint. (Pending keys are not the name's: a ban of it never covers them.)
 		if id, ok, err := r.cfg.Store.Identity(value); err == nil && ok {
 			bans[0].Value = id.Name
 			for _, k := range id.Keys {
+				if others := r.otherNamesOfKey(id.Name, k.Fingerprint); len(others) > 0 {
+					m.reply(kindInfo, "key "+k.Fingerprint+" is also "+others+": not banned (ban it by fingerprint to keep it out)")
+					continue
+				}
 				bans = append(bans, store.Ban{Kind: store.BanKey, Value: k.Fingerprint, Reason: reason, By: m.name, Created: now, Expires: expires})
 			}
 		}
@@ -103,6 +110,30 @@ func (m *Member) cmdBan(args string) Action {
 	}
 	r.applyBans(m, bans)
 	return Continue
+}
+
+// otherNamesOfKey says whose key, besides name's, the key with fingerprint is: "bob's",
+// "bob's and carol's", or "" when it is name's alone. When the store cannot tell, the key is
+// treated as shared: not banning a key is the mistake an operator can put right.
+func (r *Room) otherNamesOfKey(name, fingerprint string) string {
+	names, err := r.cfg.Store.NamesOfKey(fingerprint)
+	if err != nil {
+		r.log.Error("store: names of key", "key", fingerprint, "err", err)
+		return "maybe someone else's (the server cannot tell right now)"
+	}
+	var others []string
+	for _, n := range names {
+		if foldName(n) != foldName(name) {
+			others = append(others, n+"'s")
+		}
+	}
+	switch len(others) {
+	case 0:
+		return ""
+	case 1:
+		return others[0]
+	}
+	return strings.Join(others[:len(others)-1], ", ") + " and " + others[len(others)-1]
 }
 
 // coveredBy reports whether any of the bans would shut out the operator's own session.

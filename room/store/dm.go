@@ -5,8 +5,12 @@ import (
 )
 
 // QueueDM stores dm for its recipient (dm.To, compared case-insensitively) until TakeDMs, and
-// returns it with its ID, and its time as stored (a zero dm.At is now). It returns ErrQueueFull
-// when MaxQueuedDMs are waiting for the recipient already.
+// returns it with its ID, and its time as stored (a zero dm.At is now). It refuses it with a
+// *LimitError when the recipient has MaxQueuedDMs messages waiting already (ErrQueueFull), when
+// MaxQueuedDMsPerSender of them are from dm.From, compared case-insensitively
+// (ErrSenderQueueFull), or when MaxQueuedDMsPerAddr of them are from dm.FromAddr
+// (ErrAddrQueueFull; an empty FromAddr is not counted). The sender's caps come first: a sender
+// at its own cap is told so, whatever the others sent.
 func (s *SQLite) QueueDM(dm DM) (DM, error) {
 	if s.isClosed() {
 		return DM{}, fmt.Errorf("queue dm: %w", errClosed)
@@ -15,7 +19,7 @@ func (s *SQLite) QueueDM(dm DM) (DM, error) {
 		return DM{}, fmt.Errorf("queue dm: invalid recipient %q", dm.To)
 	}
 	at := s.unixMilli(dm.At)
-	key := fold(dm.To)
+	key, sender := fold(dm.To), fold(dm.From)
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
@@ -23,15 +27,26 @@ func (s *SQLite) QueueDM(dm DM) (DM, error) {
 		return DM{}, s.fail("queue dm", err)
 	}
 	defer tx.Rollback()
-	var waiting int
-	if err := tx.QueryRow(`SELECT count(*) FROM dms WHERE recipient_key = ?`, key).Scan(&waiting); err != nil {
+	// One pass over the recipient's queue (its index; at most MaxQueuedDMs rows) counts all three.
+	var waiting, fromSender, fromAddr int
+	if err := tx.QueryRow(`SELECT count(*), coalesce(sum(sender_key = ?), 0), coalesce(sum(sender_addr = ? AND sender_addr != ''), 0)
+		FROM dms WHERE recipient_key = ?`, sender, dm.FromAddr, key).Scan(&waiting, &fromSender, &fromAddr); err != nil {
 		return DM{}, s.fail("queue dm", err)
 	}
-	if waiting >= s.cfg.MaxQueuedDMs {
-		return DM{}, fmt.Errorf("queue dm: %d waiting for %s: %w", waiting, dm.To, ErrQueueFull)
+	var limit *LimitError
+	switch {
+	case fromSender >= s.cfg.MaxQueuedDMsPerSender:
+		limit = &LimitError{Err: ErrSenderQueueFull, Max: s.cfg.MaxQueuedDMsPerSender}
+	case dm.FromAddr != "" && fromAddr >= s.cfg.MaxQueuedDMsPerAddr:
+		limit = &LimitError{Err: ErrAddrQueueFull, Max: s.cfg.MaxQueuedDMsPerAddr}
+	case waiting >= s.cfg.MaxQueuedDMs:
+		limit = &LimitError{Err: ErrQueueFull, Max: s.cfg.MaxQueuedDMs}
 	}
-	res, err := tx.Exec(`INSERT INTO dms(at, sender, recipient_key, recipient, text) VALUES (?, ?, ?, ?, ?)`,
-		at, dm.From, key, dm.To, dm.Text)
+	if limit != nil {
+		return DM{}, fmt.Errorf("queue dm: for %s: %w", dm.To, limit)
+	}
+	res, err := tx.Exec(`INSERT INTO dms(at, sender, sender_key, sender_addr, recipient_key, recipient, text) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		at, dm.From, sender, dm.FromAddr, key, dm.To, dm.Text)
 	if err != nil {
 		return DM{}, s.fail("queue dm", err)
 	}
@@ -60,7 +75,7 @@ func (s *SQLite) TakeDMs(name string) ([]DM, error) {
 		return nil, s.fail("take dms", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.Query(`SELECT id, at, sender, recipient, text FROM dms WHERE recipient_key = ? ORDER BY id`, key)
+	rows, err := tx.Query(`SELECT id, at, sender, sender_addr, recipient, text FROM dms WHERE recipient_key = ? ORDER BY id`, key)
 	if err != nil {
 		return nil, s.fail("take dms", err)
 	}
@@ -68,7 +83,7 @@ func (s *SQLite) TakeDMs(name string) ([]DM, error) {
 	for rows.Next() {
 		var dm DM
 		var at int64
-		if err := rows.Scan(&dm.ID, &at, &dm.From, &dm.To, &dm.Text); err != nil {
+		if err := rows.Scan(&dm.ID, &at, &dm.From, &dm.FromAddr, &dm.To, &dm.Text); err != nil {
 			rows.Close()
 			return nil, s.fail("take dms", err)
 		}

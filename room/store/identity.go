@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // validName reports whether name can be stored: non-empty ASCII letters, digits, '_', '.', '-'.
@@ -35,16 +37,17 @@ func fold(name string) string {
 // querier is what *sql.DB and *sql.Tx have in common.
 type querier interface {
 	Query(query string, args ...any) (*sql.Rows, error)
+	QueryRow(query string, args ...any) *sql.Row
 }
 
-// loadIdentity reads the identity whose folded name is key, with its keys, in one statement (so
-// one snapshot).
-func loadIdentity(q querier, key string) (Identity, bool, error) {
+// loadIdentity reads the identity whose folded name is key, with its active keys and the
+// pending ones that have not expired at now (Unix ms), in one statement (so one snapshot).
+func loadIdentity(q querier, key string, now int64) (Identity, bool, error) {
 	rows, err := q.Query(`
-		SELECT i.name, i.created, k.fingerprint, k.type, k.authorized_key, k.added
-		FROM identities i LEFT JOIN keys k ON k.identity = i.name_key
+		SELECT i.name, i.created, k.fingerprint, k.type, k.authorized_key, k.added, k.expires
+		FROM identities i LEFT JOIN keys k ON k.identity = i.name_key AND (k.expires = 0 OR k.expires > ?)
 		WHERE i.name_key = ?
-		ORDER BY k.added, k.id`, key)
+		ORDER BY k.added, k.id`, now, key)
 	if err != nil {
 		return Identity{}, false, err
 	}
@@ -54,14 +57,21 @@ func loadIdentity(q querier, key string) (Identity, bool, error) {
 	for rows.Next() {
 		var created int64
 		var fp, typ, ak sql.NullString
-		var added sql.NullInt64
-		if err := rows.Scan(&id.Name, &created, &fp, &typ, &ak, &added); err != nil {
+		var added, expires sql.NullInt64
+		if err := rows.Scan(&id.Name, &created, &fp, &typ, &ak, &added, &expires); err != nil {
 			return Identity{}, false, err
 		}
 		found = true
 		id.Created = fromMilli(created)
-		if fp.Valid {
-			id.Keys = append(id.Keys, Key{Fingerprint: fp.String, Type: typ.String, AuthorizedKey: ak.String, Added: fromMilli(added.Int64)})
+		if !fp.Valid {
+			continue
+		}
+		k := Key{Fingerprint: fp.String, Type: typ.String, AuthorizedKey: ak.String, Added: fromMilli(added.Int64)}
+		if expires.Int64 == 0 {
+			id.Keys = append(id.Keys, k)
+		} else {
+			k.Expires = fromMilli(expires.Int64)
+			id.Pending = append(id.Pending, k)
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -73,6 +83,39 @@ func loadIdentity(q querier, key string) (Identity, bool, error) {
 	return id, true, nil
 }
 
+// namesOfKey returns the display names that fingerprint is an active key of, in name order.
+func namesOfKey(q querier, fingerprint string) ([]string, error) {
+	rows, err := q.Query(`
+		SELECT i.name FROM keys k JOIN identities i ON i.name_key = k.identity
+		WHERE k.fingerprint = ? AND k.expires = 0
+		ORDER BY i.name_key`, fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, err
+		}
+		names = append(names, name)
+	}
+	return names, rows.Err()
+}
+
+// checkNameLimit refuses one more name for fingerprint once it holds MaxNamesPerKey.
+func (s *SQLite) checkNameLimit(q querier, fingerprint string) error {
+	names, err := namesOfKey(q, fingerprint)
+	if err != nil {
+		return err
+	}
+	if len(names) >= s.cfg.MaxNamesPerKey {
+		return &LimitError{Err: ErrNameLimit, Max: s.cfg.MaxNamesPerKey, Names: names}
+	}
+	return nil
+}
+
 // Identity returns the identity that owns name, compared case-insensitively, or false when the
 // name is unclaimed.
 func (s *SQLite) Identity(name string) (Identity, bool, error) {
@@ -82,17 +125,31 @@ func (s *SQLite) Identity(name string) (Identity, bool, error) {
 	if !validName(name) {
 		return Identity{}, false, nil // no such name can have been claimed
 	}
-	id, ok, err := loadIdentity(s.db, fold(name))
+	id, ok, err := loadIdentity(s.db, fold(name), s.now().UnixMilli())
 	if err != nil {
 		return Identity{}, false, s.fail("identity", err)
 	}
 	return id, ok, nil
 }
 
+// NamesOfKey returns the names that the key with fingerprint may log in as (it is one of their
+// active keys), in name order; none when it is nobody's.
+func (s *SQLite) NamesOfKey(fingerprint string) ([]string, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("names of key: %w", errClosed)
+	}
+	names, err := namesOfKey(s.db, fingerprint)
+	if err != nil {
+		return nil, s.fail("names of key", err)
+	}
+	return names, nil
+}
+
 // Claim creates the identity name owned by k if name is unclaimed, and returns it with true. If
 // name is claimed already, it returns the existing identity, unchanged, and false: whether k is
 // one of its keys is for the caller to check. Of several concurrent claims of one name, exactly
-// one creates it, in this process or any other.
+// one creates it, in this process or any other. A claim of a free name by a key that holds
+// MaxNamesPerKey names already fails with a *LimitError wrapping ErrNameLimit.
 func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 	if s.isClosed() {
 		return Identity{}, false, fmt.Errorf("claim: %w", errClosed)
@@ -111,13 +168,16 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 	}
 	defer tx.Rollback()
 	key := fold(name)
-	if id, ok, err := loadIdentity(tx, key); err != nil || ok {
+	now := s.now().UnixMilli()
+	if id, ok, err := loadIdentity(tx, key, now); err != nil || ok {
 		if err != nil {
 			return Identity{}, false, s.fail("claim", err)
 		}
 		return id, false, nil
 	}
-	now := s.now().UnixMilli()
+	if err := s.checkNameLimit(tx, k.Fingerprint); err != nil {
+		return Identity{}, false, s.fail("claim", err)
+	}
 	added := now
 	if !k.Added.IsZero() {
 		added = k.Added.UnixMilli()
@@ -133,51 +193,123 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 	if err := tx.Commit(); err != nil {
 		return Identity{}, false, s.fail("claim", err)
 	}
-	k.Added = fromMilli(added)
+	k.Added, k.Expires = fromMilli(added), time.Time{}
 	return Identity{Name: name, Created: fromMilli(now), Keys: []Key{k}}, true, nil
 }
 
-// AddKey adds k to name's keys. It returns ErrNotFound when name is unclaimed, ErrKeyExists when
-// k (by fingerprint) is one of its keys already.
-func (s *SQLite) AddKey(name string, k Key) error {
+// ProposeKey adds k to name's keys as pending until expires: it is not one of name's keys (it
+// cannot log in as name, and Identity lists it apart, in Pending) until ConfirmKey, which its
+// first login as name calls, proves that its holder has it. Proposing a pending key again moves
+// its expiry. It returns ErrNotFound when name is unclaimed, ErrKeyExists when k (by
+// fingerprint) is one of name's active keys, and a *LimitError wrapping ErrKeyLimit when name
+// has MaxKeysPerName keys, active and pending, already. Expiry is judged by Config.Now.
+func (s *SQLite) ProposeKey(name string, k Key, expires time.Time) error {
 	if s.isClosed() {
-		return fmt.Errorf("add key: %w", errClosed)
+		return fmt.Errorf("propose key: %w", errClosed)
 	}
 	if k.Fingerprint == "" {
-		return errors.New("add key: key has no fingerprint")
+		return errors.New("propose key: key has no fingerprint")
 	}
-	added := s.unixMilli(k.Added)
+	if expires.IsZero() {
+		return errors.New("propose key: no expiry")
+	}
+	added, until := s.unixMilli(k.Added), expires.UnixMilli()
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
 	if err != nil {
-		return s.fail("add key", err)
+		return s.fail("propose key", err)
 	}
 	defer tx.Rollback()
 	key := fold(name)
-	var hasIdentity, hasKey bool
+	now := s.now().UnixMilli()
+	// Lapsed proposals go first: they neither count nor block a new one.
+	if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND expires != 0 AND expires <= ?`, key, now); err != nil {
+		return s.fail("propose key", err)
+	}
+	var hasIdentity bool
+	var keys int
+	var state sql.NullInt64 // the key's expires column: NULL when it is not name's, 0 when active
 	err = tx.QueryRow(`SELECT EXISTS (SELECT 1 FROM identities WHERE name_key = ?),
-		EXISTS (SELECT 1 FROM keys WHERE identity = ? AND fingerprint = ?)`, key, key, k.Fingerprint).Scan(&hasIdentity, &hasKey)
+		(SELECT count(*) FROM keys WHERE identity = ?),
+		(SELECT expires FROM keys WHERE identity = ? AND fingerprint = ?)`, key, key, key, k.Fingerprint).Scan(&hasIdentity, &keys, &state)
 	switch {
 	case err != nil:
-		return s.fail("add key", err)
+		return s.fail("propose key", err)
 	case !hasIdentity:
-		return fmt.Errorf("add key: %q: %w", name, ErrNotFound)
-	case hasKey:
-		return fmt.Errorf("add key: %s: %w", k.Fingerprint, ErrKeyExists)
+		return fmt.Errorf("propose key: %q: %w", name, ErrNotFound)
+	case state.Valid && state.Int64 == 0:
+		return fmt.Errorf("propose key: %s: %w", k.Fingerprint, ErrKeyExists)
+	case state.Valid:
+		_, err = tx.Exec(`UPDATE keys SET expires = ? WHERE identity = ? AND fingerprint = ?`, until, key, k.Fingerprint)
+	case keys >= s.cfg.MaxKeysPerName:
+		return fmt.Errorf("propose key: %q: %w", name, &LimitError{Err: ErrKeyLimit, Max: s.cfg.MaxKeysPerName})
+	default:
+		_, err = tx.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added, expires) VALUES (?, ?, ?, ?, ?, ?)`,
+			key, k.Fingerprint, k.Type, k.AuthorizedKey, added, until)
 	}
-	if _, err := tx.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added) VALUES (?, ?, ?, ?, ?)`,
-		key, k.Fingerprint, k.Type, k.AuthorizedKey, added); err != nil {
-		return s.fail("add key", err)
+	if err != nil {
+		return s.fail("propose key", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return s.fail("add key", err)
+		return s.fail("propose key", err)
 	}
 	return nil
 }
 
-// RemoveKey removes the key with fingerprint from name's keys. It returns ErrNotFound when name
-// is unclaimed or the key is not one of its keys, ErrLastKey when it is the only one.
+// ConfirmKey makes the key with fingerprint, pending for name and not expired, one of name's
+// keys; call it once a login as name has proved that its holder has the key. It returns name's
+// identity as it is afterwards, and whether the key is one of its active keys now (false when
+// name is unclaimed or the key is not, or no longer, pending for it). A key that holds
+// MaxNamesPerKey names already stays pending, with a *LimitError wrapping ErrNameLimit.
+func (s *SQLite) ConfirmKey(name, fingerprint string) (Identity, bool, error) {
+	if s.isClosed() {
+		return Identity{}, false, fmt.Errorf("confirm key: %w", errClosed)
+	}
+	if !validName(name) {
+		return Identity{}, false, nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	tx, err := s.db.Begin()
+	if err != nil {
+		return Identity{}, false, s.fail("confirm key", err)
+	}
+	defer tx.Rollback()
+	key := fold(name)
+	now := s.now().UnixMilli()
+	var expires int64
+	err = tx.QueryRow(`SELECT expires FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint).Scan(&expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return Identity{}, false, s.fail("confirm key", err)
+	case expires == 0: // confirmed already, by a login a moment ago
+	case expires <= now:
+		if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint); err != nil {
+			return Identity{}, false, s.fail("confirm key", err)
+		}
+	default:
+		if err := s.checkNameLimit(tx, fingerprint); err != nil {
+			return Identity{}, false, s.fail("confirm key", err)
+		}
+		if _, err := tx.Exec(`UPDATE keys SET expires = 0, added = ? WHERE identity = ? AND fingerprint = ?`, now, key, fingerprint); err != nil {
+			return Identity{}, false, s.fail("confirm key", err)
+		}
+	}
+	id, ok, err := loadIdentity(tx, key, now)
+	if err != nil {
+		return Identity{}, false, s.fail("confirm key", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Identity{}, false, s.fail("confirm key", err)
+	}
+	return id, ok && slices.ContainsFunc(id.Keys, func(k Key) bool { return k.Fingerprint == fingerprint }), nil
+}
+
+// RemoveKey removes the key with fingerprint from name's keys, active or pending. It returns
+// ErrNotFound when name is unclaimed or the key is not one of its keys (nor pending for it),
+// ErrLastKey when it is the only active one.
 func (s *SQLite) RemoveKey(name, fingerprint string) error {
 	if s.isClosed() {
 		return fmt.Errorf("remove key: %w", errClosed)
@@ -190,19 +322,21 @@ func (s *SQLite) RemoveKey(name, fingerprint string) error {
 	}
 	defer tx.Rollback()
 	key := fold(name)
-	var hasIdentity, hasKey bool
-	var keys int
+	now := s.now().UnixMilli()
+	var hasIdentity bool
+	var active int
+	var state sql.NullInt64 // the key's expires column, as in ProposeKey
 	err = tx.QueryRow(`SELECT EXISTS (SELECT 1 FROM identities WHERE name_key = ?),
-		EXISTS (SELECT 1 FROM keys WHERE identity = ? AND fingerprint = ?),
-		(SELECT count(*) FROM keys WHERE identity = ?)`, key, key, fingerprint, key).Scan(&hasIdentity, &hasKey, &keys)
+		(SELECT count(*) FROM keys WHERE identity = ? AND expires = 0),
+		(SELECT expires FROM keys WHERE identity = ? AND fingerprint = ?)`, key, key, key, fingerprint).Scan(&hasIdentity, &active, &state)
 	switch {
 	case err != nil:
 		return s.fail("remove key", err)
 	case !hasIdentity:
 		return fmt.Errorf("remove key: %q: %w", name, ErrNotFound)
-	case !hasKey:
+	case !state.Valid || state.Int64 != 0 && state.Int64 <= now:
 		return fmt.Errorf("remove key: %s: %w", fingerprint, ErrNotFound)
-	case keys <= 1:
+	case state.Int64 == 0 && active <= 1:
 		return fmt.Errorf("remove key: %s: %w", fingerprint, ErrLastKey)
 	}
 	if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint); err != nil {

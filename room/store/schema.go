@@ -21,6 +21,7 @@ func schema() []migration {
 	return []migration{
 		{"identities, keys, messages, dms", schemaV1},
 		{"bans, settings", schemaV2},
+		{"pending keys, dm senders", schemaV3},
 	}
 }
 
@@ -82,6 +83,22 @@ CREATE TABLE settings (
 	key   TEXT PRIMARY KEY,
 	value TEXT NOT NULL
 ) STRICT;
+`
+
+// schemaV3: a key added with /keys add is pending (expires != 0: Unix ms when the proposal
+// lapses) until it logs in once, which proves its holder has it; active keys have expires 0.
+// keys_fingerprint finds a key's names (the names-per-key cap, bans by name), keys_pending the
+// lapsed proposals to delete. A queued private message records its sender folded and the
+// sender's address, for the per-sender caps; rows of older versions get the folded name and no
+// address.
+const schemaV3 = `
+ALTER TABLE keys ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX keys_fingerprint ON keys (fingerprint);
+CREATE INDEX keys_pending ON keys (expires) WHERE expires != 0;
+
+ALTER TABLE dms ADD COLUMN sender_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE dms ADD COLUMN sender_addr TEXT NOT NULL DEFAULT '';
+UPDATE dms SET sender_key = lower(sender);
 `
 
 // prepare checks the file and migrates it. It refuses, without writing anything, a file that is

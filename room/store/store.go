@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,22 +48,29 @@ type Key struct {
 	Type          string // "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
 	AuthorizedKey string // authorized_keys form without comment: "ssh-ed25519 AAAA..."
 	Added         time.Time
+	// Expires is when a pending key (see ProposeKey) lapses unless confirmed; zero for an active
+	// key.
+	Expires time.Time
 }
 
 // Identity is a claimed name and the keys that own it.
 type Identity struct {
 	Name    string // display form, as first claimed ("Alice"); lookups are case-insensitive (ASCII fold)
 	Created time.Time
-	Keys    []Key // oldest first; at least one
+	Keys    []Key // the active keys, which may log in as Name: oldest first; at least one
+	// Pending are keys proposed for Name (ProposeKey) that have not logged in yet, and have not
+	// expired: oldest first. They are not Name's keys until ConfirmKey makes them so.
+	Pending []Key
 }
 
 // DM is a private message waiting for its recipient.
 type DM struct {
-	ID   int64
-	At   time.Time
-	From string // sender display name
-	To   string // recipient display name
-	Text string
+	ID       int64
+	At       time.Time
+	From     string // sender display name
+	FromAddr string // sender's address ("192.0.2.7", "2001:db8::/64"), for the per-address cap; may be empty
+	To       string // recipient display name
+	Text     string
 }
 
 var (
@@ -74,6 +82,16 @@ var (
 	ErrKeyExists = errors.New("key already added")
 	// ErrQueueFull: the recipient already has MaxQueuedDMs private messages waiting.
 	ErrQueueFull = errors.New("too many queued private messages")
+	// ErrSenderQueueFull: the sender already has MaxQueuedDMsPerSender messages waiting for the
+	// recipient.
+	ErrSenderQueueFull = errors.New("too many queued private messages from this sender")
+	// ErrAddrQueueFull: the sender's address already has MaxQueuedDMsPerAddr messages waiting
+	// for the recipient.
+	ErrAddrQueueFull = errors.New("too many queued private messages from this address")
+	// ErrNameLimit: the key already holds MaxNamesPerKey names.
+	ErrNameLimit = errors.New("key holds too many names")
+	// ErrKeyLimit: the name already has MaxKeysPerName keys, active and pending.
+	ErrKeyLimit = errors.New("name has too many keys")
 	// ErrNewerSchema: the database was written by a newer chatd.
 	ErrNewerSchema = errors.New("database schema is newer than this chatd")
 	// ErrCorrupt: the file is not a usable SQLite database.
@@ -82,6 +100,23 @@ var (
 
 // errClosed is returned by every method called after Close.
 var errClosed = errors.New("store is closed")
+
+// LimitError is the error of a write refused by a cap; it unwraps to the cap's sentinel
+// (ErrNameLimit, ErrKeyLimit, ErrQueueFull, ErrSenderQueueFull, ErrAddrQueueFull).
+type LimitError struct {
+	Err   error
+	Max   int      // the cap
+	Names []string // for ErrNameLimit: the names the key holds
+}
+
+func (e *LimitError) Error() string {
+	if len(e.Names) > 0 {
+		return fmt.Sprintf("%v (at most %d: %s)", e.Err, e.Max, strings.Join(e.Names, ", "))
+	}
+	return fmt.Sprintf("%v (at most %d)", e.Err, e.Max)
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
 
 // Config holds the store's settings. The zero value of each field but Path means its default.
 type Config struct {
@@ -95,6 +130,21 @@ type Config struct {
 	MaxBatch int
 	// MaxQueuedDMs is how many private messages may wait for one recipient. Default 100.
 	MaxQueuedDMs int
+	// MaxQueuedDMsPerSender is how many of them may come from one sender (by name). Default 10:
+	// enough to leave a note and a follow-up or two, so that one sender cannot fill the queue
+	// and lock everyone else out of it.
+	MaxQueuedDMsPerSender int
+	// MaxQueuedDMsPerAddr is how many of them may come from one address, whatever the names.
+	// Default 20: names are free for keyless users, an address is not, so this is the cap that
+	// holds against one machine sending under many names; a household or office sharing an
+	// address still has room.
+	MaxQueuedDMsPerAddr int
+	// MaxNamesPerKey is how many names one key may hold (as an active key). Default 5: a person's
+	// name, a nick or two and a bot, while one key cannot hoard names.
+	MaxNamesPerKey int
+	// MaxKeysPerName is how many keys, active and pending together, a name may have. Default
+	// 20: every machine someone uses with room to spare, while /keys and a ban stay short.
+	MaxKeysPerName int
 	// Now is the clock, for Identity.Created, Key.Added and zero timestamps. Default time.Now.
 	Now func() time.Time
 }
@@ -106,10 +156,14 @@ const maxFlushInterval = 500 * time.Millisecond
 // DefaultConfig returns the defaults; Path is left empty.
 func DefaultConfig() Config {
 	return Config{
-		FlushInterval: 100 * time.Millisecond,
-		MaxBatch:      1000,
-		MaxQueuedDMs:  100,
-		Now:           time.Now,
+		FlushInterval:         100 * time.Millisecond,
+		MaxBatch:              1000,
+		MaxQueuedDMs:          100,
+		MaxQueuedDMsPerSender: 10,
+		MaxQueuedDMsPerAddr:   20,
+		MaxNamesPerKey:        5,
+		MaxKeysPerName:        20,
+		Now:                   time.Now,
 	}
 }
 
@@ -123,6 +177,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxQueuedDMs == 0 {
 		c.MaxQueuedDMs = d.MaxQueuedDMs
+	}
+	if c.MaxQueuedDMsPerSender == 0 {
+		c.MaxQueuedDMsPerSender = d.MaxQueuedDMsPerSender
+	}
+	if c.MaxQueuedDMsPerAddr == 0 {
+		c.MaxQueuedDMsPerAddr = d.MaxQueuedDMsPerAddr
+	}
+	if c.MaxNamesPerKey == 0 {
+		c.MaxNamesPerKey = d.MaxNamesPerKey
+	}
+	if c.MaxKeysPerName == 0 {
+		c.MaxKeysPerName = d.MaxKeysPerName
 	}
 	if c.Now == nil {
 		c.Now = d.Now
@@ -142,6 +208,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: max batch %d is negative", c.MaxBatch)
 	case c.MaxQueuedDMs < 0:
 		return fmt.Errorf("store: max queued DMs %d is negative", c.MaxQueuedDMs)
+	case c.MaxQueuedDMsPerSender < 0 || c.MaxQueuedDMsPerAddr < 0:
+		return fmt.Errorf("store: max queued DMs per sender (%d) or per address (%d) is negative", c.MaxQueuedDMsPerSender, c.MaxQueuedDMsPerAddr)
+	case c.MaxNamesPerKey < 0:
+		return fmt.Errorf("store: max names per key %d is negative", c.MaxNamesPerKey)
+	case c.MaxKeysPerName < 0:
+		return fmt.Errorf("store: max keys per name %d is negative", c.MaxKeysPerName)
 	}
 	return nil
 }

@@ -140,6 +140,10 @@ func TestConfigValidate(t *testing.T) {
 		{"negative flush interval", func(c *Config) { c.FlushInterval = -1 }, "flush interval"},
 		{"negative batch", func(c *Config) { c.MaxBatch = -1 }, "max batch"},
 		{"negative DM queue", func(c *Config) { c.MaxQueuedDMs = -1 }, "max queued"},
+		{"negative DM queue per sender", func(c *Config) { c.MaxQueuedDMsPerSender = -1 }, "per sender"},
+		{"negative DM queue per address", func(c *Config) { c.MaxQueuedDMsPerAddr = -1 }, "per address"},
+		{"negative names per key", func(c *Config) { c.MaxNamesPerKey = -1 }, "names per key"},
+		{"negative keys per name", func(c *Config) { c.MaxKeysPerName = -1 }, "keys per name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,32 +227,48 @@ func TestKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	type step struct {
-		op      string // "add" or "remove"
+		op      string // "propose", "confirm" or "remove"
 		name    string
 		key     int
 		wantErr error
-		want    []int // Alice's keys after the step
+		wantOK  bool  // confirm: the key is active afterwards
+		want    []int // Alice's active keys after the step
+		pending []int // and her pending ones
 	}
 	steps := []step{
-		{"remove", "alice", 1, ErrLastKey, []int{1}},
-		{"add", "ALICE", 1, ErrKeyExists, []int{1}},
-		{"add", "alice", 2, nil, []int{1, 2}},
-		{"add", "Alice", 3, nil, []int{1, 2, 3}},
-		{"add", "Alice", 2, ErrKeyExists, []int{1, 2, 3}},
-		{"add", "nobody", 4, ErrNotFound, []int{1, 2, 3}},
-		{"remove", "nobody", 1, ErrNotFound, []int{1, 2, 3}},
-		{"remove", "alice", 9, ErrNotFound, []int{1, 2, 3}},
-		{"remove", "alice", 1, nil, []int{2, 3}}, // the first key may go while others remain
-		{"remove", "Alice", 3, nil, []int{2}},
-		{"remove", "alice", 2, ErrLastKey, []int{2}},
-		{"add", "alice", 1, nil, []int{2, 1}}, // oldest first: key 1 is now the newest
+		{op: "remove", name: "alice", key: 1, wantErr: ErrLastKey, want: []int{1}},
+		{op: "propose", name: "ALICE", key: 1, wantErr: ErrKeyExists, want: []int{1}},
+		{op: "confirm", name: "alice", key: 2, want: []int{1}}, // never proposed: nothing to confirm
+		{op: "propose", name: "alice", key: 2, want: []int{1}, pending: []int{2}},
+		{op: "propose", name: "Alice", key: 3, want: []int{1}, pending: []int{2, 3}},
+		{op: "propose", name: "Alice", key: 2, want: []int{1}, pending: []int{2, 3}}, // again: renewed
+		{op: "propose", name: "nobody", key: 4, wantErr: ErrNotFound, want: []int{1}, pending: []int{2, 3}},
+		{op: "confirm", name: "nobody", key: 2, want: []int{1}, pending: []int{2, 3}},
+		{op: "confirm", name: "ALICE", key: 2, wantOK: true, want: []int{1, 2}, pending: []int{3}},
+		{op: "confirm", name: "alice", key: 2, wantOK: true, want: []int{1, 2}, pending: []int{3}}, // twice: still active
+		{op: "remove", name: "nobody", key: 1, wantErr: ErrNotFound, want: []int{1, 2}, pending: []int{3}},
+		{op: "remove", name: "alice", key: 9, wantErr: ErrNotFound, want: []int{1, 2}, pending: []int{3}},
+		{op: "remove", name: "alice", key: 3, want: []int{1, 2}},                   // a pending key may go
+		{op: "confirm", name: "alice", key: 3, want: []int{1, 2}},                  // and is gone
+		{op: "remove", name: "alice", key: 1, want: []int{2}},                      // the first key may go while others remain
+		{op: "remove", name: "Alice", key: 2, wantErr: ErrLastKey, want: []int{2}}, // but not the last
+		{op: "propose", name: "alice", key: 1, want: []int{2}, pending: []int{1}},
+		{op: "remove", name: "Alice", key: 2, wantErr: ErrLastKey, want: []int{2}, pending: []int{1}}, // a pending key does not count
+		{op: "confirm", name: "alice", key: 1, wantOK: true, want: []int{2, 1}},                       // oldest first: key 1 is now the newest
 	}
 	for i, st := range steps {
 		clk.Advance(time.Second)
 		var err error
-		if st.op == "add" {
-			err = s.AddKey(st.name, testKey(st.key))
-		} else {
+		switch st.op {
+		case "propose":
+			err = s.ProposeKey(st.name, testKey(st.key), clk.Now().Add(time.Hour))
+		case "confirm":
+			var ok bool
+			_, ok, err = s.ConfirmKey(st.name, testKey(st.key).Fingerprint)
+			if ok != st.wantOK {
+				t.Fatalf("step %d: ConfirmKey(%s, key %d) = %v, want %v", i, st.name, st.key, ok, st.wantOK)
+			}
+		case "remove":
 			err = s.RemoveKey(st.name, testKey(st.key).Fingerprint)
 		}
 		if !errors.Is(err, st.wantErr) || (st.wantErr == nil) != (err == nil) {
@@ -258,17 +278,35 @@ func TestKeys(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("step %d: Identity = %v, %v", i, ok, err)
 		}
-		var want []string
-		for _, k := range st.want {
-			want = append(want, testKey(k).Fingerprint)
-		}
-		if got := fingerprints(id); !slices.Equal(got, want) {
+		if got, want := fingerprints(id), keyFPs(st.want); !slices.Equal(got, want) {
 			t.Fatalf("step %d: keys %v, want %v", i, got, want)
 		}
+		if got, want := pendingFPs(id), keyFPs(st.pending); !slices.Equal(got, want) {
+			t.Fatalf("step %d: pending %v, want %v", i, got, want)
+		}
 	}
-	if err := s.AddKey("alice", Key{}); err == nil {
-		t.Error("AddKey without a fingerprint succeeded")
+	if err := s.ProposeKey("alice", Key{}, clk.Now().Add(time.Hour)); err == nil {
+		t.Error("ProposeKey without a fingerprint succeeded")
 	}
+	if err := s.ProposeKey("alice", testKey(5), time.Time{}); err == nil {
+		t.Error("ProposeKey without an expiry succeeded: the key would never lapse")
+	}
+}
+
+func keyFPs(ns []int) []string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, testKey(n).Fingerprint)
+	}
+	return out
+}
+
+func pendingFPs(id Identity) []string {
+	var out []string
+	for _, k := range id.Pending {
+		out = append(out, k.Fingerprint)
+	}
+	return out
 }
 
 // TestClaimRace claims one free name from many goroutines, through two stores on the same file
@@ -334,7 +372,13 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Minute)
-	if err := s.AddKey("alice", testKey(2)); err != nil {
+	if err := s.ProposeKey("alice", testKey(2), clk.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.ConfirmKey("alice", testKey(2).Fingerprint); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if err := s.ProposeKey("alice", testKey(3), clk.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	before, _, _ := s.Identity("alice")
@@ -366,9 +410,11 @@ func TestRestart(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Identity after restart = %v, %v", ok, err)
 	}
-	if after.Name != before.Name || !after.Created.Equal(before.Created) || !slices.EqualFunc(after.Keys, before.Keys, func(a, b Key) bool {
-		return a.Fingerprint == b.Fingerprint && a.Type == b.Type && a.AuthorizedKey == b.AuthorizedKey && a.Added.Equal(b.Added)
-	}) {
+	sameKey := func(a, b Key) bool {
+		return a.Fingerprint == b.Fingerprint && a.Type == b.Type && a.AuthorizedKey == b.AuthorizedKey && a.Added.Equal(b.Added) && a.Expires.Equal(b.Expires)
+	}
+	if after.Name != before.Name || !after.Created.Equal(before.Created) || !slices.EqualFunc(after.Keys, before.Keys, sameKey) ||
+		len(after.Pending) != 1 || !slices.EqualFunc(after.Pending, before.Pending, sameKey) {
 		t.Fatalf("identity after restart = %+v, before %+v", after, before)
 	}
 	got := recent(t, s, 100)
@@ -474,14 +520,28 @@ func TestFlush(t *testing.T) {
 	}
 }
 
-// TestWriterCommitsWithoutFlush checks that the writer commits on its own, within the interval:
-// Recent is polled (no deadline is asserted; the test's own timeout is the bound).
+// hangGuard bounds a poll for something that must happen, only so that a bug fails the test
+// with a message instead of hanging it: it asserts no speed.
+const hangGuard = 20 * time.Second
+
+// waitUntil polls cond until it holds, failing the test with what it waited for after hangGuard.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", hangGuard, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWriterCommitsWithoutFlush checks that the writer commits on its own, without a Flush:
+// Recent is polled.
 func TestWriterCommitsWithoutFlush(t *testing.T) {
 	s, _ := openTest(t, Config{FlushInterval: 10 * time.Millisecond})
 	s.Append(Message{Kind: KindMessage, From: "a", Text: "one"})
-	for len(recent(t, s, 1)) == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the writer to commit a message nobody flushed", func() bool { return len(recent(t, s, 1)) > 0 })
 }
 
 // lockDB takes SQLite's write lock on path from another connection, as another process would,
@@ -581,7 +641,9 @@ func TestClosed(t *testing.T) {
 	calls := map[string]error{}
 	_, _, calls["Identity"] = s.Identity("a")
 	_, _, calls["Claim"] = s.Claim("a", testKey(1))
-	calls["AddKey"] = s.AddKey("a", testKey(1))
+	calls["ProposeKey"] = s.ProposeKey("a", testKey(1), time.Now())
+	_, _, calls["ConfirmKey"] = s.ConfirmKey("a", "x")
+	_, calls["NamesOfKey"] = s.NamesOfKey("x")
 	calls["RemoveKey"] = s.RemoveKey("a", "x")
 	_, calls["Recent"] = s.Recent(1)
 	_, calls["QueueDM"] = s.QueueDM(DM{From: "a", To: "b"})
@@ -645,7 +707,7 @@ func TestDMs(t *testing.T) {
 
 // TestTakeDMsConcurrent: each queued message is taken exactly once, whoever takes it.
 func TestTakeDMsConcurrent(t *testing.T) {
-	s, _ := openTest(t, Config{MaxQueuedDMs: 1000})
+	s, _ := openTest(t, Config{MaxQueuedDMs: 1000, MaxQueuedDMsPerSender: 1000})
 	var mu sync.Mutex
 	seen := map[int64]int{}
 	var wg sync.WaitGroup
@@ -740,7 +802,12 @@ func writeV1(t *testing.T, path string, messages int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Claim("alice", testKey(1)); err != nil {
+	// Raw statements: today's methods expect today's schema.
+	if _, err := s.db.Exec(`INSERT INTO identities(name_key, name, created) VALUES ('alice', 'alice', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added) VALUES ('alice', ?, 'ssh-ed25519', ?, 1)`,
+		testKey(1).Fingerprint, testKey(1).AuthorizedKey); err != nil {
 		t.Fatal(err)
 	}
 	for i := range messages {
@@ -869,36 +936,50 @@ func TestEmptyFileIsNew(t *testing.T) {
 	}
 }
 
-// TestMigrationUpgrade opens a version 1 database with code that knows version 2 (the bans of the
-// moderation feature): the migration runs once, and the data survives.
+// TestMigrationUpgrade opens a version 1 database, with a private message queued the way version
+// 1 queued them, with today's code: the migrations run once, and the data survives them.
 func TestMigrationUpgrade(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
 	writeV1(t, path, 5)
+	execRaw(t, path, `INSERT INTO dms(at, sender, recipient_key, recipient, text) VALUES (1, 'Carol', 'bob', 'Bob', 'from v1')`)
 
-	v2 := schema()[:2]
-	for range 2 { // the second open finds nothing to do
-		s, logs := openAt(t, path, Config{}, options{migrations: v2})
+	latest := len(schema())
+	for round := range 2 { // the second open finds nothing to do
+		s, logs := openAt(t, path, Config{MaxQueuedDMsPerSender: 2}, options{})
 		var version int
-		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != 2 {
-			t.Fatalf("user_version = %d, %v; want 2", version, err)
+		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != latest {
+			t.Fatalf("user_version = %d, %v; want %d", version, err, latest)
 		}
 		if _, err := s.AddBan(Ban{Kind: BanName, Value: "mallory", Reason: "spam", By: "op"}); err != nil {
-			t.Fatalf("the bans table: %v", err)
+			t.Fatalf("the bans table (v2): %v", err)
 		}
-		if _, ok, err := s.Identity("alice"); !ok || err != nil {
-			t.Fatalf("alice lost in the upgrade: %v", err)
+		id, ok, err := s.Identity("alice")
+		if !ok || err != nil || !slices.Equal(fingerprints(id), []string{testKey(1).Fingerprint}) || len(id.Pending) != 0 {
+			t.Fatalf("alice after the upgrade: %+v, %v, %v; want her key active", id, ok, err)
+		}
+		if names, err := s.NamesOfKey(testKey(1).Fingerprint); err != nil || !slices.Equal(names, []string{"alice"}) {
+			t.Fatalf("NamesOfKey after the upgrade = %v, %v", names, err)
 		}
 		if got := len(recent(t, s, 100)); got != 5 {
 			t.Fatalf("%d messages after the upgrade, want 5", got)
+		}
+		if round == 0 {
+			// v1's message counts towards its sender's cap (v3 fills in sender_key): one more fits.
+			if _, err := s.QueueDM(DM{From: "carol", To: "bob", Text: "from v3"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.QueueDM(DM{From: "CAROL", To: "bob", Text: "one too many"}); !errors.Is(err, ErrSenderQueueFull) {
+				t.Fatalf("third message from carol = %v, want ErrSenderQueueFull", err)
+			}
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
 		t.Log(logs)
 	}
-	// Code that knows only version 1 now refuses the file.
-	if _, err := open(Config{Path: path}, nil, options{migrations: schema()[:1]}); !errors.Is(err, ErrNewerSchema) {
-		t.Fatalf("v1 code opening a v2 database: %v", err)
+	// Code that knows only an older version now refuses the file.
+	if _, err := open(Config{Path: path}, nil, options{migrations: schema()[:latest-1]}); !errors.Is(err, ErrNewerSchema) {
+		t.Fatalf("older code opening a v%d database: %v", latest, err)
 	}
 }
 
@@ -946,6 +1027,9 @@ func TestQueryPlans(t *testing.T) {
 		{`SELECT id, at, kind, sender, text FROM messages ORDER BY id DESC LIMIT 10`, "SCAN messages", "TEMP B-TREE"},
 		{`SELECT id, at, sender, recipient, text FROM dms WHERE recipient_key = 'x' ORDER BY id`, "INDEX dms_recipient", "TEMP B-TREE"},
 		{`SELECT count(*) FROM dms WHERE recipient_key = 'x'`, "INDEX dms_recipient", "SCAN"},
+		{`SELECT i.name FROM keys k JOIN identities i ON i.name_key = k.identity WHERE k.fingerprint = 'x' AND k.expires = 0 ORDER BY i.name_key`,
+			"INDEX keys_fingerprint", "SCAN k"},
+		{`SELECT EXISTS (SELECT 1 FROM keys WHERE expires != 0 AND expires <= 5)`, "INDEX keys_pending", "SCAN keys"},
 	}
 	for _, tt := range tests {
 		rows, err := s.db.Query(`EXPLAIN QUERY PLAN ` + tt.query)
@@ -977,9 +1061,7 @@ func TestCommitRetry(t *testing.T) {
 	for i := range 10 {
 		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
-	for !strings.Contains(logs.String(), "will retry") { // polled: no deadline asserted
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, `the writer to log a failed commit ("will retry")`, func() bool { return strings.Contains(logs.String(), "will retry") })
 	execRaw(t, path, `ALTER TABLE messages_away RENAME TO messages`)
 	flush(t, s)
 	if got := texts(recent(t, s, 100)); !slices.Equal(got, seqTexts(0, 10)) {
