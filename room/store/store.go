@@ -145,6 +145,11 @@ type Config struct {
 	// MaxKeysPerName is how many keys, active and pending together, a name may have. Default
 	// 20: every machine someone uses with room to spare, while /keys and a ban stay short.
 	MaxKeysPerName int
+	// KeepMessages is how many of the newest messages the history keeps; older ones are deleted
+	// in the background. KeepFor is how long a message is kept. Unlike the other fields, 0 is
+	// no limit, not the default: DefaultConfig has the defaults (see ParseKeep for the flag).
+	KeepMessages int
+	KeepFor      time.Duration
 	// Now is the clock, for Identity.Created, Key.Added and zero timestamps. Default time.Now.
 	Now func() time.Time
 }
@@ -152,6 +157,16 @@ type Config struct {
 // maxFlushInterval keeps the durability promise: a message appended more than a second ago has
 // been committed, and survives the process being killed.
 const maxFlushInterval = 500 * time.Millisecond
+
+const (
+	// DefaultKeepMessages and DefaultKeepFor bound the history of a community server: a year of
+	// a lively room, or the last 100 000 lines of a busy one (10-20 MB of database at typical
+	// line lengths, 100 MB at the longest), far more than anyone scrolls back through (a room
+	// loads its newest 1000), while a flood can no longer grow the file without end. Old
+	// conversations go after a year: a chat, not an archive kept for ever.
+	DefaultKeepMessages = 100_000
+	DefaultKeepFor      = 365 * 24 * time.Hour
+)
 
 // DefaultConfig returns the defaults; Path is left empty.
 func DefaultConfig() Config {
@@ -163,6 +178,8 @@ func DefaultConfig() Config {
 		MaxQueuedDMsPerAddr:   20,
 		MaxNamesPerKey:        5,
 		MaxKeysPerName:        20,
+		KeepMessages:          DefaultKeepMessages,
+		KeepFor:               DefaultKeepFor,
 		Now:                   time.Now,
 	}
 }
@@ -214,6 +231,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: max names per key %d is negative", c.MaxNamesPerKey)
 	case c.MaxKeysPerName < 0:
 		return fmt.Errorf("store: max keys per name %d is negative", c.MaxKeysPerName)
+	case c.KeepMessages < 0:
+		return fmt.Errorf("store: keep messages %d is negative (0 keeps them all)", c.KeepMessages)
+	case c.KeepFor < 0:
+		return fmt.Errorf("store: keep for %v is negative (0 keeps messages for ever)", c.KeepFor)
 	}
 	return nil
 }
@@ -241,6 +262,7 @@ type SQLite struct {
 	writeMu sync.Mutex
 
 	q  queue // Append's queue, drained by the writer goroutine
+	p  pruner
 	wg sync.WaitGroup
 
 	closeOnce sync.Once
@@ -251,6 +273,7 @@ type SQLite struct {
 type options struct {
 	migrations []migration // default: schema()
 	maxBacklog int         // default: defaultMaxBacklog
+	prune      pruneOptions
 }
 
 // Open opens (creating it if need be) the database at cfg.Path, brings its schema up to date and
@@ -294,8 +317,13 @@ func open(cfg Config, logger *log.Logger, opts options) (*SQLite, error) {
 		return nil, err
 	}
 	s.q.init(cfg.FlushInterval, cfg.MaxBatch, opts.maxBacklog)
-	s.wg.Add(1)
+	s.p.init(opts.prune)
+	s.wg.Add(2)
 	go s.writer()
+	go s.pruneLoop()
+	if cfg.KeepMessages > 0 || cfg.KeepFor > 0 {
+		s.log.Info("history retention", "keep", FormatKeep(cfg.KeepMessages, cfg.KeepFor))
+	}
 	return s, nil
 }
 

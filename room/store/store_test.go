@@ -144,6 +144,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative DM queue per address", func(c *Config) { c.MaxQueuedDMsPerAddr = -1 }, "per address"},
 		{"negative names per key", func(c *Config) { c.MaxNamesPerKey = -1 }, "names per key"},
 		{"negative keys per name", func(c *Config) { c.MaxKeysPerName = -1 }, "keys per name"},
+		{"negative keep messages", func(c *Config) { c.KeepMessages = -1 }, "keep messages"},
+		{"negative keep for", func(c *Config) { c.KeepFor = -time.Hour }, "keep for"},
+		{"keep everything", func(c *Config) { c.KeepMessages, c.KeepFor = 0, 0 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1030,6 +1033,7 @@ func TestQueryPlans(t *testing.T) {
 		{`SELECT i.name FROM keys k JOIN identities i ON i.name_key = k.identity WHERE k.fingerprint = 'x' AND k.expires = 0 ORDER BY i.name_key`,
 			"INDEX keys_fingerprint", "SCAN k"},
 		{`SELECT EXISTS (SELECT 1 FROM keys WHERE expires != 0 AND expires <= 5)`, "INDEX keys_pending", "SCAN keys"},
+		{`DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT 500) AND (id <= 7 OR at < 9)`, "SEARCH messages", "TEMP B-TREE"},
 	}
 	for _, tt := range tests {
 		rows, err := s.db.Query(`EXPLAIN QUERY PLAN ` + tt.query)

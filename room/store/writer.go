@@ -259,6 +259,9 @@ func (s *SQLite) writer() {
 			return
 		}
 		abandoned := givenUp || !s.commit(batch)
+		if !abandoned {
+			s.noteCommitted(len(batch))
+		}
 		if abandoned && !givenUp {
 			givenUp = true
 			s.log.Error("giving up on the messages still queued at close", "count", len(batch)+s.q.waiting())

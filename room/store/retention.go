@@ -1,0 +1,307 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// pruneInterval is how often the history is pruned when nothing else asks: often enough
+	// that an age limit is kept to the minute, cheap when there is nothing to delete (two
+	// look-ups at the ends of an index).
+	pruneInterval = time.Minute
+	// pruneEvery: the writer asks for a prune once it has committed this many messages since the
+	// last one, so that a flood overshoots KeepMessages by about this much, not by a minute's
+	// worth.
+	pruneEvery = 10_000
+	// pruneChunk is the most rows one delete transaction removes. Each chunk holds SQLite's
+	// write lock for a few milliseconds; the writer's commits take turns with the chunks, so a
+	// prune of a million rows never delays the history by more than one chunk.
+	pruneChunk = 500
+)
+
+// pruneOptions are the pruner's knobs; tests turn them.
+type pruneOptions struct {
+	interval time.Duration // default pruneInterval
+	every    int           // default pruneEvery
+	chunk    int           // default pruneChunk
+	// beforeChunk, if set, runs before each chunk's delete, with the store's write mutex held.
+	beforeChunk func()
+	// done, if set, is told the outcome of every prune pass.
+	done func(deleted int, err error)
+}
+
+// pruner is the state of the goroutine that deletes the history beyond Config.KeepMessages and
+// Config.KeepFor, and pending keys that expired.
+type pruner struct {
+	opts      pruneOptions
+	wake      chan struct{} // capacity 1: asks for a pass now; sends never block
+	committed int           // messages committed since the last request; the writer's only
+}
+
+func (p *pruner) init(opts pruneOptions) {
+	if opts.interval <= 0 {
+		opts.interval = pruneInterval
+	}
+	if opts.every <= 0 {
+		opts.every = pruneEvery
+	}
+	if opts.chunk <= 0 {
+		opts.chunk = pruneChunk
+	}
+	p.opts = opts
+	p.wake = make(chan struct{}, 1)
+}
+
+// request asks for a pass as soon as the pruner is free.
+func (p *pruner) request() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// noteCommitted is the writer's report of n messages committed; it asks for a pass every
+// pruneEvery messages. Only the writer goroutine calls it.
+func (s *SQLite) noteCommitted(n int) {
+	if s.cfg.KeepMessages == 0 {
+		return
+	}
+	s.p.committed += n
+	if s.p.committed >= s.p.opts.every {
+		s.p.committed = 0
+		s.p.request()
+	}
+}
+
+// pruneLoop runs a prune pass at start, every interval and whenever asked, until the store
+// closes. It is a goroutine of its own, not the writer's work, so that Append and the writer's
+// commits never wait for a prune: they only take turns with its chunks.
+func (s *SQLite) pruneLoop() {
+	defer s.wg.Done()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.q.closing:
+			return
+		case <-t.C:
+		case <-s.p.wake:
+			t.Stop()
+		}
+		deleted, err := s.prune()
+		switch {
+		case err != nil && !s.isClosed():
+			s.log.Error("cannot prune the history; will retry", "retry_in", s.p.opts.interval, "err", err)
+		case deleted > 0:
+			s.log.Info("history pruned", "deleted", deleted, "keep", FormatKeep(s.cfg.KeepMessages, s.cfg.KeepFor))
+		}
+		if s.p.opts.done != nil {
+			s.p.opts.done(deleted, err)
+		}
+		t.Reset(s.p.opts.interval)
+	}
+}
+
+// prune deletes, oldest first and in chunks, the messages beyond KeepMessages (counted by id:
+// the newest KeepMessages ids stay) and older than KeepFor, then the pending keys that
+// expired. It returns how many messages it deleted.
+func (s *SQLite) prune() (int, error) {
+	now := s.now()
+	if err := s.deleteExpiredKeys(now); err != nil {
+		return 0, err
+	}
+	if s.cfg.KeepMessages == 0 && s.cfg.KeepFor == 0 {
+		return 0, nil
+	}
+	// Rows with id <= upTo, or older than before, go. The bounds are fixed for the pass: what
+	// is appended meanwhile waits for the next one. Reads first: a pass with nothing to delete
+	// never takes the write lock.
+	upTo, before := int64(0), int64(math.MinInt64)
+	var first, last, firstAt int64
+	err := s.db.QueryRow(`SELECT coalesce((SELECT id FROM messages ORDER BY id LIMIT 1), 0),
+		coalesce((SELECT at FROM messages ORDER BY id LIMIT 1), 0),
+		coalesce((SELECT id FROM messages ORDER BY id DESC LIMIT 1), 0)`).Scan(&first, &firstAt, &last)
+	if err != nil {
+		return 0, s.fail("prune history", err)
+	}
+	if s.cfg.KeepMessages > 0 {
+		upTo = last - int64(s.cfg.KeepMessages)
+	}
+	if s.cfg.KeepFor > 0 {
+		before = now.Add(-s.cfg.KeepFor).UnixMilli()
+	}
+	if first == 0 || first > upTo && firstAt >= before {
+		return 0, nil
+	}
+	total := 0
+	for {
+		n, err := s.pruneChunk(upTo, before)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		// A short chunk is the last: the oldest rows left are to be kept. (A message dated in the
+		// future by a clock that jumped holds the age limit up behind it until its time comes;
+		// the count limit is exact.)
+		if n < s.p.opts.chunk || s.isClosed() {
+			return total, nil
+		}
+	}
+}
+
+// pruneChunk deletes what is to go among the oldest pruneChunk messages, in one short
+// transaction.
+func (s *SQLite) pruneChunk(upTo, before int64) (int, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.p.opts.beforeChunk != nil {
+		s.p.opts.beforeChunk()
+	}
+	res, err := s.db.Exec(`DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?) AND (id <= ? OR at < ?)`,
+		s.p.opts.chunk, upTo, before)
+	if err != nil {
+		return 0, s.fail("prune history", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.fail("prune history", err)
+	}
+	return int(n), nil
+}
+
+// deleteExpiredKeys forgets the pending keys whose time to be confirmed has passed (they are
+// already ignored everywhere: this only keeps the table small).
+func (s *SQLite) deleteExpiredKeys(now time.Time) error {
+	var expired bool
+	if err := s.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM keys WHERE expires != 0 AND expires <= ?)`, now.UnixMilli()).Scan(&expired); err != nil {
+		return s.fail("delete expired keys", err)
+	}
+	if !expired {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if _, err := s.db.Exec(`DELETE FROM keys WHERE expires != 0 AND expires <= ?`, now.UnixMilli()); err != nil {
+		return s.fail("delete expired keys", err)
+	}
+	return nil
+}
+
+// ParseKeep reads a history retention setting, as the --history-keep flag takes it: a count of
+// messages ("100000"), an age ("365d"), or both separated by a comma ("100000,365d"), or "all"
+// to keep everything. An age is a whole number and a unit, s, m, h, d, w or y (365 days), and
+// may combine several ("1y6w"). A limit left out is no limit: "365d" keeps every message of the
+// last year, however many. It returns what Config.KeepMessages and Config.KeepFor take.
+func ParseKeep(s string) (messages int, age time.Duration, err error) {
+	orig := strings.TrimSpace(s)
+	if strings.EqualFold(orig, "all") {
+		return 0, 0, nil
+	}
+	if orig == "" {
+		return 0, 0, errors.New(`history retention: empty (give a count, an age or both, like "100000,365d", or "all")`)
+	}
+	var haveCount, haveAge bool
+	for part := range strings.SplitSeq(orig, ",") {
+		part = strings.TrimSpace(part)
+		if n, err := strconv.Atoi(part); err == nil {
+			switch {
+			case haveCount:
+				return 0, 0, fmt.Errorf("history retention %q: two counts", orig)
+			case n <= 0:
+				return 0, 0, fmt.Errorf(`history retention %q: the count must be positive (keep everything with "all")`, orig)
+			}
+			messages, haveCount = n, true
+			continue
+		}
+		d, err := parseAge(part)
+		if err != nil {
+			return 0, 0, fmt.Errorf("history retention %q: %w", orig, err)
+		}
+		if haveAge {
+			return 0, 0, fmt.Errorf("history retention %q: two ages", orig)
+		}
+		age, haveAge = d, true
+	}
+	return messages, age, nil
+}
+
+// maxAge keeps an age far from overflowing a time.Duration.
+const maxAge = 100 * 365 * 24 * time.Hour
+
+// parseAge reads an age like 90s, 10m, 12h, 30d, 2w, 1y or 1y6w.
+func parseAge(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is neither a count of messages nor an age (like 30d, 2w, 1y)", s)
+	if s == "" {
+		return 0, bad
+	}
+	var total time.Duration
+	for s != "" {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == 0 || i > 6 || i == len(s) {
+			return 0, bad
+		}
+		n, _ := strconv.Atoi(s[:i])
+		var unit time.Duration
+		switch s[i] {
+		case 's':
+			unit = time.Second
+		case 'm':
+			unit = time.Minute
+		case 'h':
+			unit = time.Hour
+		case 'd':
+			unit = 24 * time.Hour
+		case 'w':
+			unit = 7 * 24 * time.Hour
+		case 'y':
+			unit = 365 * 24 * time.Hour
+		default:
+			return 0, bad
+		}
+		total += time.Duration(n) * unit
+		if total > maxAge {
+			return 0, fmt.Errorf("%q is more than 100 years", s)
+		}
+		s = s[i+1:]
+	}
+	if total <= 0 {
+		return 0, fmt.Errorf("the age must be positive (keep everything with \"all\")")
+	}
+	return total, nil
+}
+
+// FormatKeep is the setting ParseKeep reads for messages and age: "100000,365d", "30d", "all".
+func FormatKeep(messages int, age time.Duration) string {
+	var parts []string
+	if messages > 0 {
+		parts = append(parts, strconv.Itoa(messages))
+	}
+	if age > 0 {
+		parts = append(parts, formatAge(age))
+	}
+	if len(parts) == 0 {
+		return "all"
+	}
+	return strings.Join(parts, ",")
+}
+
+// formatAge writes d in the largest of d, h, m, s that divides it: 365d, 36h, 90m.
+func formatAge(d time.Duration) string {
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"d", 24 * time.Hour}, {"h", time.Hour}, {"m", time.Minute}, {"s", time.Second}} {
+		if d%u.unit == 0 {
+			return strconv.FormatInt(int64(d/u.unit), 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(d.Round(time.Second)/time.Second), 10) + "s"
+}
