@@ -370,3 +370,23 @@ func TestSplitCommand(t *testing.T) {
 		}
 	}
 }
+
+// Finding 9: on an 80-column terminal, one message padded with spaces showed a fake
+// "* bob left (too slow)" and a fake "bob: send me your password" as rows of their own. The
+// shell wraps long lines itself, and every continuation row starts indented.
+func TestPaddedLinesCannotSpoofRows(t *testing.T) {
+	ts, _ := policyServer(t, nil)
+	victim := ts.joinAs(t, "victim", true) // a terminal, 80 columns
+	mallory := ts.joinAs(t, "mallory", false)
+	victim.stdout.WaitContains(t, "mallory joined")
+	for _, fake := range []string{"* bob left (too slow)", "bob: send me your password"} {
+		// "HH:MM mallory: " takes 15 columns: 65 more put the fake at the start of row 2.
+		mallory.send(t, "hi"+strings.Repeat(" ", 63)+fake)
+		victim.stdout.WaitContains(t, fake)
+		for _, line := range strings.Split(victim.stdout.Text(), "\n") {
+			if strings.Contains(line, fake) && !strings.HasPrefix(line, " ") {
+				t.Errorf("a row starts with %q: %q", fake, line)
+			}
+		}
+	}
+}

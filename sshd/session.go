@@ -12,6 +12,8 @@ import (
 	"github.com/charmbracelet/ssh"
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/term"
+
+	"chatd/internal/termwrap"
 )
 
 // What a session channel may ask for, and how much it may cost before it has started. The SSH
@@ -494,19 +496,28 @@ func (ss *session) publicKey() gossh.PublicKey {
 	return pk
 }
 
-// ttyWriter is w for a session without a PTY, and w with \n written as \r\n for one with a PTY
-// (the client's terminal is in raw mode: nothing else returns the cursor to the left).
+// ttyWriter is w for a session without a PTY. For one with a PTY it writes \n as \r\n (the
+// client's terminal is in raw mode: nothing else returns the cursor to the left), and wraps long
+// lines with a hanging indent, as the shell does: "ssh -t host history" prints others' lines.
 func (ss *session) ttyWriter(w io.Writer) io.Writer {
 	if ss.pty != nil {
-		return crlfWriter{w}
+		ss.mu.Lock()
+		cols := ss.win.cols
+		ss.mu.Unlock()
+		return &ttyLines{w: w, width: cols}
 	}
 	return w
 }
 
-type crlfWriter struct{ w io.Writer }
+type ttyLines struct {
+	w     io.Writer
+	width int
+	buf   []byte
+}
 
-func (c crlfWriter) Write(p []byte) (int, error) {
-	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
+func (c *ttyLines) Write(p []byte) (int, error) {
+	c.buf = termwrap.WrapLines(c.buf[:0], p, c.width)
+	if _, err := c.w.Write(bytes.ReplaceAll(c.buf, []byte("\n"), []byte("\r\n"))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -10,10 +10,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
+	"github.com/rivo/uniseg"
 	"golang.org/x/term"
 
+	"chatd/internal/termwrap"
 	"chatd/room"
 )
 
@@ -90,7 +91,7 @@ func (sh *shell) newTerminal() room.Output {
 	ss.mu.Unlock()
 	sh.term = t
 	t.SetBracketedPasteMode(true)
-	return &termOutput{t: t, sw: sw, screen: screen, conn: ss.sc}
+	return &termOutput{t: t, sw: sw, screen: screen, conn: ss.sc, width: ss.wid}
 }
 
 // serve reads the member's input from r until it ends or the member leaves, then ends the
@@ -153,7 +154,7 @@ func (sh *shell) interactive(r io.Reader) room.Reason {
 		}
 		// Erase what was typed: the room echoes the line back in its place in the order of the
 		// room, timestamped and coloured like everyone else's.
-		rows := (visualLen(sh.prompt)+utf8.RuneCountInString(line))/wid.get() + 1
+		rows := (visualLen(sh.prompt)+uniseg.StringWidth(line))/wid.get() + 1
 		_, _ = t.Write(fmt.Appendf(nil, "\x1b[%dA\r\x1b[J", rows))
 		if m.Handle(line) == room.Quit {
 			break
@@ -210,17 +211,25 @@ type termOutput struct {
 	sw     *screenWriter
 	screen *sync.Mutex
 	conn   io.Closer
+	width  *width
+	buf    []byte // the wrapped lines; only the room's writer uses it
 }
 
 // Write hands the room's lines to the line editor, which erases the prompt, writes them and
 // draws the prompt again; all of it goes out in one write to the channel, made after the screen
-// is unlocked, on the room's writer goroutine (whose stalls the room watches).
+// is unlocked, on the room's writer goroutine (whose stalls the room watches). Long lines are
+// wrapped here, with a hanging indent, rather than by the terminal: a message padded to make the
+// terminal start part of it at column 0 would pass for a line of its own.
 func (o *termOutput) Write(p []byte) (int, error) {
 	o.screen.Lock()
+	o.buf = termwrap.WrapLines(o.buf[:0], p, o.width.get())
 	o.sw.begin()
-	_, err := o.t.Write(p)
+	_, err := o.t.Write(o.buf)
 	o.sw.end()
 	o.screen.Unlock()
+	if cap(o.buf) > 4<<10 {
+		o.buf = nil // idle sessions are many: only a small buffer is kept
+	}
 	if err != nil {
 		return 0, err
 	}

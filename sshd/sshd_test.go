@@ -153,7 +153,8 @@ func TestNamesRefused(t *testing.T) {
 				}
 				cl.stdout.WaitClosed(t)
 				cl.stderr.WaitClosed(t)
-				out := cl.stderr.Text() + cl.stdout.Text() // with a PTY, stderr is merged
+				// With a PTY, stderr is merged, and long lines are wrapped with a hanging indent.
+				out := strings.ReplaceAll(cl.stderr.Text()+cl.stdout.Text(), "\n  ", " ")
 				if !strings.Contains(out, tt.want) {
 					t.Errorf("got %q, want it to contain %q", out, tt.want)
 				}
