@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"chatd/connlimit"
+	"chatd/room/store"
 )
 
 // config is everything chatd can be told: built-in defaults, then CHAT_* environment variables,
@@ -23,6 +24,7 @@ type config struct {
 	DataDir     string
 	HostKeys    []string
 	History     int
+	HistoryKeep string // what the store keeps: store.ParseKeep reads it
 	LogLevel    string
 	LogFormat   string
 	MetricsAddr string
@@ -56,6 +58,9 @@ func defaultConfig() config {
 		MaxConns: 10000,
 		DataDir:  "./data",
 		History:  20,
+		// The history of a community server: a year, and at most 100 000 messages (≈ 100 MB at
+		// the longest messages), so that no flood can fill the disk.
+		HistoryKeep: store.FormatKeep(store.DefaultKeepMessages, store.DefaultKeepFor),
 
 		MsgRate:          2,
 		MsgBurst:         10,
@@ -80,6 +85,7 @@ func (c *config) options() []option {
 		{"tcp-addr", "CHAT_TCP_ADDR", "ADDR", "TCP line-protocol listen address; empty disables TCP", (*stringValue)(&c.TCPAddr)},
 		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and the database, chat.db (created if missing)", (*stringValue)(&c.DataDir)},
 		{"history", "CHAT_HISTORY", "N", "earlier messages shown to someone joining, 0 for none (at most 1000)", (*intValue)(&c.History)},
+		{"history-keep", "CHAT_HISTORY_KEEP", "N,AGE", "history kept: the newest N messages, none older than AGE (e.g. 100000,365d; 30d; all)", (*stringValue)(&c.HistoryKeep)},
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
 		{"msg-rate", "CHAT_MSG_RATE", "N", "lines a second one person may send (over it, lines wait); 0 for no limit", (*floatValue)(&c.MsgRate)},
 		{"msg-burst", "CHAT_MSG_BURST", "N", "lines one person may send at once before the rate applies", (*intValue)(&c.MsgBurst)},
@@ -194,6 +200,9 @@ func (c *config) validate() error {
 	}
 	if c.History < 0 || c.History > 1000 {
 		return fmt.Errorf("--history %d: want 0 to 1000", c.History)
+	}
+	if _, _, err := store.ParseKeep(c.HistoryKeep); err != nil {
+		return fmt.Errorf("--history-keep: %w", err)
 	}
 	lvl, err := log.ParseLevel(c.LogLevel)
 	if err != nil {

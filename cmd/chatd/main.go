@@ -105,6 +105,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	}
 	stCfg := store.DefaultConfig()
 	stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
+	stCfg.KeepMessages, stCfg.KeepFor, _ = store.ParseKeep(cfg.HistoryKeep) // checked by validate
 	st, err := store.Open(stCfg, logger.WithPrefix("store"))
 	if err != nil {
 		return err

@@ -72,6 +72,9 @@ func TestConfig(t *testing.T) {
 		{name: "bad level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
 		{name: "bad format", args: []string{"--log-format", "xml"}, wantErr: "--log-format"},
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: "flag provided but not defined"},
+		{name: "bad history keep", args: []string{"--history-keep", "lots"}, wantErr: `--history-keep: history retention "lots"`},
+		{name: "history keep", env: map[string]string{"CHAT_HISTORY_KEEP": "30d"},
+			check: func(c config) string { return c.HistoryKeep }},
 	}
 	want := map[string]string{
 		"defaults":                  ":2222 :2323 ./data 10000 info text",
@@ -82,6 +85,7 @@ func TestConfig(t *testing.T) {
 		"hostkeys from env":         "/a|/b",
 		"hostkey flags replace env": "/c|/d",
 		"subcommand":                "/x",
+		"history keep":              "30d",
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
