@@ -8,10 +8,10 @@ import (
 
 // Every message carries a token: "~RUN.S.Q.T~", where RUN is the run's id (runIDLen characters
 // of a-z0-9), S the sender's index, Q the message's sequence number for that sender (from 0) and
-// T the time it was sent in Unix nanoseconds, all in decimal. The message is the token padded
-// with '.' to the requested size. Nothing in it is changed by the server's sanitiser (printable
-// ASCII), nothing in it can be taken for a mention (every client name has a '-', the message
-// none), and it never starts with '/'.
+// T the time it was sent in Unix nanoseconds, all in decimal. The message is the token, a space
+// and '.' padding to the requested size. Nothing in it is changed by the server's sanitiser
+// (printable ASCII), nothing in it can be taken for a mention (every client name has a '-', the
+// message none), and it never starts with '/'.
 //
 // Receivers look for the token right after the ": " that ends the sender's name ("name: ~..."),
 // the same in plain and ANSI lines: that skips the copy a terminal's line editor echoes while the
@@ -48,11 +48,17 @@ func appendToken(b []byte, run string, sender, seq int, nanos int64) []byte {
 	return append(b, '~')
 }
 
-// appendMessage appends a message: the token, padded to size bytes (a message is never shorter
-// than its token). No line ending.
+// appendMessage appends a message: the token, a space and padding, to size bytes (a message is
+// never shorter than its token). The space lets a terminal's line wrap break after the token:
+// chatd wraps long lines for PTY sessions at word boundaries, and a token that is one word with
+// its padding would move to a row of its own, away from the ": " receivers look for. No line
+// ending.
 func appendMessage(b []byte, run string, sender, seq int, nanos int64, size int) []byte {
 	start := len(b)
 	b = appendToken(b, run, sender, seq, nanos)
+	if len(b)-start+1 < size {
+		b = append(b, ' ')
+	}
 	for len(b)-start < size {
 		b = append(b, padByte)
 	}

@@ -14,8 +14,8 @@ func TestAppendMessage(t *testing.T) {
 	if want := "~ab12.3.17.1764000000123456789~"; !strings.HasPrefix(m, want) {
 		t.Errorf("message %q does not start with %q", m, want)
 	}
-	if len(m) != 64 || strings.Trim(m[len("~ab12.3.17.1764000000123456789~"):], ".") != "" {
-		t.Errorf("message %q is not padded with dots to 64 bytes", m)
+	if len(m) != 64 || !strings.HasPrefix(m[len("~ab12.3.17.1764000000123456789~"):], " .") || strings.Trim(m[len("~ab12.3.17.1764000000123456789~ "):], ".") != "" {
+		t.Errorf("message %q is not the token, a space and dots to 64 bytes", m)
 	}
 	// A size below the token's length gives the bare token.
 	if m := string(appendMessage(nil, "ab12", 0, 0, 5, 1)); m != "~ab12.0.0.5~" {
