@@ -32,6 +32,7 @@ const (
 	ReasonKicked                       // an operator kicked them
 	ReasonBanned                       // an operator banned them
 	ReasonIdle                         // they sent nothing for the idle timeout
+	ReasonFailed                       // the server failed serving them (a bug, logged)
 )
 
 // String is the reason as logged.
@@ -55,6 +56,8 @@ func (r Reason) String() string {
 		return "banned"
 	case ReasonIdle:
 		return "idle"
+	case ReasonFailed:
+		return "internal error"
 	}
 	return "unknown"
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"chatd/internal/termwrap"
+	"chatd/room"
 )
 
 // What a session channel may ask for, and how much it may cost before it has started. The SSH
@@ -468,7 +469,7 @@ func (ss *session) recoverPanic() {
 	}
 	ss.srv.log.Error("panic in session", "user", cleanUser(ss.sc.User()), "remote", ss.sc.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", stack())
 	if sh := ss.shell; sh != nil && sh.member != nil {
-		sh.member.Leave(0)
+		sh.member.Leave(room.ReasonFailed)
 	}
 	ss.deadline(ss.srv.writeTimeout(), closePanic, "panic")
 	ss.fail("internal server error; please reconnect")
