@@ -40,7 +40,7 @@ func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only (kept if NAME is away)", run: (*Member).cmdMsg},
 		{name: "history", args: "[N]", help: fmt.Sprintf("the last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
 		{name: "whois", args: "NAME", help: "who NAME is: sessions, keys", run: (*Member).cmdWhois},
-		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add or remove one", run: (*Member).cmdKeys},
+		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add one (confirmed by its first login) or remove one", run: (*Member).cmdKeys},
 		{name: "timestamps", args: "on|off", help: "show or hide the time of each line", run: (*Member).cmdTimestamps},
 		{name: "ignore", args: "[NAME]", help: "hide what NAME says from you; alone: who you ignore", run: (*Member).cmdIgnore},
 		{name: "unignore", args: "NAME", help: "see what NAME says again", run: (*Member).cmdUnignore},

@@ -38,3 +38,20 @@ func BenchmarkRecent1000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAppendWhilePruning is BenchmarkAppend with a history limit far below b.N: the pruner
+// deletes as fast as the writer inserts, taking turns with it for the write lock. msgs/s is
+// committed messages per second; compare with BenchmarkAppend for what retention costs.
+func BenchmarkAppendWhilePruning(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "chat.db")
+	s, _ := openAt(b, path, Config{KeepMessages: 10_000}, options{maxBacklog: max(b.N+1, defaultMaxBacklog)})
+	text := "a chat message of a typical length, give or take a few words"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.Append(Message{Kind: KindMessage, From: "alice", Text: text})
+	}
+	flush(b, s)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
