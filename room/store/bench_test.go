@@ -55,3 +55,24 @@ func BenchmarkAppendWhilePruning(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// BenchmarkLogin is what a key login costs the store: a first login claims its name (a write
+// transaction with two look-ups), and every login reads the identity twice (when the key is
+// checked and when the session joins).
+func BenchmarkLogin(b *testing.B) {
+	s, _ := openTest(b, Config{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		name := fmt.Sprintf("user%d", i)
+		if _, ok, err := s.Identity(name); err != nil || ok {
+			b.Fatal(ok, err)
+		}
+		if _, claimed, err := s.Claim(name, testKey(i)); err != nil || !claimed {
+			b.Fatal(claimed, err)
+		}
+		if _, ok, err := s.Identity(name); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}

@@ -34,10 +34,9 @@ func fold(name string) string {
 	return string(b)
 }
 
-// querier is what *sql.DB and *sql.Tx have in common.
+// querier runs a look-up: the store's prepared statements, inside a transaction or not.
 type querier interface {
 	Query(query string, args ...any) (*sql.Rows, error)
-	QueryRow(query string, args ...any) *sql.Row
 }
 
 // loadIdentity reads the identity whose folded name is key, with its active keys and the
@@ -125,7 +124,7 @@ func (s *SQLite) Identity(name string) (Identity, bool, error) {
 	if !validName(name) {
 		return Identity{}, false, nil // no such name can have been claimed
 	}
-	id, ok, err := loadIdentity(s.db, fold(name), s.now().UnixMilli())
+	id, ok, err := loadIdentity(s.prepared(nil), fold(name), s.now().UnixMilli())
 	if err != nil {
 		return Identity{}, false, s.fail("identity", err)
 	}
@@ -138,7 +137,7 @@ func (s *SQLite) NamesOfKey(fingerprint string) ([]string, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("names of key: %w", errClosed)
 	}
-	names, err := namesOfKey(s.db, fingerprint)
+	names, err := namesOfKey(s.prepared(nil), fingerprint)
 	if err != nil {
 		return nil, s.fail("names of key", err)
 	}
@@ -169,13 +168,13 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 	defer tx.Rollback()
 	key := fold(name)
 	now := s.now().UnixMilli()
-	if id, ok, err := loadIdentity(tx, key, now); err != nil || ok {
+	if id, ok, err := loadIdentity(s.prepared(tx), key, now); err != nil || ok {
 		if err != nil {
 			return Identity{}, false, s.fail("claim", err)
 		}
 		return id, false, nil
 	}
-	if err := s.checkNameLimit(tx, k.Fingerprint); err != nil {
+	if err := s.checkNameLimit(s.prepared(tx), k.Fingerprint); err != nil {
 		return Identity{}, false, s.fail("claim", err)
 	}
 	added := now
@@ -183,10 +182,11 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 		added = k.Added.UnixMilli()
 	}
 	// The primary key would refuse a second owner even if the check above were wrong.
-	if _, err := tx.Exec(`INSERT INTO identities(name_key, name, created) VALUES (?, ?, ?)`, key, name, now); err != nil {
+	p := s.prepared(tx)
+	if _, err := p.Exec(`INSERT INTO identities(name_key, name, created) VALUES (?, ?, ?)`, key, name, now); err != nil {
 		return Identity{}, false, s.fail("claim", err)
 	}
-	if _, err := tx.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added) VALUES (?, ?, ?, ?, ?)`,
+	if _, err := p.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added) VALUES (?, ?, ?, ?, ?)`,
 		key, k.Fingerprint, k.Type, k.AuthorizedKey, added); err != nil {
 		return Identity{}, false, s.fail("claim", err)
 	}
@@ -290,14 +290,14 @@ func (s *SQLite) ConfirmKey(name, fingerprint string) (Identity, bool, error) {
 			return Identity{}, false, s.fail("confirm key", err)
 		}
 	default:
-		if err := s.checkNameLimit(tx, fingerprint); err != nil {
+		if err := s.checkNameLimit(s.prepared(tx), fingerprint); err != nil {
 			return Identity{}, false, s.fail("confirm key", err)
 		}
 		if _, err := tx.Exec(`UPDATE keys SET expires = 0, added = ? WHERE identity = ? AND fingerprint = ?`, now, key, fingerprint); err != nil {
 			return Identity{}, false, s.fail("confirm key", err)
 		}
 	}
-	id, ok, err := loadIdentity(tx, key, now)
+	id, ok, err := loadIdentity(s.prepared(tx), key, now)
 	if err != nil {
 		return Identity{}, false, s.fail("confirm key", err)
 	}

@@ -261,9 +261,10 @@ type SQLite struct {
 	// poll in SQLite's busy handler.
 	writeMu sync.Mutex
 
-	q  queue // Append's queue, drained by the writer goroutine
-	p  pruner
-	wg sync.WaitGroup
+	q     queue // Append's queue, drained by the writer goroutine
+	p     pruner
+	stmts statements
+	wg    sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -311,7 +312,7 @@ func open(cfg Config, logger *log.Logger, opts options) (*SQLite, error) {
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
-	s := &SQLite{cfg: cfg, log: logger, db: db, path: path}
+	s := &SQLite{cfg: cfg, log: logger, db: db, path: path, stmts: statements{db: db}}
 	if err := s.prepare(opts.migrations); err != nil {
 		db.Close()
 		return nil, err
@@ -403,6 +404,7 @@ func (s *SQLite) Close() error {
 		if lost > 0 {
 			s.closeErr = fmt.Errorf("close store: %d messages could not be committed", lost)
 		}
+		s.stmts.close()
 		if err := s.db.Close(); err != nil && s.closeErr == nil {
 			s.closeErr = fmt.Errorf("close store: %w", err)
 		}
