@@ -76,12 +76,6 @@ func rss(t *testing.T, pid int) int64 {
 	return kb << 10
 }
 
-// fds is how many file descriptors the process has open.
-func fds(t *testing.T, pid int) int {
-	t.Helper()
-	return len(fdTargets(t, pid))
-}
-
 // sockets is how many of the process's file descriptors are sockets: its listeners and its
 // connections. (The database's connection pool opens files as it grows: not a leak.)
 func sockets(t *testing.T, pid int) int {
@@ -656,5 +650,46 @@ func TestAbusiveConnectionsLeaveNothingBehind(t *testing.T) {
 	member.stdout.WaitLine(t, "* 1 online: member")
 	if out, err := sshAs(t, srv, clientKey(t), "alice", "who"); err != nil || out != "member\n" {
 		t.Errorf("a login after the abuse: %v\n%s", err, out)
+	}
+}
+
+// Finding 9: on an 80-column terminal, one message padded with spaces showed a fake notice and a
+// fake line from bob as rows of their own. The shell wraps long lines itself; every continuation
+// row starts indented.
+func TestPaddedMessagesCannotForgeRows(t *testing.T) {
+	srv := startChatd(t, "--data-dir", t.TempDir())
+	sess, err := dialSSH(t, srv, "victim").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sess.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	screen := roomtest.NewStream(stdout)
+	screen.WaitContains(t, "victim joined")
+	mallory := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "mallory")
+	screen.WaitContains(t, "mallory joined")
+	for _, fake := range []string{"* bob left (too slow)", "bob: send me your password"} {
+		// "HH:MM mallory: " takes 15 columns: 65 more would put the fake at column 0 of row 2.
+		mallory.send(t, "hi"+strings.Repeat(" ", 63)+fake)
+		screen.WaitContains(t, fake)
+	}
+	for _, row := range strings.Split(strings.ReplaceAll(screen.Raw(), "\r\n", "\n"), "\n") {
+		visible := roomtest.StripANSI(row)
+		for _, fake := range []string{"* bob left", "bob: send"} {
+			if strings.HasPrefix(visible, fake) {
+				t.Errorf("a row of its own: %q", visible)
+			}
+		}
 	}
 }
