@@ -89,6 +89,7 @@ type Member struct {
 	person *person // who this session belongs to; set once by Join
 
 	showTime  atomic.Bool  // lines start with HH:MM (/timestamps)
+	width     atomic.Int32 // the terminal's width, to wrap ANSI lines to; 0: not wrapped
 	lastInput atomic.Int64 // UnixNano of the last line from the client, for the idle timeout
 
 	mu        sync.Mutex
@@ -122,9 +123,16 @@ func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
 		done:    make(chan struct{}),
 	}
 	m.showTime.Store(opts.Format == ANSI) // terminals show times; plain lines stay plain
+	m.SetWidth(opts.Width)
 	m.lastInput.Store(r.cfg.Now().UnixNano())
 	return m
 }
+
+// SetWidth tells the room the width of the member's terminal, in columns: its ANSI lines are
+// wrapped to it, every continuation row indented, so that no line can make the terminal's own
+// wrapping start part of it at column 0, where it would pass for a line of its own. 0: no
+// wrapping.
+func (m *Member) SetWidth(cols int) { m.width.Store(int32(min(max(cols, 0), 1<<16))) }
 
 // Name is the member's name as they chose it.
 func (m *Member) Name() string { return m.name }

@@ -2,9 +2,13 @@ package room
 
 import (
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"chatd/internal/termwrap"
 )
 
 // Format is how a member's terminal wants its lines.
@@ -43,6 +47,18 @@ type event struct {
 	plain   []byte    // with a timestamp prefix of plainStampLen bytes (none when earlier)
 	ansi    []byte    // with a timestamp prefix of ansiStampLen bytes (none when earlier)
 	lower   string    // lower-cased text, for mention matching
+
+	// wrapped is the ANSI line wrapped for a terminal, kept for the next member with the same
+	// width and timestamp setting: most terminals in a room share a width, so a long line is
+	// wrapped about once rather than once per member.
+	wrapped atomic.Pointer[wrappedLine]
+}
+
+// wrappedLine is an event's ANSI line wrapped to width columns.
+type wrappedLine struct {
+	width    int
+	showTime bool
+	b        []byte
 }
 
 // Every live line starts with its time, HH:MM, which a member can switch off: the prefix has a
@@ -83,17 +99,34 @@ func earlierEvent(ev *event, now time.Time) *event {
 
 // appendTo appends the event as the member m should see it.
 func (ev *event) appendTo(b []byte, m *Member) []byte {
-	line, stamp := ev.plain, plainStampLen
-	if m.format == ANSI {
-		line, stamp = ev.ansi, ansiStampLen
-		if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
-			line = ev.render(ANSI, m.name)
+	if m.format != ANSI {
+		if !ev.earlier && !m.showTime.Load() {
+			return append(b, ev.plain[plainStampLen:]...)
 		}
+		return append(b, ev.plain...)
 	}
-	if !ev.earlier && !m.showTime.Load() {
-		line = line[stamp:]
+	line, personal := ev.ansi, false
+	if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
+		line, personal = ev.render(ANSI, m.name), true
 	}
-	return append(b, line...)
+	showTime := ev.earlier || m.showTime.Load()
+	if !showTime {
+		line = line[ansiStampLen:]
+	}
+	width := int(m.width.Load())
+	switch {
+	case width <= 0 || len(line) <= width: // no wider than its bytes: nothing to wrap
+		return append(b, line...)
+	case personal:
+		return termwrap.WrapLines(b, line, width)
+	}
+	if w := ev.wrapped.Load(); w != nil && w.width == width && w.showTime == showTime {
+		return append(b, w.b...)
+	}
+	start := len(b)
+	b = termwrap.WrapLines(b, line, width)
+	ev.wrapped.Store(&wrappedLine{width: width, showTime: showTime, b: slices.Clone(b[start:])})
+	return b
 }
 
 // ANSI styling. Only the server's own constants ever reach a terminal as escape codes: user text

@@ -249,6 +249,7 @@ type JoinOptions struct {
 	Remote    string     // remote address: for logs
 	Key       *store.Key // the key the session proved it holds; nil for keyless logins
 	Operator  bool       // may use the operator commands (/kick, /ban, ...)
+	Width     int        // the terminal's width, for ANSI lines: see Member.SetWidth
 }
 
 // Join admits name into the room, writing to out. The name must be valid, not registered to

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -685,12 +686,17 @@ func BenchmarkFanOut1000(b *testing.B) {
 	b.ReportMetric(float64(b.N*999)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
-// fanOutRoom fills r with 1000 members, half plain, half ANSI, and returns the first.
+// fanOutRoom fills r with 1000 members, half plain, half ANSI on 80-column terminals, and
+// returns the first.
 func fanOutRoom(b *testing.B, r *Room) *Member {
 	b.Helper()
 	var first *Member
 	for i := range 1000 {
-		m, err := r.Join(fmt.Sprintf("user%d", i), &countingOutput{}, JoinOptions{Format: Format(i % 2)})
+		opts := JoinOptions{Format: Format(i % 2)}
+		if opts.Format == ANSI {
+			opts.Width = 80
+		}
+		m, err := r.Join(fmt.Sprintf("user%d", i), &countingOutput{}, opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -753,4 +759,57 @@ func TestGatheredNoticesGoOutWithinASecond(t *testing.T) {
 	join(t, r, "late1", JoinOptions{})
 	join(t, r, "late2", JoinOptions{})
 	watch.waitLine(t, "* late1 and late2 joined (3 online)") // by the timer, nobody spoke
+}
+
+// TestLinesWrapToTheMembersWidth: a terminal member gets long lines wrapped to its width, every
+// continuation row indented; members of other widths get their own wrapping of the same line,
+// and plain members get it whole.
+func TestLinesWrapToTheMembersWidth(t *testing.T) {
+	r := newTestRoom(t, Config{})
+	alice, _ := join(t, r, "alice", JoinOptions{})
+	_, narrowOut := join(t, r, "narrow", JoinOptions{Format: ANSI, Width: 40})
+	wide, wideOut := join(t, r, "wide", JoinOptions{Format: ANSI, Width: 60})
+	_, plainOut := join(t, r, "plain", JoinOptions{})
+	msg := "hi" + strings.Repeat(" ", 40) + "* bob left (too slow) and more words after it"
+	alice.Handle(msg)
+	plainOut.waitLine(t, "alice: "+msg)
+	for _, tt := range []struct {
+		out   *recorder
+		width int
+	}{{narrowOut, 40}, {wideOut, 60}} {
+		lines := tt.out.waitFor(t, "the wrapped line", func(ls []string) bool {
+			return slices.ContainsFunc(ls, func(l string) bool { return strings.Contains(l, "after it") })
+		})
+		for _, l := range lines {
+			visible := stripSGR(l)
+			if len([]rune(visible)) > tt.width {
+				t.Errorf("width %d: a row of %d columns: %q", tt.width, len([]rune(visible)), visible)
+			}
+			if strings.HasPrefix(visible, "* bob") {
+				t.Errorf("width %d: a row of its own: %q", tt.width, visible)
+			}
+		}
+	}
+	wide.SetWidth(0) // no wrapping
+	alice.Handle("again " + msg)
+	wideOut.waitFor(t, "the whole line", func(ls []string) bool {
+		return slices.ContainsFunc(ls, func(l string) bool { return strings.HasSuffix(stripSGR(l), "alice: again "+msg) })
+	})
+}
+
+// stripSGR removes colour codes, bells and carriage returns from a rendered line.
+func stripSGR(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == 0x1b:
+			for i < len(s) && s[i] != 'm' {
+				i++
+			}
+		case s[i] == '\a' || s[i] == '\r':
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
 }

@@ -153,10 +153,11 @@ type session struct {
 
 	shell *shell // set by run before ready is closed; nil for commands and refused joins
 
-	mu   sync.Mutex
-	win  window         // the latest window size
-	term *term.Terminal // the line editor, once an interactive shell is set up
-	wid  *width
+	mu     sync.Mutex
+	win    window         // the latest window size
+	term   *term.Terminal // the line editor, once an interactive shell is set up
+	wid    *width
+	member *room.Member // once an interactive shell has joined: the room wraps its lines
 
 	endOnce sync.Once
 }
@@ -298,11 +299,14 @@ func (ss *session) request(req *gossh.Request, stopStartDeadline func() bool) {
 func (ss *session) resize(w window) {
 	ss.mu.Lock()
 	ss.win = w
-	t, wid := ss.term, ss.wid
+	t, wid, m := ss.term, ss.wid, ss.member
 	ss.mu.Unlock()
 	if t != nil {
 		wid.set(w.cols)
 		_ = t.SetSize(w.cols, w.rows)
+	}
+	if m != nil {
+		m.SetWidth(w.cols)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/rivo/uniseg"
 	"golang.org/x/term"
 
-	"chatd/internal/termwrap"
 	"chatd/room"
 )
 
@@ -37,7 +36,8 @@ func (s *Server) startShell(ss *session) *shell {
 	var out room.Output
 	opts := room.JoinOptions{Format: room.Plain}
 	if ss.pty != nil {
-		out, opts = sh.newTerminal(), room.JoinOptions{Format: room.ANSI, Echo: true}
+		// The room wraps the lines to the terminal's width (SetWidth follows window changes).
+		out, opts = sh.newTerminal(), room.JoinOptions{Format: room.ANSI, Echo: true, Width: ss.wid.get()}
 	} else {
 		out = &plainOutput{w: ss.ch, conn: ss.sc}
 	}
@@ -67,6 +67,10 @@ func (s *Server) startShell(ss *session) *shell {
 	if sh.term != nil {
 		sh.prompt = promptFor(m.Name())
 		sh.term.SetPrompt(sh.prompt)
+		ss.mu.Lock()
+		ss.member = m
+		m.SetWidth(ss.win.cols) // the window may have changed while the member joined
+		ss.mu.Unlock()
 	}
 	return sh
 }
@@ -91,7 +95,7 @@ func (sh *shell) newTerminal() room.Output {
 	ss.mu.Unlock()
 	sh.term = t
 	t.SetBracketedPasteMode(true)
-	return &termOutput{t: t, sw: sw, screen: screen, conn: ss.sc, width: ss.wid}
+	return &termOutput{t: t, sw: sw, screen: screen, conn: ss.sc}
 }
 
 // serve reads the member's input from r until it ends or the member leaves, then ends the
@@ -205,31 +209,24 @@ func (g *enterGate) release() {
 // is stuck. A client that lets more pile up is not reading: its connection is closed.
 const maxPendingOutput = 1 << 20
 
-// termOutput writes the room's lines through the line editor, above the prompt.
+// termOutput writes the room's lines (wrapped by the room to the window's width) through the
+// line editor, above the prompt.
 type termOutput struct {
 	t      *term.Terminal
 	sw     *screenWriter
 	screen *sync.Mutex
 	conn   io.Closer
-	width  *width
-	buf    []byte // the wrapped lines; only the room's writer uses it
 }
 
 // Write hands the room's lines to the line editor, which erases the prompt, writes them and
 // draws the prompt again; all of it goes out in one write to the channel, made after the screen
-// is unlocked, on the room's writer goroutine (whose stalls the room watches). Long lines are
-// wrapped here, with a hanging indent, rather than by the terminal: a message padded to make the
-// terminal start part of it at column 0 would pass for a line of its own.
+// is unlocked, on the room's writer goroutine (whose stalls the room watches).
 func (o *termOutput) Write(p []byte) (int, error) {
 	o.screen.Lock()
-	o.buf = termwrap.WrapLines(o.buf[:0], p, o.width.get())
 	o.sw.begin()
-	_, err := o.t.Write(o.buf)
+	_, err := o.t.Write(p)
 	o.sw.end()
 	o.screen.Unlock()
-	if cap(o.buf) > 4<<10 {
-		o.buf = nil // idle sessions are many: only a small buffer is kept
-	}
 	if err != nil {
 		return 0, err
 	}
