@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"chatd/connlimit"
+	"chatd/internal/duration"
 	"chatd/room/store"
 )
 
@@ -263,47 +264,21 @@ func (m *Member) checkMuted() bool {
 	return true
 }
 
-// ParseDuration reads a duration as people write them: 90s, 10m, 2h, 7d, 2w, 1h30m.
+// ParseDuration reads a duration as people write them: 90s, 10m, 2h, 7d, 2w, 1y, 1h30m. The
+// error quotes s, cleaned, for the person who wrote it.
 func ParseDuration(s string) (time.Duration, error) {
-	orig := s
-	if s == "" {
+	d, err := duration.Parse(s)
+	switch {
+	case s == "":
 		return 0, errors.New("empty duration")
+	case errors.Is(err, duration.ErrTooLong):
+		return 0, fmt.Errorf("%q is too long", Excerpt(s, 20))
+	case errors.Is(err, duration.ErrNotPositive):
+		return 0, fmt.Errorf("%q is not a positive duration", Excerpt(s, 20))
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(s, 20))
 	}
-	var total time.Duration
-	for s != "" {
-		i := 0
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == 0 || i > 6 || i == len(s) {
-			return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(orig, 20))
-		}
-		n, _ := strconv.Atoi(s[:i])
-		unit := time.Duration(0)
-		switch s[i] {
-		case 's':
-			unit = time.Second
-		case 'm':
-			unit = time.Minute
-		case 'h':
-			unit = time.Hour
-		case 'd':
-			unit = 24 * time.Hour
-		case 'w':
-			unit = 7 * 24 * time.Hour
-		default:
-			return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(orig, 20))
-		}
-		total += time.Duration(n) * unit
-		if total > 100*365*24*time.Hour {
-			return 0, fmt.Errorf("%q is too long", Excerpt(orig, 20))
-		}
-		s = s[i+1:]
-	}
-	if total <= 0 {
-		return 0, fmt.Errorf("%q is not a positive duration", Excerpt(orig, 20))
-	}
-	return total, nil
+	return d, nil
 }
 
 // splitDuration takes an optional leading duration off args.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"chatd/internal/duration"
 	"errors"
 	"fmt"
 	"math"
@@ -230,52 +231,18 @@ func ParseKeep(s string) (messages int, age time.Duration, err error) {
 	return messages, age, nil
 }
 
-// maxAge keeps an age far from overflowing a time.Duration.
-const maxAge = 100 * 365 * 24 * time.Hour
-
 // parseAge reads an age like 90s, 10m, 12h, 30d, 2w, 1y or 1y6w.
 func parseAge(s string) (time.Duration, error) {
-	bad := fmt.Errorf("%q is neither a count of messages nor an age (like 30d, 2w, 1y)", s)
-	if s == "" {
-		return 0, bad
+	d, err := duration.Parse(s)
+	switch {
+	case errors.Is(err, duration.ErrTooLong):
+		return 0, fmt.Errorf("%q is more than 100 years", s)
+	case errors.Is(err, duration.ErrNotPositive):
+		return 0, errors.New(`the age must be positive (keep everything with "all")`)
+	case err != nil:
+		return 0, fmt.Errorf("%q is neither a count of messages nor an age (like 30d, 2w, 1y)", s)
 	}
-	var total time.Duration
-	for s != "" {
-		i := 0
-		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-			i++
-		}
-		if i == 0 || i > 6 || i == len(s) {
-			return 0, bad
-		}
-		n, _ := strconv.Atoi(s[:i])
-		var unit time.Duration
-		switch s[i] {
-		case 's':
-			unit = time.Second
-		case 'm':
-			unit = time.Minute
-		case 'h':
-			unit = time.Hour
-		case 'd':
-			unit = 24 * time.Hour
-		case 'w':
-			unit = 7 * 24 * time.Hour
-		case 'y':
-			unit = 365 * 24 * time.Hour
-		default:
-			return 0, bad
-		}
-		total += time.Duration(n) * unit
-		if total > maxAge {
-			return 0, fmt.Errorf("%q is more than 100 years", s)
-		}
-		s = s[i+1:]
-	}
-	if total <= 0 {
-		return 0, fmt.Errorf("the age must be positive (keep everything with \"all\")")
-	}
-	return total, nil
+	return d, nil
 }
 
 // FormatKeep is the setting ParseKeep reads for messages and age: "100000,365d", "30d", "all".
