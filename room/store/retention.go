@@ -1,13 +1,14 @@
 package store
 
 import (
-	"chatd/internal/duration"
 	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"chatd/internal/duration"
 )
 
 const (
