@@ -1,6 +1,7 @@
-// Package sshd is the SSH face of the chat: a wish server that authenticates people, and a
-// per-session shell that only moves lines between the SSH channel and the room. It knows nothing
-// of chat rules; those live in package room.
+// Package sshd is the SSH face of the chat: a wish server that authenticates people, serves
+// their session channels by a policy of its own (what a connection may open and ask for, and
+// what it may cost), and runs a per-session shell that only moves lines between the SSH channel
+// and the room. It knows nothing of chat rules; those live in package room.
 package sshd
 
 import (
@@ -72,7 +73,7 @@ type Config struct {
 type Metrics interface {
 	AuthFailed(reason string)  // "allowlist", "banned", "registered"
 	Handshake(d time.Duration) // from accept to a session starting
-	Closed(reason string)      // a connection closed for breaking the session policy: closeReasons
+	Closed(reason string)      // a connection closed for breaking the session policy (close* in session.go)
 }
 
 type noMetrics struct{}
