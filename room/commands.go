@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // Action tells the transport what to do after handing the room a line.
@@ -117,7 +117,7 @@ func (m *Member) cmdMsg(args string) Action {
 	r := m.room
 	now := r.now()
 	r.mu.Lock()
-	to := r.people[foldName(name)]
+	to := r.people[chat.Fold(name)]
 	if to == nil || m.index < 0 {
 		r.mu.Unlock()
 		m.queueDM(name, text, now)
@@ -142,7 +142,7 @@ func (m *Member) cmdMsg(args string) Action {
 func (m *Member) queueDM(name, text string, now time.Time) {
 	r := m.room
 	if r.cfg.Store == nil {
-		m.reply(kindError, quoteName(name)+" is not online")
+		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return
 	}
 	id, ok, err := r.cfg.Store.Identity(name)
@@ -152,20 +152,20 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 		m.reply(kindError, ErrUnavailable.Error())
 		return
 	case !ok:
-		m.reply(kindError, quoteName(name)+" is not online")
+		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return
 	}
-	_, err = r.cfg.Store.QueueDM(store.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: id.Name, Text: text})
-	var limit *store.LimitError
+	_, err = r.cfg.Store.QueueDM(chat.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: id.Name, Text: text})
+	var limit *chat.LimitError
 	errors.As(err, &limit)
 	switch {
-	case errors.Is(err, store.ErrSenderQueueFull):
+	case errors.Is(err, chat.ErrSenderQueueFull):
 		m.reply(kindError, fmt.Sprintf("you already have %d messages waiting for %s; they get them when they are back", limit.Max, id.Name))
 		return
-	case errors.Is(err, store.ErrAddrQueueFull):
+	case errors.Is(err, chat.ErrAddrQueueFull):
 		m.reply(kindError, fmt.Sprintf("%d messages from your address are already waiting for %s; they get them when they are back", limit.Max, id.Name))
 		return
-	case errors.Is(err, store.ErrQueueFull):
+	case errors.Is(err, chat.ErrQueueFull):
 		m.reply(kindError, id.Name+" is offline and has too many messages waiting; try again when they are back")
 		return
 	case err != nil:
@@ -220,20 +220,20 @@ func (m *Member) cmdKeys(args string) Action {
 	}
 	sub, rest := nameFields(args)
 	var err error
-	switch asciiLower(sub) {
+	switch chat.Fold(sub) {
 	case "":
 	case "add":
 		err = m.addKey(rest)
 	case "remove", "rm", "del":
 		err = r.cfg.Store.RemoveKey(m.name, rest)
 		switch {
-		case errors.Is(err, store.ErrLastKey):
+		case errors.Is(err, chat.ErrLastKey):
 			err = errors.New("that is your name's only key: add another one first")
-		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, chat.ErrNotFound):
 			err = errors.New("no such key: /keys lists the fingerprints")
 		case err == nil:
 			r.log.Info("key removed", "user", m.name, "key", rest)
-			m.reply(kindInfo, "removed "+Excerpt(rest, 80))
+			m.reply(kindInfo, "removed "+chat.Excerpt(rest, 80))
 		}
 	default:
 		err = errors.New("usage: /keys, /keys add KEY, /keys remove FINGERPRINT")
@@ -282,15 +282,15 @@ func (m *Member) addKey(line string) error {
 	}
 	k, err := r.cfg.ParseKey(line)
 	if err != nil {
-		return fmt.Errorf("not a public key: %s", Excerpt(err.Error(), 120))
+		return fmt.Errorf("not a public key: %s", chat.Excerpt(err.Error(), 120))
 	}
 	k.Added = r.now()
 	expires := k.Added.Add(PendingKeyTTL)
-	var limit *store.LimitError
+	var limit *chat.LimitError
 	switch err := r.cfg.Store.ProposeKey(m.name, k, expires); {
-	case errors.Is(err, store.ErrKeyExists):
+	case errors.Is(err, chat.ErrKeyExists):
 		return errors.New("that key is already yours")
-	case errors.As(err, &limit) && errors.Is(err, store.ErrKeyLimit):
+	case errors.As(err, &limit) && errors.Is(err, chat.ErrKeyLimit):
 		return fmt.Errorf("%s has %d keys (active and pending), the most a name may have; remove one first: /keys remove FINGERPRINT", m.name, limit.Max)
 	case err != nil:
 		r.log.Error("store: propose key", "user", m.name, "err", err)
@@ -304,7 +304,7 @@ func (m *Member) addKey(line string) error {
 }
 
 func (m *Member) cmdTimestamps(args string) Action {
-	switch asciiLower(strings.TrimSpace(args)) {
+	switch chat.Fold(strings.TrimSpace(args)) {
 	case "on":
 		m.showTime.Store(true)
 		m.reply(kindInfo, "timestamps on")

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // ErrUnknownCommand is wrapped by Exec's error for a command it does not know.
@@ -13,9 +13,9 @@ var ErrUnknownCommand = errors.New("unknown command")
 
 // ExecOptions say who runs a one-shot command.
 type ExecOptions struct {
-	Name   string     // the name the client logged in with
-	Key    *store.Key // the key it proved it holds; nil without one
-	Remote string     // its address, "ip:port"
+	Name   string    // the name the client logged in with
+	Key    *chat.Key // the key it proved it holds; nil without one
+	Remote string    // its address, "ip:port"
 }
 
 // Exec runs a one-shot command for a client that does not join the room, such as
@@ -28,7 +28,7 @@ func (r *Room) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: none given (try: help)", ErrUnknownCommand)
 	}
-	switch asciiLower(args[0]) {
+	switch chat.Fold(args[0]) {
 	case "who", "names":
 		for _, name := range r.Names() {
 			fmt.Fprintln(stdout, name)
@@ -49,5 +49,5 @@ func (r *Room) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 		fmt.Fprintln(stdout, "without a command you join the chat")
 		return nil
 	}
-	return fmt.Errorf("%w %s (try: help)", ErrUnknownCommand, quoteName(args[0]))
+	return fmt.Errorf("%w %s (try: help)", ErrUnknownCommand, chat.QuoteName(args[0]))
 }

@@ -3,6 +3,8 @@ package room
 import (
 	"fmt"
 	"strings"
+
+	"chatd/chat"
 )
 
 // Handle processes one line of input from the member: a message, a command, or "bye". The line is
@@ -12,7 +14,7 @@ func (m *Member) Handle(line string) Action {
 		m.reply(kindError, fmt.Sprintf("line too long (the limit for a message is %d bytes); it was not sent", m.room.cfg.MaxMessageBytes))
 		return Continue
 	}
-	line = strings.TrimSpace(Sanitize(line))
+	line = strings.TrimSpace(chat.Sanitize(line))
 	if line == "" {
 		return Continue
 	}
@@ -34,9 +36,9 @@ func (m *Member) run(line string) Action {
 		m.say(kindMessage, line[1:])
 	case line[0] == '/':
 		name, args := nameFields(line[1:])
-		c := m.room.commands[asciiLower(name)]
+		c := m.room.commands[chat.Fold(name)]
 		if c == nil {
-			m.reply(kindError, "unknown command "+quoteName("/"+name)+" (/help lists the commands)")
+			m.reply(kindError, "unknown command "+chat.QuoteName("/"+name)+" (/help lists the commands)")
 			return Continue
 		}
 		return c.run(m, args)
@@ -87,7 +89,7 @@ func (m *Member) checkLength(text string) bool {
 // isQuit reports the commands that leave: they are never held back by the rate limit.
 func isQuit(line string) bool {
 	name, _ := nameFields(line)
-	switch asciiLower(name) {
+	switch chat.Fold(name) {
 	case "/quit", "/exit":
 		return true
 	}

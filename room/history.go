@@ -6,7 +6,7 @@ import (
 	"io"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // history holds the room's last HistorySize public messages and actions, in the order everyone
@@ -30,18 +30,18 @@ func (h *history) last(n int) []*event {
 	return h.events[len(h.events)-n:]
 }
 
-// rememberLocked records a public message in the history and the store. Called with r.mu held,
+// rememberLocked records a public message in the history and the sqlite. Called with r.mu held,
 // so that the history's order is the order everyone received; Store.Append never blocks.
 func (r *Room) rememberLocked(ev *event) {
 	r.history.add(ev)
 	if r.cfg.Store == nil {
 		return
 	}
-	k := store.KindMessage
+	k := chat.KindMessage
 	if ev.kind == kindAction {
-		k = store.KindAction
+		k = chat.KindAction
 	}
-	r.cfg.Store.Append(store.Message{At: ev.at, Kind: k, From: ev.from, Text: ev.text})
+	r.cfg.Store.Append(chat.Message{At: ev.at, Kind: k, From: ev.from, Text: ev.text})
 }
 
 // replayHeadroom is how much of a member's outbox a replay leaves free (at most a quarter of

@@ -7,26 +7,26 @@ import (
 	"strings"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // Store keeps what the room needs beyond the life of the process: which keys own which names,
-// the history, and private messages for people who are offline. Package room/store implements it
+// the history, and private messages for people who are offline. Package store/sqlite implements it
 // with SQLite; a nil Store keeps history in memory and pins no names.
 type Store interface {
-	Identity(name string) (store.Identity, bool, error)
-	Claim(name string, k store.Key) (store.Identity, bool, error)
-	ProposeKey(name string, k store.Key, expires time.Time) error
-	ConfirmKey(name, fingerprint string) (store.Identity, bool, error)
+	Identity(name string) (chat.Identity, bool, error)
+	Claim(name string, k chat.Key) (chat.Identity, bool, error)
+	ProposeKey(name string, k chat.Key, expires time.Time) error
+	ConfirmKey(name, fingerprint string) (chat.Identity, bool, error)
 	RemoveKey(name, fingerprint string) error
 	NamesOfKey(fingerprint string) ([]string, error)
-	Append(m store.Message)
-	Recent(n int) ([]store.Message, error)
-	QueueDM(dm store.DM) (store.DM, error)
-	TakeDMs(name string) ([]store.DM, error)
+	Append(m chat.Message)
+	Recent(n int) ([]chat.Message, error)
+	QueueDM(dm chat.DM) (chat.DM, error)
+	TakeDMs(name string) ([]chat.DM, error)
 }
 
-// ErrRegistered is wrapped by the *NameError for a name that belongs to someone else's key.
+// ErrRegistered is wrapped by the *chat.NameError for a name that belongs to someone else's key.
 var ErrRegistered = errors.New("name is registered")
 
 // ErrUnavailable is returned when the store cannot answer; the user should try again.
@@ -42,7 +42,7 @@ const PendingKeyTTL = 24 * time.Hour
 
 // namesError explains a login refused because its key holds as many names as a key may.
 func namesError(err error) error {
-	var le *store.LimitError
+	var le *chat.LimitError
 	if !errors.As(err, &le) {
 		return fmt.Errorf("%w: log in as one of them", ErrTooManyNames)
 	}
@@ -67,19 +67,19 @@ func (p *person) ignoring(ev *event) bool {
 	if ev.from == "" {
 		return false
 	}
-	_, ok := p.ignores[foldName(ev.from)]
+	_, ok := p.ignores[chat.Fold(ev.from)]
 	return ok
 }
 
 func registeredError(name, reason string) error {
-	return &NameError{Name: quoteName(name), Reason: reason, Err: ErrRegistered}
+	return &chat.NameError{Name: chat.QuoteName(name), Reason: reason, Err: ErrRegistered}
 }
 
 // Authorize decides whether a login with key may use name: a registered name only with one of its
 // keys, an unclaimed one with any key, which then claims it (trust on first use). Invalid names
 // are not refused here, so that the session can explain them. The error is fit to show the user.
-func (r *Room) Authorize(name string, key store.Key) error {
-	if r.cfg.Store == nil || ValidateName(name) != nil {
+func (r *Room) Authorize(name string, key chat.Key) error {
+	if r.cfg.Store == nil || chat.ValidateName(name) != nil {
 		return nil
 	}
 	_, err := r.claim(name, key)
@@ -89,7 +89,7 @@ func (r *Room) Authorize(name string, key store.Key) error {
 // claim returns the identity behind name for a login with key, claiming the name if it is free.
 // A key pending for name (added with /keys add) is confirmed by this login, which proves that
 // whoever logs in holds it; until then it is not one of name's keys.
-func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
+func (r *Room) claim(name string, key chat.Key) (chat.Identity, error) {
 	if key.Added.IsZero() {
 		key.Added = r.now()
 	}
@@ -100,7 +100,7 @@ func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
 	}
 	id, claimedNow, err := r.cfg.Store.Claim(name, key)
 	switch {
-	case errors.Is(err, store.ErrNameLimit):
+	case errors.Is(err, chat.ErrNameLimit):
 		r.log.Info("claim refused: the key holds too many names", "user", name, "key", key.Fingerprint)
 		return id, namesError(err)
 	case err != nil:
@@ -115,7 +115,7 @@ func (r *Room) claim(name string, key store.Key) (store.Identity, error) {
 
 // admit lets a login with key in as id, the identity behind name, if key is one of its keys, or
 // pending for it: then this login confirms it.
-func (r *Room) admit(id store.Identity, name string, key store.Key) (store.Identity, error) {
+func (r *Room) admit(id chat.Identity, name string, key chat.Key) (chat.Identity, error) {
 	if hasKey(id.Keys, key.Fingerprint) {
 		return id, nil
 	}
@@ -124,7 +124,7 @@ func (r *Room) admit(id store.Identity, name string, key store.Key) (store.Ident
 	}
 	confirmed, ok, err := r.cfg.Store.ConfirmKey(id.Name, key.Fingerprint)
 	switch {
-	case errors.Is(err, store.ErrNameLimit):
+	case errors.Is(err, chat.ErrNameLimit):
 		r.log.Info("key not confirmed: it holds too many names", "user", id.Name, "key", key.Fingerprint)
 		return id, namesError(err)
 	case err != nil:
@@ -139,7 +139,7 @@ func (r *Room) admit(id store.Identity, name string, key store.Key) (store.Ident
 
 // identify resolves the name a session may join under: its registered display form, whether it
 // is registered to this session's key, or an error for a name that belongs to someone else.
-func (r *Room) identify(name string, key *store.Key) (display string, registered bool, err error) {
+func (r *Room) identify(name string, key *chat.Key) (display string, registered bool, err error) {
 	if r.cfg.Store == nil {
 		return name, false, nil
 	}
@@ -161,13 +161,13 @@ func (r *Room) identify(name string, key *store.Key) (display string, registered
 	return name, false, nil
 }
 
-func hasKey(keys []store.Key, fingerprint string) bool {
-	return slices.ContainsFunc(keys, func(k store.Key) bool { return k.Fingerprint == fingerprint })
+func hasKey(keys []chat.Key, fingerprint string) bool {
+	return slices.ContainsFunc(keys, func(k chat.Key) bool { return k.Fingerprint == fingerprint })
 }
 
 // whois describes name for /whois: online sessions, or when it was last registered.
 func (r *Room) whois(name string) (string, error) {
-	key := foldName(name)
+	key := chat.Fold(name)
 	r.mu.Lock()
 	p := r.people[key]
 	var lines []string
@@ -204,7 +204,7 @@ func (r *Room) whois(name string) (string, error) {
 		}
 	}
 	if len(lines) == 0 {
-		return "", fmt.Errorf("%s is not online and not registered", quoteName(name))
+		return "", fmt.Errorf("%s is not online and not registered", chat.QuoteName(name))
 	}
 	return strings.Join(lines, "\n"), nil
 }

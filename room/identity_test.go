@@ -13,7 +13,8 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"chatd/room/store"
+	"chatd/chat"
+	"chatd/store/sqlite"
 )
 
 // testNow is the time of newTestRoom's clock, which openStore's store shares: pending keys expire
@@ -21,12 +22,12 @@ import (
 var testNow = time.Date(2026, 11, 25, 9, 41, 0, 0, time.UTC)
 
 // openStore opens a real SQLite store in a fresh directory, on testNow's clock.
-func openStore(t testing.TB, dir string) *store.SQLite {
+func openStore(t testing.TB, dir string) *sqlite.SQLite {
 	t.Helper()
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path = filepath.Join(dir, "chat.db")
 	cfg.Now = func() time.Time { return testNow }
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func openStore(t testing.TB, dir string) *store.SQLite {
 }
 
 // newKey makes a fresh ed25519 public key as the store keeps it.
-func newKey(t testing.TB) store.Key {
+func newKey(t testing.TB) chat.Key {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -53,12 +54,12 @@ func newKey(t testing.TB) store.Key {
 }
 
 // parseKey is what the SSH layer gives the room as Config.ParseKey.
-func parseKey(line string) (store.Key, error) {
+func parseKey(line string) (chat.Key, error) {
 	pk, _, _, _, err := gossh.ParseAuthorizedKey([]byte(line))
 	if err != nil {
-		return store.Key{}, err
+		return chat.Key{}, err
 	}
-	return store.Key{Fingerprint: gossh.FingerprintSHA256(pk), Type: pk.Type(), AuthorizedKey: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pk)))}, nil
+	return chat.Key{Fingerprint: gossh.FingerprintSHA256(pk), Type: pk.Type(), AuthorizedKey: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pk)))}, nil
 }
 
 func storedRoom(t *testing.T, st Store) *Room {
@@ -87,7 +88,7 @@ func TestNamesArePinnedToKeys(t *testing.T) {
 	tests := []struct {
 		name    string
 		user    string
-		key     *store.Key
+		key     *chat.Key
 		wantErr string
 	}{
 		{"other key", "alice", &keyB, `name "alice" is registered to another key`},
@@ -158,7 +159,7 @@ func TestUnregisteredNamesStayUnique(t *testing.T) {
 	r := newTestRoom(t, Config{}) // no store: nothing is registered
 	key := newKey(t)
 	join(t, r, "alice", JoinOptions{Key: &key})
-	if _, err := r.Join("alice", newRecorder(), JoinOptions{Key: &key}); !errors.Is(err, ErrNameTaken) {
+	if _, err := r.Join("alice", newRecorder(), JoinOptions{Key: &key}); !errors.Is(err, chat.ErrNameTaken) {
 		t.Errorf("second session without a store: %v, want taken", err)
 	}
 }
@@ -247,10 +248,10 @@ func TestOfflineDMs(t *testing.T) {
 }
 
 func TestOfflineDMQueueIsBounded(t *testing.T) {
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "chat.db")
 	cfg.MaxQueuedDMs = 2
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,15 +350,15 @@ func TestSenderAddr(t *testing.T) {
 
 // clockedStore opens a real store with its settings changed by mutate (may be nil), and a clock
 // for it and the room to share: pending keys expire by the store's clock.
-func clockedStore(t *testing.T, mutate func(*store.Config)) (*store.SQLite, *fakeClock) {
+func clockedStore(t *testing.T, mutate func(*sqlite.Config)) (*sqlite.SQLite, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{t: testNow}
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path, cfg.Now = filepath.Join(t.TempDir(), "chat.db"), clock.Now
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +515,7 @@ func TestBanByNameSparesSharedKeys(t *testing.T) {
 // TestNamesPerKey: one key may hold MaxNamesPerKey names; a login that would claim another, or
 // confirm the key for another, is refused with a reason fit for the SSH banner.
 func TestNamesPerKey(t *testing.T) {
-	st, clock := clockedStore(t, func(c *store.Config) { c.MaxNamesPerKey = 3 })
+	st, clock := clockedStore(t, func(c *sqlite.Config) { c.MaxNamesPerKey = 3 })
 	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
 	key := newKey(t)
 	for _, name := range []string{"one", "two", "three"} {
@@ -549,11 +550,11 @@ func TestNamesPerKey(t *testing.T) {
 
 // TestKeysPerName: a name may have MaxKeysPerName keys, active and pending together.
 func TestKeysPerName(t *testing.T) {
-	st, clock := clockedStore(t, func(c *store.Config) { c.MaxKeysPerName = 3 })
+	st, clock := clockedStore(t, func(c *sqlite.Config) { c.MaxKeysPerName = 3 })
 	r := newTestRoom(t, Config{Store: st, ParseKey: parseKey, Now: clock.Now})
 	key := newKey(t)
 	alice, out := join(t, r, "alice", JoinOptions{Key: &key})
-	var pending []store.Key
+	var pending []chat.Key
 	for range 2 {
 		k := newKey(t)
 		pending = append(pending, k)

@@ -7,6 +7,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"chatd/chat"
 )
 
 func TestLineReader(t *testing.T) {
@@ -93,7 +96,9 @@ func FuzzLineReader(f *testing.F) {
 			if len(line) > limit || strings.Contains(line, "\n") {
 				t.Fatalf("line %q breaks the limit %d or holds a newline", line, limit)
 			}
-			checkSanitized(t, line, Sanitize(line))
+			if s := chat.Sanitize(line); !utf8.ValidString(s) || chat.Sanitize(s) != s {
+				t.Fatalf("Sanitize(%+q) = %+q: invalid UTF-8, or not idempotent", line, s)
+			}
 		}
 	})
 }

@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // Output is where a member's lines go: the transport's end of the connection.
@@ -103,7 +103,7 @@ type Member struct {
 
 	writeStarted atomic.Int64 // UnixNano when the current write began, 0 when none
 
-	pendingBan []store.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
+	pendingBan []chat.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
 	pendingAt  time.Time
 
 	finishOnce sync.Once
@@ -114,7 +114,7 @@ func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
 	m := &Member{
 		room:    r,
 		name:    name,
-		key:     foldName(name),
+		key:     chat.Fold(name),
 		out:     out,
 		opts:    opts,
 		format:  opts.Format,
@@ -150,7 +150,7 @@ func (m *Member) Reason() Reason {
 // Errorf sends the member an error line, for problems the transport finds in its input (a line
 // too long to read, say). The text is sanitised like any other.
 func (m *Member) Errorf(format string, args ...any) {
-	m.reply(kindError, Sanitize(fmt.Sprintf(format, args...)))
+	m.reply(kindError, chat.Sanitize(fmt.Sprintf(format, args...)))
 }
 
 // Leave takes the member out of the room and tells the others. Lines already queued for it (a

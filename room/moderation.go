@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/internal/duration"
-	"chatd/room/store"
 )
 
 // ErrBanned is wrapped by the *BanError for a login that a ban keeps out.
@@ -19,7 +19,7 @@ var ErrBanned = errors.New("banned")
 
 // BanError says which ban keeps someone out, in words fit to show them.
 type BanError struct {
-	Ban store.Ban
+	Ban chat.Ban
 	loc *time.Location
 }
 
@@ -40,7 +40,7 @@ func (e *BanError) Unwrap() error { return ErrBanned }
 // It has its own lock: logins check bans without waiting for a broadcast.
 type moderation struct {
 	mu     sync.Mutex
-	bans   []store.Ban          // active ones, as stored
+	bans   []chat.Ban           // active ones, as stored
 	mutes  map[string]time.Time // by folded name; zero: until unmuted
 	motd   string
 	nextID int64 // ban IDs when bans are not stored
@@ -50,7 +50,7 @@ type moderation struct {
 // and name (may be empty), if any.
 func (r *Room) Banned(ip netip.Addr, fingerprint, name string) error {
 	now := r.now()
-	key := foldName(name)
+	key := chat.Fold(name)
 	r.mod.mu.Lock()
 	defer r.mod.mu.Unlock()
 	for _, b := range r.mod.bans {
@@ -64,13 +64,13 @@ func (r *Room) Banned(ip netip.Addr, fingerprint, name string) error {
 	return nil
 }
 
-func banMatches(b store.Ban, ip netip.Addr, fingerprint, foldedName string) bool {
+func banMatches(b chat.Ban, ip netip.Addr, fingerprint, foldedName string) bool {
 	switch b.Kind {
-	case store.BanName:
-		return foldedName != "" && foldName(b.Value) == foldedName
-	case store.BanKey:
+	case chat.BanName:
+		return foldedName != "" && chat.Fold(b.Value) == foldedName
+	case chat.BanKey:
 		return fingerprint != "" && b.Value == fingerprint
-	case store.BanIP:
+	case chat.BanIP:
 		p, err := netip.ParsePrefix(b.Value)
 		return err == nil && ip.IsValid() && p.Contains(ip.Unmap())
 	}
@@ -86,7 +86,7 @@ func remoteIP(remote string) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// loadModeration reads the bans and the message of the day from the store.
+// loadModeration reads the bans and the message of the day from the sqlite.
 func (r *Room) loadModeration() error {
 	r.mod.mutes = make(map[string]time.Time)
 	r.mod.motd = r.cfg.Motd
@@ -109,9 +109,9 @@ func (r *Room) loadModeration() error {
 
 // ModerationStore is what the room needs of the store to keep bans and settings across restarts.
 type ModerationStore interface {
-	AddBan(b store.Ban) (store.Ban, error)
-	RemoveBan(id int64) (store.Ban, error)
-	Bans() ([]store.Ban, error)
+	AddBan(b chat.Ban) (chat.Ban, error)
+	RemoveBan(id int64) (chat.Ban, error)
+	Bans() ([]chat.Ban, error)
 	Setting(key string) (string, bool, error)
 	SetSetting(key, value string) error
 }
@@ -195,7 +195,7 @@ func (m *Member) pace(line string) bool {
 	if !ok {
 		r.cfg.Metrics.RateLimited(true)
 		r.log.Debug("rate limit: refused", "user", m.name)
-		m.reply(kindError, "slow down: this line was not sent: "+Excerpt(line, 60))
+		m.reply(kindError, "slow down: this line was not sent: "+chat.Excerpt(line, 60))
 		return false
 	}
 	r.cfg.Metrics.RateLimited(false)
@@ -272,11 +272,11 @@ func ParseDuration(s string) (time.Duration, error) {
 	case s == "":
 		return 0, errors.New("empty duration")
 	case errors.Is(err, duration.ErrTooLong):
-		return 0, fmt.Errorf("%q is too long", Excerpt(s, 20))
+		return 0, fmt.Errorf("%q is too long", chat.Excerpt(s, 20))
 	case errors.Is(err, duration.ErrNotPositive):
-		return 0, fmt.Errorf("%q is not a positive duration", Excerpt(s, 20))
+		return 0, fmt.Errorf("%q is not a positive duration", chat.Excerpt(s, 20))
 	case err != nil:
-		return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", Excerpt(s, 20))
+		return 0, fmt.Errorf("%q is not a duration (like 90s, 10m, 2h, 7d, 2w)", chat.Excerpt(s, 20))
 	}
 	return d, nil
 }
@@ -291,21 +291,21 @@ func splitDuration(args string) (time.Duration, string) {
 }
 
 // banTarget reads what /ban names: a key fingerprint, an address or range, or a name.
-func banTarget(s string) (store.BanKind, string, error) {
+func banTarget(s string) (chat.BanKind, string, error) {
 	switch {
 	case strings.HasPrefix(s, "SHA256:"):
-		return store.BanKey, s, nil
+		return chat.BanKey, s, nil
 	case strings.ContainsAny(s, ":/") || isIPv4(s):
 		p, err := connlimit.ParsePrefix(s)
 		if err != nil {
 			return "", "", err
 		}
-		return store.BanIP, p.String(), nil
+		return chat.BanIP, p.String(), nil
 	}
-	if err := ValidateName(s); err != nil {
+	if err := chat.ValidateName(s); err != nil {
 		return "", "", err
 	}
-	return store.BanName, s, nil
+	return chat.BanName, s, nil
 }
 
 func isIPv4(s string) bool {

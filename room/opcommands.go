@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // requireOp tells a member who is not an operator that the command is not theirs.
@@ -36,7 +36,7 @@ func (m *Member) cmdKick(args string) Action {
 	}
 	p := m.room.lookup(name)
 	if p == nil {
-		m.reply(kindError, quoteName(name)+" is not online")
+		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return Continue
 	}
 	m.opLog("kick", "user", p.name, "reason", reason)
@@ -84,8 +84,8 @@ func (m *Member) cmdBan(args string) Action {
 	if dur > 0 {
 		expires = now.Add(dur)
 	}
-	bans := []store.Ban{{Kind: kind, Value: value, Reason: reason, By: m.name, Created: now, Expires: expires}}
-	if kind == store.BanName && r.cfg.Store != nil {
+	bans := []chat.Ban{{Kind: kind, Value: value, Reason: reason, By: m.name, Created: now, Expires: expires}}
+	if kind == chat.BanName && r.cfg.Store != nil {
 		// A name is a person: their keys are banned too, or they come back as someone else. Not
 		// a key that another name holds as well, though: that would shut out whoever else holds
 		// it, for something they may not have done. The operator is told, and can ban it by
@@ -97,7 +97,7 @@ func (m *Member) cmdBan(args string) Action {
 					m.reply(kindInfo, "key "+k.Fingerprint+" is also "+others+": not banned (ban it by fingerprint to keep it out)")
 					continue
 				}
-				bans = append(bans, store.Ban{Kind: store.BanKey, Value: k.Fingerprint, Reason: reason, By: m.name, Created: now, Expires: expires})
+				bans = append(bans, chat.Ban{Kind: chat.BanKey, Value: k.Fingerprint, Reason: reason, By: m.name, Created: now, Expires: expires})
 			}
 		}
 	}
@@ -123,7 +123,7 @@ func (r *Room) otherNamesOfKey(name, fingerprint string) string {
 	}
 	var others []string
 	for _, n := range names {
-		if foldName(n) != foldName(name) {
+		if chat.Fold(n) != chat.Fold(name) {
 			others = append(others, n+"'s")
 		}
 	}
@@ -137,12 +137,12 @@ func (r *Room) otherNamesOfKey(name, fingerprint string) string {
 }
 
 // coveredBy reports whether any of the bans would shut out the operator's own session.
-func (m *Member) coveredBy(bans []store.Ban) bool {
+func (m *Member) coveredBy(bans []chat.Ban) bool {
 	ip, fp := remoteIP(m.opts.Remote), fingerprintOf(m.opts.Key)
 	if m.opts.Key == nil {
 		fp = ""
 	}
-	return slices.ContainsFunc(bans, func(b store.Ban) bool { return banMatches(b, ip, fp, m.key) })
+	return slices.ContainsFunc(bans, func(b chat.Ban) bool { return banMatches(b, ip, fp, m.key) })
 }
 
 func describeSelf(m *Member) string {
@@ -154,7 +154,7 @@ func describeSelf(m *Member) string {
 }
 
 // applyBans stores the bans and ends the sessions they cover.
-func (r *Room) applyBans(op *Member, bans []store.Ban) {
+func (r *Room) applyBans(op *Member, bans []chat.Ban) {
 	st, persistent := r.cfg.Store.(ModerationStore)
 	for i, b := range bans {
 		if persistent {
@@ -189,7 +189,7 @@ func (r *Room) applyBans(op *Member, bans []store.Ban) {
 			fp = m.opts.Key.Fingerprint
 		}
 		ip := remoteIP(m.opts.Remote)
-		if slices.ContainsFunc(bans, func(b store.Ban) bool { return banMatches(b, ip, fp, m.key) }) && !slices.Contains(covered, m.person) {
+		if slices.ContainsFunc(bans, func(b chat.Ban) bool { return banMatches(b, ip, fp, m.key) }) && !slices.Contains(covered, m.person) {
 			covered = append(covered, m.person)
 		}
 	}
@@ -200,14 +200,14 @@ func (r *Room) applyBans(op *Member, bans []store.Ban) {
 	}
 }
 
-func expiry(b store.Ban) string {
+func expiry(b chat.Ban) string {
 	if b.Expires.IsZero() {
 		return "never"
 	}
 	return b.Expires.Format(time.RFC3339)
 }
 
-func describeBan(b store.Ban, loc *time.Location) string {
+func describeBan(b chat.Ban, loc *time.Location) string {
 	s := fmt.Sprintf("#%d %s %s by %s", b.ID, b.Kind, b.Value, b.By)
 	if b.Expires.IsZero() {
 		s += ", for ever"
@@ -228,15 +228,15 @@ func (m *Member) cmdUnban(args string) Action {
 	}
 	r := m.room
 	if st, ok := r.cfg.Store.(ModerationStore); ok {
-		if _, err := st.RemoveBan(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if _, err := st.RemoveBan(id); err != nil && !errors.Is(err, chat.ErrNotFound) {
 			r.log.Error("store: remove ban", "err", err)
 			m.reply(kindError, ErrUnavailable.Error())
 			return Continue
 		}
 	}
 	r.mod.mu.Lock()
-	i := slices.IndexFunc(r.mod.bans, func(b store.Ban) bool { return b.ID == id })
-	var b store.Ban
+	i := slices.IndexFunc(r.mod.bans, func(b chat.Ban) bool { return b.ID == id })
+	var b chat.Ban
 	if i >= 0 {
 		b = r.mod.bans[i]
 		r.mod.bans = slices.Delete(r.mod.bans, i, i+1)
@@ -295,12 +295,12 @@ func (m *Member) cmdMute(args string) Action {
 	display := name
 	if p != nil {
 		display = p.name
-	} else if err := ValidateName(name); err != nil {
+	} else if err := chat.ValidateName(name); err != nil {
 		m.reply(kindError, err.Error())
 		return Continue
 	}
 	r.mod.mu.Lock()
-	r.mod.mutes[foldName(name)] = until
+	r.mod.mutes[chat.Fold(name)] = until
 	r.mod.mu.Unlock()
 	howLong := "until unmuted"
 	if !until.IsZero() {
@@ -321,11 +321,11 @@ func (m *Member) cmdUnmute(args string) Action {
 	name, _ := nameFields(args)
 	r := m.room
 	r.mod.mu.Lock()
-	_, was := r.mod.mutes[foldName(name)]
-	delete(r.mod.mutes, foldName(name))
+	_, was := r.mod.mutes[chat.Fold(name)]
+	delete(r.mod.mutes, chat.Fold(name))
 	r.mod.mu.Unlock()
 	if !was {
-		m.reply(kindError, quoteName(name)+" is not muted")
+		m.reply(kindError, chat.QuoteName(name)+" is not muted")
 		return Continue
 	}
 	m.opLog("unmute", "user", name)
@@ -389,13 +389,13 @@ func (m *Member) cmdIgnore(args string) Action {
 		}
 		return Continue
 	}
-	key := foldName(name)
+	key := chat.Fold(name)
 	if key == p.key {
 		r.mu.Unlock()
 		m.reply(kindError, "you cannot ignore yourself")
 		return Continue
 	}
-	if err := ValidateName(name); err != nil {
+	if err := chat.ValidateName(name); err != nil {
 		r.mu.Unlock()
 		m.reply(kindError, err.Error())
 		return Continue
@@ -413,11 +413,11 @@ func (m *Member) cmdUnignore(args string) Action {
 	name, _ := nameFields(args)
 	r := m.room
 	r.mu.Lock()
-	_, was := m.person.ignores[foldName(name)]
-	delete(m.person.ignores, foldName(name))
+	_, was := m.person.ignores[chat.Fold(name)]
+	delete(m.person.ignores, chat.Fold(name))
 	r.mu.Unlock()
 	if !was {
-		m.reply(kindError, "you do not ignore "+quoteName(name))
+		m.reply(kindError, "you do not ignore "+chat.QuoteName(name))
 		return Continue
 	}
 	m.reply(kindInfo, "you see what "+name+" says again")

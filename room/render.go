@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatd/chat"
 	"chatd/internal/termwrap"
 )
 
@@ -73,7 +74,7 @@ func newEvent(k kind, at time.Time, from, peer, text string) *event {
 	ev.plain = ev.render(Plain, "")
 	ev.ansi = ev.render(ANSI, "")
 	if k == kindMessage || k == kindAction {
-		ev.lower = asciiLower(text)
+		ev.lower = chat.Fold(text)
 	}
 	return ev
 }
@@ -230,7 +231,7 @@ func nameColour(name string) uint8 {
 		205, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215, 216,
 	}
 	h := fnv.New32a()
-	h.Write([]byte(foldName(name)))
+	h.Write([]byte(chat.Fold(name)))
 	return palette[h.Sum32()%uint32(len(palette))]
 }
 
@@ -239,7 +240,7 @@ func appendHighlighted(b []byte, f Format, text, name string) []byte {
 	if f == Plain || name == "" {
 		return append(b, text...)
 	}
-	lower, key := asciiLower(text), foldName(name)
+	lower, key := chat.Fold(text), chat.Fold(name)
 	for {
 		i := mentionIndex(lower, key)
 		if i < 0 {
@@ -272,4 +273,4 @@ func mentionIndex(lower, key string) int {
 	}
 }
 
-func isWordByte(c byte) bool { return isAlnum(c) || c == '_' }
+func isWordByte(c byte) bool { return chat.IsAlnum(c) || c == '_' }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // ErrClosed is returned by Join once the room is shutting down.
@@ -48,7 +48,7 @@ type Config struct {
 	HistoryOnJoin int
 	// ParseKey reads an authorized_keys line for /keys add; nil disables /keys add. The room knows
 	// no SSH: the SSH layer provides it.
-	ParseKey func(line string) (store.Key, error)
+	ParseKey func(line string) (chat.Key, error)
 	// MsgRate is how many lines a second a person may send, MsgBurst how many at once; lines over
 	// the rate are delayed. 0 disables the limit (unlike the other fields, 0 is not a default).
 	MsgRate  float64
@@ -223,7 +223,7 @@ func New(cfg Config, logger *log.Logger) (*Room, error) {
 		}
 		for _, m := range recent {
 			k := kindMessage
-			if m.Kind == store.KindAction {
+			if m.Kind == chat.KindAction {
 				k = kindAction
 			}
 			r.history.add(newEvent(k, m.At.In(cfg.Location), m.From, "", m.Text))
@@ -243,18 +243,18 @@ func (r *Room) Config() Config { return r.cfg }
 
 // JoinOptions describe a member's connection.
 type JoinOptions struct {
-	Format    Format     // how its terminal wants lines
-	Echo      bool       // whether it gets its own messages back (interactive terminals do)
-	Transport string     // "ssh", "tcp": for logs and /whois
-	Remote    string     // remote address: for logs
-	Key       *store.Key // the key the session proved it holds; nil for keyless logins
-	Operator  bool       // may use the operator commands (/kick, /ban, ...)
-	Width     int        // the terminal's width, for ANSI lines: see Member.SetWidth
+	Format    Format    // how its terminal wants lines
+	Echo      bool      // whether it gets its own messages back (interactive terminals do)
+	Transport string    // "ssh", "tcp": for logs and /whois
+	Remote    string    // remote address: for logs
+	Key       *chat.Key // the key the session proved it holds; nil for keyless logins
+	Operator  bool      // may use the operator commands (/kick, /ban, ...)
+	Width     int       // the terminal's width, for ANSI lines: see Member.SetWidth
 }
 
 // Join admits name into the room, writing to out. The name must be valid, not registered to
 // another key, and not in use by anyone online (compared case-insensitively), unless this is
-// another session of the same registered person; the error is then a *NameError fit to show the
+// another session of the same registered person; the error is then a *chat.NameError fit to show the
 // user. The welcome, the history and everyone's join notice are queued before Join returns, so
 // the join notice always precedes anything the member says.
 func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
@@ -311,8 +311,8 @@ func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) 
 // checkLogin is what every login must pass, joins and one-shot commands alike: a valid name, no
 // ban on the name, the key or the address, and a name that is not registered to someone else.
 // It returns the name's display form and whether the login holds one of its keys.
-func (r *Room) checkLogin(name string, key *store.Key, remote string) (display string, registered bool, err error) {
-	if err := ValidateName(name); err != nil {
+func (r *Room) checkLogin(name string, key *chat.Key, remote string) (display string, registered bool, err error) {
+	if err := chat.ValidateName(name); err != nil {
 		return name, false, err
 	}
 	fingerprint := ""
@@ -325,7 +325,7 @@ func (r *Room) checkLogin(name string, key *store.Key, remote string) (display s
 	return r.identify(name, key)
 }
 
-func fingerprintOf(k *store.Key) string {
+func fingerprintOf(k *chat.Key) string {
 	if k == nil {
 		return "none"
 	}
@@ -351,7 +351,7 @@ func (r *Room) Names() []string {
 	}
 	r.mu.Unlock()
 	slices.SortFunc(names, func(a, b string) int {
-		return cmp.Or(strings.Compare(foldName(a), foldName(b)), strings.Compare(a, b))
+		return cmp.Or(strings.Compare(chat.Fold(a), chat.Fold(b)), strings.Compare(a, b))
 	})
 	return names
 }
@@ -418,7 +418,7 @@ func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
 func (r *Room) lookup(name string) *person {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.people[foldName(name)]
+	return r.people[chat.Fold(name)]
 }
 
 // watchWrites disconnects members whose current write has been blocked longer than WriteTimeout

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"chatd/room/store"
+	"chatd/chat"
 )
 
 // recorder is an Output that keeps what was written. With block set, Write blocks until Close,
@@ -260,17 +260,17 @@ func TestNames(t *testing.T) {
 		{"0day", nil},
 		{"a.b-c_d", nil},
 		{strings.Repeat("x", 32), nil},
-		{"ALICE", ErrNameTaken},
-		{"alice", ErrNameTaken},
-		{"", ErrNameInvalid},
-		{strings.Repeat("x", 33), ErrNameInvalid},
-		{"_bob", ErrNameInvalid},
-		{".bob", ErrNameInvalid},
-		{"bob smith", ErrNameInvalid},
-		{"bob\x1b[2J", ErrNameInvalid},
-		{"böb", ErrNameInvalid},
-		{"error", ErrNameInvalid},
-		{"Server", ErrNameInvalid},
+		{"ALICE", chat.ErrNameTaken},
+		{"alice", chat.ErrNameTaken},
+		{"", chat.ErrNameInvalid},
+		{strings.Repeat("x", 33), chat.ErrNameInvalid},
+		{"_bob", chat.ErrNameInvalid},
+		{".bob", chat.ErrNameInvalid},
+		{"bob smith", chat.ErrNameInvalid},
+		{"bob\x1b[2J", chat.ErrNameInvalid},
+		{"böb", chat.ErrNameInvalid},
+		{"error", chat.ErrNameInvalid},
+		{"Server", chat.ErrNameInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,9 +279,9 @@ func TestNames(t *testing.T) {
 				t.Fatalf("Join(%q) = %v, want %v", tt.name, err, tt.wantErr)
 			}
 			if err != nil {
-				var ne *NameError
+				var ne *chat.NameError
 				if !errors.As(err, &ne) || strings.ContainsAny(err.Error(), "\x1b\x00") {
-					t.Fatalf("error %q is not a clean *NameError", err)
+					t.Fatalf("error %q is not a clean *chat.NameError", err)
 				}
 				return
 			}
@@ -595,7 +595,7 @@ func TestMentionIsAWholeWord(t *testing.T) {
 		{"hi jimbob and bob", true},
 	}
 	for _, tt := range tests {
-		if got := mentions(asciiLower(tt.text), "bob"); got != tt.want {
+		if got := mentions(chat.Fold(tt.text), "bob"); got != tt.want {
 			t.Errorf("mentions(%q) = %v, want %v", tt.text, got, tt.want)
 		}
 	}
@@ -655,7 +655,7 @@ func TestExec(t *testing.T) {
 	// invalid name, gets nothing.
 	op.Handle("/ban troll")
 	op.Handle("/ban 203.0.113.0/24")
-	key := &store.Key{Fingerprint: "SHA256:bannedkey"}
+	key := &chat.Key{Fingerprint: "SHA256:bannedkey"}
 	op.Handle("/ban SHA256:bannedkey")
 	for _, tt := range []struct {
 		opts ExecOptions
@@ -664,7 +664,7 @@ func TestExec(t *testing.T) {
 		{ExecOptions{Name: "troll", Remote: "198.51.100.1:1"}, ErrBanned},
 		{ExecOptions{Name: "someone", Remote: "203.0.113.9:1"}, ErrBanned},
 		{ExecOptions{Name: "someone", Key: key, Remote: "198.51.100.1:1"}, ErrBanned},
-		{ExecOptions{Name: "bad name", Remote: "198.51.100.1:1"}, ErrNameInvalid},
+		{ExecOptions{Name: "bad name", Remote: "198.51.100.1:1"}, chat.ErrNameInvalid},
 	} {
 		out.Reset()
 		err := r.Exec([]string{"history"}, &out, tt.opts)

@@ -17,7 +17,7 @@ import (
 
 	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/store"
+	"chatd/store/sqlite"
 )
 
 // openssh runs the real ssh client against ts with the key file key, in batch mode (no
@@ -288,11 +288,11 @@ func TestPastedLinesAreNotSlowedDown(t *testing.T) {
 	}
 }
 
-func openTestStore(t *testing.T) *store.SQLite {
+func openTestStore(t *testing.T) *sqlite.SQLite {
 	t.Helper()
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "chat.db")
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

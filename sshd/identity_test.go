@@ -9,14 +9,14 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"chatd/room"
-	"chatd/room/store"
+	"chatd/store/sqlite"
 )
 
 func storedServer(t *testing.T) *testServer {
 	t.Helper()
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "chat.db")
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

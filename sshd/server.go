@@ -19,9 +19,9 @@ import (
 	"github.com/charmbracelet/wish"
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/room"
-	"chatd/room/store"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -29,7 +29,7 @@ var ErrServerClosed = errors.New("sshd: server closed")
 
 // Room is what the SSH server needs of the chat room.
 type Room interface {
-	Authorize(name string, key store.Key) error
+	Authorize(name string, key chat.Key) error
 	Banned(ip netip.Addr, fingerprint, name string) error
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Exec(args []string, stdout io.Writer, opts room.ExecOptions) error
@@ -236,7 +236,7 @@ func fingerprint(k ssh.PublicKey) string {
 func cleanUser(name string) string { return cleanPeerString(name) }
 
 // cleanPeerString sanitises and shortens any string the peer chose before it is logged.
-func cleanPeerString(s string) string { return room.Excerpt(s, 128) }
+func cleanPeerString(s string) string { return chat.Excerpt(s, 128) }
 
 // writeTimeout is how long a write of the session's own (an error, the line editor's echo) may
 // block before the client is taken to have stopped reading: the room's own rule for its lines.

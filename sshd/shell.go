@@ -14,6 +14,7 @@ import (
 	"github.com/rivo/uniseg"
 	"golang.org/x/term"
 
+	"chatd/chat"
 	"chatd/room"
 )
 
@@ -54,7 +55,7 @@ func (s *Server) startShell(ss *session) *shell {
 			sh.term.SetBracketedPasteMode(false)
 		}
 		msg := err.Error()
-		var ne *room.NameError
+		var ne *chat.NameError
 		if errors.As(err, &ne) {
 			msg += "\nconnect with another name: ssh -p PORT othername@HOST"
 		}

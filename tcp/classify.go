@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"chatd/room"
+	"chatd/chat"
 )
 
 // Kind is what a line from the server is, as far as a client showing it cares.
@@ -88,11 +88,11 @@ func Parse(line string) Line {
 // cutName splits s at the first sep and reports whether what comes before is a valid name.
 func cutName(s, sep string) (name, rest string, ok bool) {
 	i := strings.Index(s, sep)
-	if i < 1 || i > room.MaxNameLen {
+	if i < 1 || i > chat.MaxNameLen {
 		return "", "", false
 	}
 	name = s[:i]
-	if room.ValidateName(name) != nil {
+	if chat.ValidateName(name) != nil {
 		return "", "", false
 	}
 	return name, s[i+len(sep):], true

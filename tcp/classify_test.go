@@ -5,7 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"chatd/room"
+	"chatd/chat"
 )
 
 func TestParse(t *testing.T) {
@@ -88,7 +88,7 @@ func FuzzClassify(f *testing.F) {
 		}
 		switch l.Kind {
 		case Message, Action, DMIn, DMOut:
-			if err := room.ValidateName(l.Name); err != nil {
+			if err := chat.ValidateName(l.Name); err != nil {
 				t.Fatalf("Parse(%q) found the name %q: %v", line, l.Name, err)
 			}
 		default:
@@ -101,7 +101,7 @@ func FuzzClassify(f *testing.F) {
 		}
 
 		// Whatever a member says, their line stays theirs, as the room renders it.
-		text := strings.TrimSpace(room.Sanitize(line))
+		text := strings.TrimSpace(chat.Sanitize(line))
 		if !utf8.ValidString(text) {
 			t.Fatalf("Sanitize(%q) is not UTF-8", line)
 		}

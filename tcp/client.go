@@ -137,7 +137,7 @@ func (c *Client) Send(line string) error {
 }
 
 // ReadLine returns the server's next line, without its line ending and exactly as sent: run it
-// through room.Sanitize before showing it to anyone. It returns ErrConnClosed once the server has
+// through chat.Sanitize before showing it to anyone. It returns ErrConnClosed once the server has
 // closed the connection, and room.ErrLineTooLong (after which reading may go on) for a line over
 // MaxClientLine.
 func (c *Client) ReadLine() (string, error) {

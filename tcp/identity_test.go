@@ -8,15 +8,16 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/chat"
 	"chatd/room"
-	"chatd/room/store"
+	"chatd/store/sqlite"
 )
 
 // A name registered to an SSH key is not for TCP users; the connection may pick another name.
 func TestRegisteredNamesAreRefused(t *testing.T) {
-	cfg := store.DefaultConfig()
+	cfg := sqlite.DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "chat.db")
-	st, err := store.Open(cfg, nil)
+	st, err := sqlite.Open(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func TestRegisteredNamesAreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rm.Authorize("alice", store.Key{Fingerprint: gossh.FingerprintSHA256(pk), Type: pk.Type(), AuthorizedKey: string(gossh.MarshalAuthorizedKey(pk))}); err != nil {
+	if err := rm.Authorize("alice", chat.Key{Fingerprint: gossh.FingerprintSHA256(pk), Type: pk.Type(), AuthorizedKey: string(gossh.MarshalAuthorizedKey(pk))}); err != nil {
 		t.Fatal(err)
 	}
 	srv := startServer(t, testConfig(), rm)

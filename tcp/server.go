@@ -27,6 +27,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/room"
 )
@@ -139,7 +140,7 @@ func New(cfg Config, rm Room, logger *log.Logger) (*Server, error) {
 		room:      rm,
 		log:       logger,
 		maxLine:   rcfg.MaxLineBytes(),
-		greeting:  []byte("* welcome to " + room.Sanitize(rcfg.Name) + ": what is your name?\n"),
+		greeting:  []byte("* welcome to " + chat.Sanitize(rcfg.Name) + ": what is your name?\n"),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		closed:    make(chan struct{}),
@@ -346,7 +347,7 @@ func (s *Server) choose(c *conn, lr *room.LineReader) (*room.Member, string) {
 		var reason string
 		switch {
 		case errors.Is(err, room.ErrLineTooLong):
-			reason = fmt.Sprintf("name is too long (at most %d characters)", room.MaxNameLen)
+			reason = fmt.Sprintf("name is too long (at most %d characters)", chat.MaxNameLen)
 			line = ""
 		case errors.Is(err, io.EOF):
 			return nil, "eof before a name"
@@ -370,20 +371,20 @@ func (s *Server) choose(c *conn, lr *room.LineReader) (*room.Member, string) {
 				_ = c.nc.SetDeadline(time.Time{})
 				return m, ""
 			}
-			var ne *room.NameError
+			var ne *chat.NameError
 			if !errors.As(err, &ne) {
 				if errors.Is(err, room.ErrClosed) {
 					_ = c.writeNow("error: server is shutting down; goodbye\n")
 					return nil, "shutdown"
 				}
-				_ = c.writeNow("error: cannot join: " + room.Sanitize(err.Error()) + "\n")
+				_ = c.writeNow("error: cannot join: " + chat.Sanitize(err.Error()) + "\n")
 				return nil, "join failed: " + err.Error()
 			}
 			if !c.enter(phaseNaming) {
 				_ = c.writeNow("error: server is shutting down; goodbye\n")
 				return nil, "shutdown"
 			}
-			reason = room.Sanitize(err.Error())
+			reason = chat.Sanitize(err.Error())
 		}
 
 		s.log.Info("name refused", "remote", c.remote, "name", cleanPeerString(name), "reason", reason, "attempt", attempt)
@@ -418,7 +419,7 @@ func durationWords(d time.Duration) string {
 func since(t time.Time) string { return time.Since(t).Round(time.Millisecond).String() }
 
 // cleanPeerString sanitises and shortens a string the peer chose before it is logged.
-func cleanPeerString(s string) string { return room.Excerpt(s, maxLogLen) }
+func cleanPeerString(s string) string { return chat.Excerpt(s, maxLogLen) }
 
 // Shutdown stops accepting connections, closes those still choosing a name (telling them the
 // server is going down), and waits until ctx expires for the others to end. Chat connections

@@ -37,6 +37,7 @@ import (
 
 	"golang.org/x/term"
 
+	"chatd/chat"
 	"chatd/internal/termwrap"
 	"chatd/room"
 	"chatd/tcp"
@@ -138,7 +139,7 @@ func withDefaultPort(addr string) string {
 func dialMessage(addr string, err error) string {
 	var se *tcp.ServerError
 	if errors.As(err, &se) {
-		return fmt.Sprintf("chat: %s refused the connection: %s", addr, room.Sanitize(se.Reason))
+		return fmt.Sprintf("chat: %s refused the connection: %s", addr, chat.Sanitize(se.Reason))
 	}
 	reason := err.Error()
 	hint := ""
@@ -251,10 +252,10 @@ func (s *session) tryName(name string, retry bool) (joined, again bool) {
 	var se *tcp.ServerError
 	switch {
 	case errors.As(err, &se) && retry && !se.Final:
-		s.ui.show("error: " + room.Sanitize(se.Reason))
+		s.ui.show("error: " + chat.Sanitize(se.Reason))
 		return false, true
 	case errors.As(err, &se):
-		s.finish(1, "chat: "+room.Sanitize(se.Reason))
+		s.finish(1, "chat: "+chat.Sanitize(se.Reason))
 	case errors.Is(err, tcp.ErrConnClosed):
 		s.finish(1, "chat: connection closed by server")
 	default:
@@ -276,7 +277,7 @@ func (s *session) receive() {
 			return
 		}
 		// Defence in depth: the server sanitises, but no peer's bytes reach the terminal raw.
-		line = room.Sanitize(line)
+		line = chat.Sanitize(line)
 		l := tcp.Parse(line)
 		switch {
 		case l.Kind == tcp.Error, l.Kind == tcp.Notice && strings.Contains(l.Text, "goodbye"):
@@ -342,7 +343,7 @@ func (s *session) leave(line string) {
 
 // isQuit reports a line the server takes as leaving: "bye", /quit, /exit.
 func isQuit(line string) bool {
-	s := strings.TrimSpace(room.Sanitize(line))
+	s := strings.TrimSpace(chat.Sanitize(line))
 	if s == "bye" {
 		return true
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"chatd/connlimit"
-	"chatd/room/store"
+	"chatd/store/sqlite"
 )
 
 // config is everything chatd can be told: built-in defaults, then CHAT_* environment variables,
@@ -24,7 +24,7 @@ type config struct {
 	DataDir     string
 	HostKeys    []string
 	History     int
-	HistoryKeep string // what the store keeps: store.ParseKeep reads it
+	HistoryKeep string // what the store keeps: sqlite.ParseKeep reads it
 	LogLevel    string
 	LogFormat   string
 	MetricsAddr string
@@ -60,7 +60,7 @@ func defaultConfig() config {
 		History:  20,
 		// The history of a community server: a year, and at most 100 000 messages (≈ 100 MB at
 		// the longest messages), so that no flood can fill the disk.
-		HistoryKeep: store.FormatKeep(store.DefaultKeepMessages, store.DefaultKeepFor),
+		HistoryKeep: sqlite.FormatKeep(sqlite.DefaultKeepMessages, sqlite.DefaultKeepFor),
 
 		MsgRate:          2,
 		MsgBurst:         10,
@@ -201,7 +201,7 @@ func (c *config) validate() error {
 	if c.History < 0 || c.History > 1000 {
 		return fmt.Errorf("--history %d: want 0 to 1000", c.History)
 	}
-	if _, _, err := store.ParseKeep(c.HistoryKeep); err != nil {
+	if _, _, err := sqlite.ParseKeep(c.HistoryKeep); err != nil {
 		return fmt.Errorf("--history-keep: %w", err)
 	}
 	lvl, err := log.ParseLevel(c.LogLevel)

@@ -24,13 +24,14 @@ import (
 	"github.com/charmbracelet/log"
 	gossh "golang.org/x/crypto/ssh"
 
+	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/datadir"
 	"chatd/hostkeys"
 	"chatd/metrics"
 	"chatd/room"
-	"chatd/room/store"
 	"chatd/sshd"
+	"chatd/store/sqlite"
 	"chatd/tcp"
 )
 
@@ -103,10 +104,10 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return err
 	}
-	stCfg := store.DefaultConfig()
+	stCfg := sqlite.DefaultConfig()
 	stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
-	stCfg.KeepMessages, stCfg.KeepFor, _ = store.ParseKeep(cfg.HistoryKeep) // checked by validate
-	st, err := store.Open(stCfg, logger.WithPrefix("store"))
+	stCfg.KeepMessages, stCfg.KeepFor, _ = sqlite.ParseKeep(cfg.HistoryKeep) // checked by validate
+	st, err := sqlite.Open(stCfg, logger.WithPrefix("store"))
 	if err != nil {
 		return err
 	}
@@ -304,7 +305,7 @@ func loadAccess(cfg config, logger *log.Logger) (access, error) {
 		// Each line is cleaned on its own: the file may have several.
 		lines := strings.Split(strings.ReplaceAll(string(b), "\r", ""), "\n")
 		for i, l := range lines {
-			lines[i] = room.Sanitize(l)
+			lines[i] = chat.Sanitize(l)
 		}
 		a.motd = strings.TrimSpace(strings.Join(lines, "\n"))
 	}

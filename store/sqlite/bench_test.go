@@ -1,9 +1,11 @@
-package store
+package sqlite
 
 import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"chatd/chat"
 )
 
 // BenchmarkAppend measures the history's write throughput: b.N messages appended, then Flush
@@ -16,7 +18,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s.Append(Message{Kind: KindMessage, From: "alice", Text: text})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: text})
 	}
 	flush(b, s)
 	b.StopTimer()
@@ -27,7 +29,7 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkRecent1000(b *testing.B) {
 	s, _ := openTest(b, Config{})
 	for i := range 10_000 {
-		s.Append(Message{Kind: KindMessage, From: "alice", Text: fmt.Sprintf("message %d of a typical length, give or take a few words", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: fmt.Sprintf("message %d of a typical length, give or take a few words", i)})
 	}
 	flush(b, s)
 	b.ReportAllocs()
@@ -49,7 +51,7 @@ func BenchmarkAppendWhilePruning(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s.Append(Message{Kind: KindMessage, From: "alice", Text: text})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: text})
 	}
 	flush(b, s)
 	b.StopTimer()

@@ -1,47 +1,25 @@
-package store
+package sqlite
 
 import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
+
+	"chatd/chat"
 )
-
-// BanKind is what a ban matches.
-type BanKind string
-
-const (
-	BanName BanKind = "name" // a name, case-insensitively
-	BanKey  BanKind = "key"  // a key fingerprint, "SHA256:..."
-	BanIP   BanKind = "ip"   // an address range in CIDR form, "192.0.2.7/32"
-)
-
-// Ban keeps someone out: by name, by key or by address, until Expires (zero: for ever).
-type Ban struct {
-	ID      int64
-	Kind    BanKind
-	Value   string
-	Reason  string
-	By      string // the operator who set it
-	Created time.Time
-	Expires time.Time
-}
-
-// Active reports whether the ban still holds at t.
-func (b Ban) Active(t time.Time) bool { return b.Expires.IsZero() || t.Before(b.Expires) }
 
 // AddBan stores b and returns it with its ID (and Created set when it was zero).
-func (s *SQLite) AddBan(b Ban) (Ban, error) {
+func (s *SQLite) AddBan(b chat.Ban) (chat.Ban, error) {
 	if s.isClosed() {
-		return Ban{}, fmt.Errorf("add ban: %w", errClosed)
+		return chat.Ban{}, fmt.Errorf("add ban: %w", errClosed)
 	}
 	switch b.Kind {
-	case BanName, BanKey, BanIP:
+	case chat.BanName, chat.BanKey, chat.BanIP:
 	default:
-		return Ban{}, fmt.Errorf("add ban: unknown kind %q", b.Kind)
+		return chat.Ban{}, fmt.Errorf("add ban: unknown kind %q", b.Kind)
 	}
 	if b.Value == "" {
-		return Ban{}, errors.New("add ban: empty value")
+		return chat.Ban{}, errors.New("add ban: empty value")
 	}
 	created := s.unixMilli(b.Created)
 	var expires int64
@@ -53,34 +31,34 @@ func (s *SQLite) AddBan(b Ban) (Ban, error) {
 	res, err := s.db.Exec(`INSERT INTO bans(kind, value, reason, by, created, expires) VALUES (?, ?, ?, ?, ?, ?)`,
 		string(b.Kind), b.Value, b.Reason, b.By, created, expires)
 	if err != nil {
-		return Ban{}, s.fail("add ban", err)
+		return chat.Ban{}, s.fail("add ban", err)
 	}
 	if b.ID, err = res.LastInsertId(); err != nil {
-		return Ban{}, s.fail("add ban", err)
+		return chat.Ban{}, s.fail("add ban", err)
 	}
 	b.Created = fromMilli(created)
 	return b, nil
 }
 
 // RemoveBan deletes the ban with id and returns it; ErrNotFound when there is none.
-func (s *SQLite) RemoveBan(id int64) (Ban, error) {
+func (s *SQLite) RemoveBan(id int64) (chat.Ban, error) {
 	if s.isClosed() {
-		return Ban{}, fmt.Errorf("remove ban: %w", errClosed)
+		return chat.Ban{}, fmt.Errorf("remove ban: %w", errClosed)
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	b, err := scanBan(s.db.QueryRow(`DELETE FROM bans WHERE id = ? RETURNING id, kind, value, reason, by, created, expires`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return Ban{}, fmt.Errorf("remove ban %d: %w", id, ErrNotFound)
+		return chat.Ban{}, fmt.Errorf("remove ban %d: %w", id, chat.ErrNotFound)
 	}
 	if err != nil {
-		return Ban{}, s.fail("remove ban", err)
+		return chat.Ban{}, s.fail("remove ban", err)
 	}
 	return b, nil
 }
 
 // Bans returns every ban that has not expired, oldest first. Expired ones are deleted.
-func (s *SQLite) Bans() ([]Ban, error) {
+func (s *SQLite) Bans() ([]chat.Ban, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("bans: %w", errClosed)
 	}
@@ -96,7 +74,7 @@ func (s *SQLite) Bans() ([]Ban, error) {
 		return nil, s.fail("bans", err)
 	}
 	defer rows.Close()
-	var bans []Ban
+	var bans []chat.Ban
 	for rows.Next() {
 		b, err := scanBan(rows)
 		if err != nil {
@@ -110,14 +88,14 @@ func (s *SQLite) Bans() ([]Ban, error) {
 	return bans, nil
 }
 
-func scanBan(row interface{ Scan(...any) error }) (Ban, error) {
-	var b Ban
+func scanBan(row interface{ Scan(...any) error }) (chat.Ban, error) {
+	var b chat.Ban
 	var kind string
 	var created, expires int64
 	if err := row.Scan(&b.ID, &kind, &b.Value, &b.Reason, &b.By, &created, &expires); err != nil {
-		return Ban{}, err
+		return chat.Ban{}, err
 	}
-	b.Kind, b.Created = BanKind(kind), fromMilli(created)
+	b.Kind, b.Created = chat.BanKind(kind), fromMilli(created)
 	if expires != 0 {
 		b.Expires = fromMilli(expires)
 	}

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"database/sql"
@@ -6,33 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"chatd/chat"
 )
-
-// validName reports whether name can be stored: non-empty ASCII letters, digits, '_', '.', '-'.
-// The room applies its own, stricter rules (length, first character, reserved names).
-func validName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// fold is the lookup form of a name: ASCII lower case.
-func fold(name string) string {
-	b := []byte(name)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
 
 // querier runs a look-up: the store's prepared statements, inside a transaction or not.
 type querier interface {
@@ -41,31 +17,31 @@ type querier interface {
 
 // loadIdentity reads the identity whose folded name is key, with its active keys and the
 // pending ones that have not expired at now (Unix ms), in one statement (so one snapshot).
-func loadIdentity(q querier, key string, now int64) (Identity, bool, error) {
+func loadIdentity(q querier, key string, now int64) (chat.Identity, bool, error) {
 	rows, err := q.Query(`
 		SELECT i.name, i.created, k.fingerprint, k.type, k.authorized_key, k.added, k.expires
 		FROM identities i LEFT JOIN keys k ON k.identity = i.name_key AND (k.expires = 0 OR k.expires > ?)
 		WHERE i.name_key = ?
 		ORDER BY k.added, k.id`, now, key)
 	if err != nil {
-		return Identity{}, false, err
+		return chat.Identity{}, false, err
 	}
 	defer rows.Close()
-	var id Identity
+	var id chat.Identity
 	found := false
 	for rows.Next() {
 		var created int64
 		var fp, typ, ak sql.NullString
 		var added, expires sql.NullInt64
 		if err := rows.Scan(&id.Name, &created, &fp, &typ, &ak, &added, &expires); err != nil {
-			return Identity{}, false, err
+			return chat.Identity{}, false, err
 		}
 		found = true
 		id.Created = fromMilli(created)
 		if !fp.Valid {
 			continue
 		}
-		k := Key{Fingerprint: fp.String, Type: typ.String, AuthorizedKey: ak.String, Added: fromMilli(added.Int64)}
+		k := chat.Key{Fingerprint: fp.String, Type: typ.String, AuthorizedKey: ak.String, Added: fromMilli(added.Int64)}
 		if expires.Int64 == 0 {
 			id.Keys = append(id.Keys, k)
 		} else {
@@ -74,10 +50,10 @@ func loadIdentity(q querier, key string, now int64) (Identity, bool, error) {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Identity{}, false, err
+		return chat.Identity{}, false, err
 	}
 	if !found {
-		return Identity{}, false, nil
+		return chat.Identity{}, false, nil
 	}
 	return id, true, nil
 }
@@ -110,23 +86,23 @@ func (s *SQLite) checkNameLimit(q querier, fingerprint string) error {
 		return err
 	}
 	if len(names) >= s.cfg.MaxNamesPerKey {
-		return &LimitError{Err: ErrNameLimit, Max: s.cfg.MaxNamesPerKey, Names: names}
+		return &chat.LimitError{Err: chat.ErrNameLimit, Max: s.cfg.MaxNamesPerKey, Names: names}
 	}
 	return nil
 }
 
 // Identity returns the identity that owns name, compared case-insensitively, or false when the
 // name is unclaimed.
-func (s *SQLite) Identity(name string) (Identity, bool, error) {
+func (s *SQLite) Identity(name string) (chat.Identity, bool, error) {
 	if s.isClosed() {
-		return Identity{}, false, fmt.Errorf("identity: %w", errClosed)
+		return chat.Identity{}, false, fmt.Errorf("identity: %w", errClosed)
 	}
-	if !validName(name) {
-		return Identity{}, false, nil // no such name can have been claimed
+	if !chat.ValidName(name) {
+		return chat.Identity{}, false, nil // no such name can have been claimed
 	}
-	id, ok, err := loadIdentity(s.prepared(nil), fold(name), s.now().UnixMilli())
+	id, ok, err := loadIdentity(s.prepared(nil), chat.Fold(name), s.now().UnixMilli())
 	if err != nil {
-		return Identity{}, false, s.fail("identity", err)
+		return chat.Identity{}, false, s.fail("identity", err)
 	}
 	return id, ok, nil
 }
@@ -149,33 +125,33 @@ func (s *SQLite) NamesOfKey(fingerprint string) ([]string, error) {
 // one of its keys is for the caller to check. Of several concurrent claims of one name, exactly
 // one creates it, in this process or any other. A claim of a free name by a key that holds
 // MaxNamesPerKey names already fails with a *LimitError wrapping ErrNameLimit.
-func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
+func (s *SQLite) Claim(name string, k chat.Key) (chat.Identity, bool, error) {
 	if s.isClosed() {
-		return Identity{}, false, fmt.Errorf("claim: %w", errClosed)
+		return chat.Identity{}, false, fmt.Errorf("claim: %w", errClosed)
 	}
-	if !validName(name) {
-		return Identity{}, false, fmt.Errorf("claim: invalid name %q", name)
+	if !chat.ValidName(name) {
+		return chat.Identity{}, false, fmt.Errorf("claim: invalid name %q", name)
 	}
 	if k.Fingerprint == "" {
-		return Identity{}, false, errors.New("claim: key has no fingerprint")
+		return chat.Identity{}, false, errors.New("claim: key has no fingerprint")
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin() // BEGIN IMMEDIATE: no other writer until Commit
 	if err != nil {
-		return Identity{}, false, s.fail("claim", err)
+		return chat.Identity{}, false, s.fail("claim", err)
 	}
 	defer tx.Rollback()
-	key := fold(name)
+	key := chat.Fold(name)
 	now := s.now().UnixMilli()
 	if id, ok, err := loadIdentity(s.prepared(tx), key, now); err != nil || ok {
 		if err != nil {
-			return Identity{}, false, s.fail("claim", err)
+			return chat.Identity{}, false, s.fail("claim", err)
 		}
 		return id, false, nil
 	}
 	if err := s.checkNameLimit(s.prepared(tx), k.Fingerprint); err != nil {
-		return Identity{}, false, s.fail("claim", err)
+		return chat.Identity{}, false, s.fail("claim", err)
 	}
 	added := now
 	if !k.Added.IsZero() {
@@ -184,17 +160,17 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 	// The primary key would refuse a second owner even if the check above were wrong.
 	p := s.prepared(tx)
 	if _, err := p.Exec(`INSERT INTO identities(name_key, name, created) VALUES (?, ?, ?)`, key, name, now); err != nil {
-		return Identity{}, false, s.fail("claim", err)
+		return chat.Identity{}, false, s.fail("claim", err)
 	}
 	if _, err := p.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added) VALUES (?, ?, ?, ?, ?)`,
 		key, k.Fingerprint, k.Type, k.AuthorizedKey, added); err != nil {
-		return Identity{}, false, s.fail("claim", err)
+		return chat.Identity{}, false, s.fail("claim", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Identity{}, false, s.fail("claim", err)
+		return chat.Identity{}, false, s.fail("claim", err)
 	}
 	k.Added, k.Expires = fromMilli(added), time.Time{}
-	return Identity{Name: name, Created: fromMilli(now), Keys: []Key{k}}, true, nil
+	return chat.Identity{Name: name, Created: fromMilli(now), Keys: []chat.Key{k}}, true, nil
 }
 
 // ProposeKey adds k to name's keys as pending until expires: it is not one of name's keys (it
@@ -203,7 +179,7 @@ func (s *SQLite) Claim(name string, k Key) (Identity, bool, error) {
 // its expiry. It returns ErrNotFound when name is unclaimed, ErrKeyExists when k (by
 // fingerprint) is one of name's active keys, and a *LimitError wrapping ErrKeyLimit when name
 // has MaxKeysPerName keys, active and pending, already. Expiry is judged by Config.Now.
-func (s *SQLite) ProposeKey(name string, k Key, expires time.Time) error {
+func (s *SQLite) ProposeKey(name string, k chat.Key, expires time.Time) error {
 	if s.isClosed() {
 		return fmt.Errorf("propose key: %w", errClosed)
 	}
@@ -221,7 +197,7 @@ func (s *SQLite) ProposeKey(name string, k Key, expires time.Time) error {
 		return s.fail("propose key", err)
 	}
 	defer tx.Rollback()
-	key := fold(name)
+	key := chat.Fold(name)
 	now := s.now().UnixMilli()
 	// Lapsed proposals go first: they neither count nor block a new one.
 	if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND expires != 0 AND expires <= ?`, key, now); err != nil {
@@ -237,13 +213,13 @@ func (s *SQLite) ProposeKey(name string, k Key, expires time.Time) error {
 	case err != nil:
 		return s.fail("propose key", err)
 	case !hasIdentity:
-		return fmt.Errorf("propose key: %q: %w", name, ErrNotFound)
+		return fmt.Errorf("propose key: %q: %w", name, chat.ErrNotFound)
 	case state.Valid && state.Int64 == 0:
-		return fmt.Errorf("propose key: %s: %w", k.Fingerprint, ErrKeyExists)
+		return fmt.Errorf("propose key: %s: %w", k.Fingerprint, chat.ErrKeyExists)
 	case state.Valid:
 		_, err = tx.Exec(`UPDATE keys SET expires = ? WHERE identity = ? AND fingerprint = ?`, until, key, k.Fingerprint)
 	case keys >= s.cfg.MaxKeysPerName:
-		return fmt.Errorf("propose key: %q: %w", name, &LimitError{Err: ErrKeyLimit, Max: s.cfg.MaxKeysPerName})
+		return fmt.Errorf("propose key: %q: %w", name, &chat.LimitError{Err: chat.ErrKeyLimit, Max: s.cfg.MaxKeysPerName})
 	default:
 		_, err = tx.Exec(`INSERT INTO keys(identity, fingerprint, type, authorized_key, added, expires) VALUES (?, ?, ?, ?, ?, ?)`,
 			key, k.Fingerprint, k.Type, k.AuthorizedKey, added, until)
@@ -262,49 +238,49 @@ func (s *SQLite) ProposeKey(name string, k Key, expires time.Time) error {
 // identity as it is afterwards, and whether the key is one of its active keys now (false when
 // name is unclaimed or the key is not, or no longer, pending for it). A key that holds
 // MaxNamesPerKey names already stays pending, with a *LimitError wrapping ErrNameLimit.
-func (s *SQLite) ConfirmKey(name, fingerprint string) (Identity, bool, error) {
+func (s *SQLite) ConfirmKey(name, fingerprint string) (chat.Identity, bool, error) {
 	if s.isClosed() {
-		return Identity{}, false, fmt.Errorf("confirm key: %w", errClosed)
+		return chat.Identity{}, false, fmt.Errorf("confirm key: %w", errClosed)
 	}
-	if !validName(name) {
-		return Identity{}, false, nil
+	if !chat.ValidName(name) {
+		return chat.Identity{}, false, nil
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
 	if err != nil {
-		return Identity{}, false, s.fail("confirm key", err)
+		return chat.Identity{}, false, s.fail("confirm key", err)
 	}
 	defer tx.Rollback()
-	key := fold(name)
+	key := chat.Fold(name)
 	now := s.now().UnixMilli()
 	var expires int64
 	err = tx.QueryRow(`SELECT expires FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint).Scan(&expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
-		return Identity{}, false, s.fail("confirm key", err)
+		return chat.Identity{}, false, s.fail("confirm key", err)
 	case expires == 0: // confirmed already, by a login a moment ago
 	case expires <= now:
 		if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint); err != nil {
-			return Identity{}, false, s.fail("confirm key", err)
+			return chat.Identity{}, false, s.fail("confirm key", err)
 		}
 	default:
 		if err := s.checkNameLimit(s.prepared(tx), fingerprint); err != nil {
-			return Identity{}, false, s.fail("confirm key", err)
+			return chat.Identity{}, false, s.fail("confirm key", err)
 		}
 		if _, err := tx.Exec(`UPDATE keys SET expires = 0, added = ? WHERE identity = ? AND fingerprint = ?`, now, key, fingerprint); err != nil {
-			return Identity{}, false, s.fail("confirm key", err)
+			return chat.Identity{}, false, s.fail("confirm key", err)
 		}
 	}
 	id, ok, err := loadIdentity(s.prepared(tx), key, now)
 	if err != nil {
-		return Identity{}, false, s.fail("confirm key", err)
+		return chat.Identity{}, false, s.fail("confirm key", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return Identity{}, false, s.fail("confirm key", err)
+		return chat.Identity{}, false, s.fail("confirm key", err)
 	}
-	return id, ok && slices.ContainsFunc(id.Keys, func(k Key) bool { return k.Fingerprint == fingerprint }), nil
+	return id, ok && slices.ContainsFunc(id.Keys, func(k chat.Key) bool { return k.Fingerprint == fingerprint }), nil
 }
 
 // RemoveKey removes the key with fingerprint from name's keys, active or pending. It returns
@@ -321,7 +297,7 @@ func (s *SQLite) RemoveKey(name, fingerprint string) error {
 		return s.fail("remove key", err)
 	}
 	defer tx.Rollback()
-	key := fold(name)
+	key := chat.Fold(name)
 	now := s.now().UnixMilli()
 	var hasIdentity bool
 	var active int
@@ -333,11 +309,11 @@ func (s *SQLite) RemoveKey(name, fingerprint string) error {
 	case err != nil:
 		return s.fail("remove key", err)
 	case !hasIdentity:
-		return fmt.Errorf("remove key: %q: %w", name, ErrNotFound)
+		return fmt.Errorf("remove key: %q: %w", name, chat.ErrNotFound)
 	case !state.Valid || state.Int64 != 0 && state.Int64 <= now:
-		return fmt.Errorf("remove key: %s: %w", fingerprint, ErrNotFound)
+		return fmt.Errorf("remove key: %s: %w", fingerprint, chat.ErrNotFound)
 	case state.Int64 == 0 && active <= 1:
-		return fmt.Errorf("remove key: %s: %w", fingerprint, ErrLastKey)
+		return fmt.Errorf("remove key: %s: %w", fingerprint, chat.ErrLastKey)
 	}
 	if _, err := tx.Exec(`DELETE FROM keys WHERE identity = ? AND fingerprint = ?`, key, fingerprint); err != nil {
 		return s.fail("remove key", err)

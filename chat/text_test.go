@@ -1,4 +1,4 @@
-package room
+package chat
 
 import (
 	"math/rand/v2"

@@ -1,11 +1,12 @@
-// Package store keeps what must outlive the chatd process: which SSH keys own which names (trust
-// on first use), the public message history, and private messages waiting for someone offline.
+// Package sqlite is chatd's storage on one embedded SQLite file (modernc.org/sqlite, no cgo) in
+// WAL mode: which SSH keys own which names (trust on first use), the public message history,
+// private messages waiting for someone offline, bans and settings. It implements the storage
+// interfaces that package room declares, with the types of package chat.
 //
-// SQLite implements it with one embedded SQLite file (modernc.org/sqlite, no cgo) in WAL mode.
 // Public messages are written behind the caller's back: Append only queues, and a background
 // writer commits the queue in batches, so that the room never waits for the disk. Everything else
 // is synchronous.
-package store
+package sqlite
 
 import (
 	"context"
@@ -16,82 +17,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/charmbracelet/log"
-	"modernc.org/sqlite"
+	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Kind says how a public message is shown.
-type Kind uint8
-
-const (
-	KindMessage Kind = 1 // "alice: text"
-	KindAction  Kind = 2 // "** alice waves"
-)
-
-// Message is one public message or action.
-type Message struct {
-	ID   int64     // assigned by the store, increasing; 0 before it is stored
-	At   time.Time // server time, stored with millisecond precision (UTC in the db, returned as time.Local)
-	Kind Kind
-	From string // sender's display name
-	Text string
-}
-
-// Key is one SSH public key that may log in as an identity.
-type Key struct {
-	Fingerprint   string // "SHA256:..." exactly as ssh-keygen -l prints it (x/crypto ssh.FingerprintSHA256)
-	Type          string // "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
-	AuthorizedKey string // authorized_keys form without comment: "ssh-ed25519 AAAA..."
-	Added         time.Time
-	// Expires is when a pending key (see ProposeKey) lapses unless confirmed; zero for an active
-	// key.
-	Expires time.Time
-}
-
-// Identity is a claimed name and the keys that own it.
-type Identity struct {
-	Name    string // display form, as first claimed ("Alice"); lookups are case-insensitive (ASCII fold)
-	Created time.Time
-	Keys    []Key // the active keys, which may log in as Name: oldest first; at least one
-	// Pending are keys proposed for Name (ProposeKey) that have not logged in yet, and have not
-	// expired: oldest first. They are not Name's keys until ConfirmKey makes them so.
-	Pending []Key
-}
-
-// DM is a private message waiting for its recipient.
-type DM struct {
-	ID       int64
-	At       time.Time
-	From     string // sender display name
-	FromAddr string // sender's address ("192.0.2.7", "2001:db8::/64"), for the per-address cap; may be empty
-	To       string // recipient display name
-	Text     string
-}
-
 var (
-	// ErrNotFound: no such identity, or no such key.
-	ErrNotFound = errors.New("not found")
-	// ErrLastKey: refusing to remove an identity's only key.
-	ErrLastKey = errors.New("refusing to remove the only key")
-	// ErrKeyExists: the key is already one of the identity's keys.
-	ErrKeyExists = errors.New("key already added")
-	// ErrQueueFull: the recipient already has MaxQueuedDMs private messages waiting.
-	ErrQueueFull = errors.New("too many queued private messages")
-	// ErrSenderQueueFull: the sender already has MaxQueuedDMsPerSender messages waiting for the
-	// recipient.
-	ErrSenderQueueFull = errors.New("too many queued private messages from this sender")
-	// ErrAddrQueueFull: the sender's address already has MaxQueuedDMsPerAddr messages waiting
-	// for the recipient.
-	ErrAddrQueueFull = errors.New("too many queued private messages from this address")
-	// ErrNameLimit: the key already holds MaxNamesPerKey names.
-	ErrNameLimit = errors.New("key holds too many names")
-	// ErrKeyLimit: the name already has MaxKeysPerName keys, active and pending.
-	ErrKeyLimit = errors.New("name has too many keys")
 	// ErrNewerSchema: the database was written by a newer chatd.
 	ErrNewerSchema = errors.New("database schema is newer than this chatd")
 	// ErrCorrupt: the file is not a usable SQLite database.
@@ -100,23 +34,6 @@ var (
 
 // errClosed is returned by every method called after Close.
 var errClosed = errors.New("store is closed")
-
-// LimitError is the error of a write refused by a cap; it unwraps to the cap's sentinel
-// (ErrNameLimit, ErrKeyLimit, ErrQueueFull, ErrSenderQueueFull, ErrAddrQueueFull).
-type LimitError struct {
-	Err   error
-	Max   int      // the cap
-	Names []string // for ErrNameLimit: the names the key holds
-}
-
-func (e *LimitError) Error() string {
-	if len(e.Names) > 0 {
-		return fmt.Sprintf("%v (at most %d: %s)", e.Err, e.Max, strings.Join(e.Names, ", "))
-	}
-	return fmt.Sprintf("%v (at most %d)", e.Err, e.Max)
-}
-
-func (e *LimitError) Unwrap() error { return e.Err }
 
 // Config holds the store's settings. The zero value of each field but Path means its default.
 type Config struct {
@@ -359,7 +276,7 @@ func dsn(path string) string {
 
 // isCorrupt reports whether err says the file is not a database, or a damaged one.
 func isCorrupt(err error) bool {
-	var se *sqlite.Error
+	var se *msqlite.Error
 	if !errors.As(err, &se) {
 		return false
 	}

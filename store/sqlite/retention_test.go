@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"chatd/chat"
 )
 
 func TestParseKeep(t *testing.T) {
@@ -111,7 +113,7 @@ func pruneNow(t *testing.T, s *SQLite, passes chan pruneResult) int {
 
 func appendN(s *SQLite, from, to int, at func(i int) time.Time) {
 	for i := from; i < to; i++ {
-		m := Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)}
+		m := chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)}
 		if at != nil {
 			m.At = at(i)
 		}
@@ -226,7 +228,7 @@ func TestAppendNeverWaitsOnPrune(t *testing.T) {
 	// The pruner holds the store's write mutex; its DELETE waits for the lock.
 	<-inChunk
 	for i := 100; i < 20_000; i++ { // a hang here is the failure
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	release()
 	flush(t, s)

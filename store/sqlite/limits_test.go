@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"chatd/chat"
 )
 
 // TestPendingKeys: a proposed key is listed apart, is not among the name's keys, lapses at its
@@ -43,7 +45,7 @@ func TestPendingKeys(t *testing.T) {
 	if _, ok, err := s.ConfirmKey("alice", testKey(2).Fingerprint); ok || err != nil {
 		t.Fatalf("ConfirmKey(expired) = %v, %v", ok, err)
 	}
-	if err := s.RemoveKey("alice", testKey(2).Fingerprint); !errors.Is(err, ErrNotFound) {
+	if err := s.RemoveKey("alice", testKey(2).Fingerprint); !errors.Is(err, chat.ErrNotFound) {
 		t.Fatalf("RemoveKey(expired) = %v", err)
 	}
 
@@ -80,8 +82,8 @@ func TestNamesPerKey(t *testing.T) {
 		}
 	}
 	_, _, err := s.Claim("c", k)
-	var le *LimitError
-	if !errors.Is(err, ErrNameLimit) || !errors.As(err, &le) || le.Max != 2 || !slices.Equal(le.Names, []string{"A", "b"}) {
+	var le *chat.LimitError
+	if !errors.Is(err, chat.ErrNameLimit) || !errors.As(err, &le) || le.Max != 2 || !slices.Equal(le.Names, []string{"A", "b"}) {
 		t.Fatalf("a third name: %v (%+v)", err, le)
 	}
 	if _, ok, _ := s.Identity("c"); ok {
@@ -98,7 +100,7 @@ func TestNamesPerKey(t *testing.T) {
 	if err := s.ProposeKey("carol", k, clk.Now().Add(time.Hour)); err != nil {
 		t.Fatalf("ProposeKey of a key at its cap: %v", err)
 	}
-	if _, ok, err := s.ConfirmKey("carol", k.Fingerprint); ok || !errors.Is(err, ErrNameLimit) {
+	if _, ok, err := s.ConfirmKey("carol", k.Fingerprint); ok || !errors.Is(err, chat.ErrNameLimit) {
 		t.Fatalf("ConfirmKey onto a third name = %v, %v", ok, err)
 	}
 	if id, _, _ := s.Identity("carol"); len(id.Keys) != 1 || len(id.Pending) != 1 {
@@ -139,8 +141,8 @@ func TestKeysPerName(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 2 active + 1 pending: full. Renewing the pending one is no new key.
-	var le *LimitError
-	if err := s.ProposeKey("alice", testKey(4), later); !errors.Is(err, ErrKeyLimit) || !errors.As(err, &le) || le.Max != 3 {
+	var le *chat.LimitError
+	if err := s.ProposeKey("alice", testKey(4), later); !errors.Is(err, chat.ErrKeyLimit) || !errors.As(err, &le) || le.Max != 3 {
 		t.Fatalf("a fourth key = %v", err)
 	}
 	if err := s.ProposeKey("alice", testKey(3), later); err != nil {
@@ -166,22 +168,22 @@ func TestDMCaps(t *testing.T) {
 	}{
 		{"bob", "192.0.2.1", "alice", nil},
 		{"Bob", "192.0.2.2", "ALICE", nil},
-		{"BOB", "192.0.2.3", "alice", ErrSenderQueueFull}, // bob has 2 waiting, whatever the address
-		{"bob", "192.0.2.1", "carol", nil},                // another recipient: another queue
+		{"BOB", "192.0.2.3", "alice", chat.ErrSenderQueueFull}, // bob has 2 waiting, whatever the address
+		{"bob", "192.0.2.1", "carol", nil},                     // another recipient: another queue
 		{"x", "192.0.2.1", "alice", nil},
 		{"y", "192.0.2.1", "alice", nil},
-		{"z", "192.0.2.1", "alice", ErrAddrQueueFull}, // 192.0.2.1 has 3 waiting for alice
-		{"z", "", "alice", nil},                       // no address: not counted by address
+		{"z", "192.0.2.1", "alice", chat.ErrAddrQueueFull}, // 192.0.2.1 has 3 waiting for alice
+		{"z", "", "alice", nil},                            // no address: not counted by address
 		{"w", "", "alice", nil},
-		{"v", "198.51.100.1", "alice", ErrQueueFull}, // 6 in all
-		{"bob", "198.51.100.1", "alice", ErrSenderQueueFull},
+		{"v", "198.51.100.1", "alice", chat.ErrQueueFull}, // 6 in all
+		{"bob", "198.51.100.1", "alice", chat.ErrSenderQueueFull},
 	}
 	for i, st := range steps {
-		_, err := s.QueueDM(DM{From: st.from, FromAddr: st.addr, To: st.to, Text: fmt.Sprint(i)})
+		_, err := s.QueueDM(chat.DM{From: st.from, FromAddr: st.addr, To: st.to, Text: fmt.Sprint(i)})
 		if !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
 			t.Fatalf("step %d: QueueDM(%s from %q to %s) = %v, want %v", i, st.from, st.addr, st.to, err, st.want)
 		}
-		var le *LimitError
+		var le *chat.LimitError
 		if err != nil && !errors.As(err, &le) {
 			t.Fatalf("step %d: %v is no *LimitError", i, err)
 		}
@@ -191,7 +193,7 @@ func TestDMCaps(t *testing.T) {
 		t.Fatalf("TakeDMs = %+v, %v", got, err)
 	}
 	// Taken: the caps start afresh.
-	if _, err := s.QueueDM(DM{From: "bob", FromAddr: "192.0.2.1", To: "alice", Text: "again"}); err != nil {
+	if _, err := s.QueueDM(chat.DM{From: "bob", FromAddr: "192.0.2.1", To: "alice", Text: "again"}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"chatd/chat"
 )
 
 const (
@@ -31,17 +33,17 @@ type queue struct {
 	closing chan struct{} // closed by close: cuts the writer's backoff short
 
 	mu          sync.Mutex
-	msgs        []Message // waiting for the writer, oldest first
-	qStart      uint64    // sequence number of msgs[0]; qStart+len(msgs) == appended
-	appended    uint64    // messages ever appended
-	bStart      uint64    // sequence number of the writer's batch's first message
-	inflight    int       // messages taken by the writer and not committed yet
-	firstAt     time.Time // when msgs last became non-empty
-	flushWanted bool      // a Flush is waiting: commit without waiting for the interval
-	dropped     uint64    // messages dropped, in all
-	unlogged    uint64    // dropped messages the writer has not logged yet
-	reported    uint64    // dropped messages a Flush has reported
-	abandoned   uint64    // messages given up at close because their commit kept failing
+	msgs        []chat.Message // waiting for the writer, oldest first
+	qStart      uint64         // sequence number of msgs[0]; qStart+len(msgs) == appended
+	appended    uint64         // messages ever appended
+	bStart      uint64         // sequence number of the writer's batch's first message
+	inflight    int            // messages taken by the writer and not committed yet
+	firstAt     time.Time      // when msgs last became non-empty
+	flushWanted bool           // a Flush is waiting: commit without waiting for the interval
+	dropped     uint64         // messages dropped, in all
+	unlogged    uint64         // dropped messages the writer has not logged yet
+	reported    uint64         // dropped messages a Flush has reported
+	abandoned   uint64         // messages given up at close because their commit kept failing
 	closed      bool
 	closedNoted bool          // an Append after Close was logged
 	progress    chan struct{} // closed (and replaced) whenever pending messages become done
@@ -81,7 +83,7 @@ func (q *queue) advanced() {
 
 // push queues m. It reports false, without queueing, once the queue is closed, and whether this
 // is the first such call (to be logged).
-func (q *queue) push(m Message) (ok, first bool) {
+func (q *queue) push(m chat.Message) (ok, first bool) {
 	q.mu.Lock()
 	if q.closed {
 		first = !q.closedNoted
@@ -116,7 +118,7 @@ func (q *queue) push(m Message) (ok, first bool) {
 // take waits until a batch is due and returns it: at most maxBatch messages, oldest first, once
 // the oldest has waited the interval, the batch is full, a Flush waits or the queue is closing.
 // It returns false once the queue is closed and empty. buf is reused for the batch.
-func (q *queue) take(buf []Message, timer *time.Timer) ([]Message, bool) {
+func (q *queue) take(buf []chat.Message, timer *time.Timer) ([]chat.Message, bool) {
 	q.mu.Lock()
 	for {
 		n := len(q.msgs)
@@ -235,7 +237,7 @@ func (q *queue) close() {
 // Append queues m for the history. It never waits for the disk: the writer commits queued
 // messages in batches, each at most FlushInterval after it was appended (call Flush to wait for
 // that). A zero m.At is the time of the call; m.ID is ignored. After Close, m is dropped.
-func (s *SQLite) Append(m Message) {
+func (s *SQLite) Append(m chat.Message) {
 	if m.At.IsZero() {
 		m.At = s.now()
 	}
@@ -250,7 +252,7 @@ func (s *SQLite) writer() {
 	defer s.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var batch []Message
+	var batch []chat.Message
 	givenUp := false // at close, after one batch failed for good: the rest would fail too
 	for {
 		var ok bool
@@ -275,7 +277,7 @@ func (s *SQLite) writer() {
 
 // commit inserts batch in one transaction, retrying with backoff until it succeeds. It reports
 // false when it gave up, which it does only once the store is closing.
-func (s *SQLite) commit(batch []Message) bool {
+func (s *SQLite) commit(batch []chat.Message) bool {
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
 		err := s.insertMessages(batch)
@@ -303,7 +305,7 @@ func (s *SQLite) commit(batch []Message) bool {
 }
 
 // insertMessages commits batch in one transaction.
-func (s *SQLite) insertMessages(batch []Message) (err error) {
+func (s *SQLite) insertMessages(batch []chat.Message) (err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
@@ -358,7 +360,7 @@ func insertMessagesSQL(n int) string {
 
 // Recent returns the newest n committed messages, oldest first. Messages still queued are not
 // among them: call Flush first to include them.
-func (s *SQLite) Recent(n int) ([]Message, error) {
+func (s *SQLite) Recent(n int) ([]chat.Message, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("recent: %w", errClosed)
 	}
@@ -370,14 +372,14 @@ func (s *SQLite) Recent(n int) ([]Message, error) {
 		return nil, s.fail("recent", err)
 	}
 	defer rows.Close()
-	var msgs []Message
+	var msgs []chat.Message
 	for rows.Next() {
-		var m Message
+		var m chat.Message
 		var at, kind int64
 		if err := rows.Scan(&m.ID, &at, &kind, &m.From, &m.Text); err != nil {
 			return nil, s.fail("recent", err)
 		}
-		m.At, m.Kind = fromMilli(at), Kind(kind)
+		m.At, m.Kind = fromMilli(at), chat.Kind(kind)
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {

@@ -1,7 +1,9 @@
-package store
+package sqlite
 
 import (
 	"fmt"
+
+	"chatd/chat"
 )
 
 // QueueDM stores dm for its recipient (dm.To, compared case-insensitively) until TakeDMs, and
@@ -11,51 +13,51 @@ import (
 // (ErrSenderQueueFull), or when MaxQueuedDMsPerAddr of them are from dm.FromAddr
 // (ErrAddrQueueFull; an empty FromAddr is not counted). The sender's caps come first: a sender
 // at its own cap is told so, whatever the others sent.
-func (s *SQLite) QueueDM(dm DM) (DM, error) {
+func (s *SQLite) QueueDM(dm chat.DM) (chat.DM, error) {
 	if s.isClosed() {
-		return DM{}, fmt.Errorf("queue dm: %w", errClosed)
+		return chat.DM{}, fmt.Errorf("queue dm: %w", errClosed)
 	}
-	if !validName(dm.To) {
-		return DM{}, fmt.Errorf("queue dm: invalid recipient %q", dm.To)
+	if !chat.ValidName(dm.To) {
+		return chat.DM{}, fmt.Errorf("queue dm: invalid recipient %q", dm.To)
 	}
 	at := s.unixMilli(dm.At)
-	key, sender := fold(dm.To), fold(dm.From)
+	key, sender := chat.Fold(dm.To), chat.Fold(dm.From)
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
 	if err != nil {
-		return DM{}, s.fail("queue dm", err)
+		return chat.DM{}, s.fail("queue dm", err)
 	}
 	defer tx.Rollback()
 	// One pass over the recipient's queue (its index; at most MaxQueuedDMs rows) counts all three.
 	var waiting, fromSender, fromAddr int
 	if err := tx.QueryRow(`SELECT count(*), coalesce(sum(sender_key = ?), 0), coalesce(sum(sender_addr = ? AND sender_addr != ''), 0)
 		FROM dms WHERE recipient_key = ?`, sender, dm.FromAddr, key).Scan(&waiting, &fromSender, &fromAddr); err != nil {
-		return DM{}, s.fail("queue dm", err)
+		return chat.DM{}, s.fail("queue dm", err)
 	}
-	var limit *LimitError
+	var limit *chat.LimitError
 	switch {
 	case fromSender >= s.cfg.MaxQueuedDMsPerSender:
-		limit = &LimitError{Err: ErrSenderQueueFull, Max: s.cfg.MaxQueuedDMsPerSender}
+		limit = &chat.LimitError{Err: chat.ErrSenderQueueFull, Max: s.cfg.MaxQueuedDMsPerSender}
 	case dm.FromAddr != "" && fromAddr >= s.cfg.MaxQueuedDMsPerAddr:
-		limit = &LimitError{Err: ErrAddrQueueFull, Max: s.cfg.MaxQueuedDMsPerAddr}
+		limit = &chat.LimitError{Err: chat.ErrAddrQueueFull, Max: s.cfg.MaxQueuedDMsPerAddr}
 	case waiting >= s.cfg.MaxQueuedDMs:
-		limit = &LimitError{Err: ErrQueueFull, Max: s.cfg.MaxQueuedDMs}
+		limit = &chat.LimitError{Err: chat.ErrQueueFull, Max: s.cfg.MaxQueuedDMs}
 	}
 	if limit != nil {
-		return DM{}, fmt.Errorf("queue dm: for %s: %w", dm.To, limit)
+		return chat.DM{}, fmt.Errorf("queue dm: for %s: %w", dm.To, limit)
 	}
 	res, err := tx.Exec(`INSERT INTO dms(at, sender, sender_key, sender_addr, recipient_key, recipient, text) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		at, dm.From, sender, dm.FromAddr, key, dm.To, dm.Text)
 	if err != nil {
-		return DM{}, s.fail("queue dm", err)
+		return chat.DM{}, s.fail("queue dm", err)
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
-		return DM{}, s.fail("queue dm", err)
+		return chat.DM{}, s.fail("queue dm", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return DM{}, s.fail("queue dm", err)
+		return chat.DM{}, s.fail("queue dm", err)
 	}
 	dm.ID, dm.At = id, fromMilli(at)
 	return dm, nil
@@ -63,11 +65,11 @@ func (s *SQLite) QueueDM(dm DM) (DM, error) {
 
 // TakeDMs returns the private messages waiting for name (case-insensitively), oldest first, and
 // deletes them in the same transaction: each is returned once.
-func (s *SQLite) TakeDMs(name string) ([]DM, error) {
+func (s *SQLite) TakeDMs(name string) ([]chat.DM, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("take dms: %w", errClosed)
 	}
-	key := fold(name)
+	key := chat.Fold(name)
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	tx, err := s.db.Begin()
@@ -79,9 +81,9 @@ func (s *SQLite) TakeDMs(name string) ([]DM, error) {
 	if err != nil {
 		return nil, s.fail("take dms", err)
 	}
-	var dms []DM
+	var dms []chat.DM
 	for rows.Next() {
-		var dm DM
+		var dm chat.DM
 		var at int64
 		if err := rows.Scan(&dm.ID, &at, &dm.From, &dm.FromAddr, &dm.To, &dm.Text); err != nil {
 			rows.Close()

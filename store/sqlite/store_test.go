@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"chatd/chat"
 
 	"github.com/charmbracelet/log"
 )
@@ -78,8 +80,8 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func testKey(n int) Key {
-	return Key{
+func testKey(n int) chat.Key {
+	return chat.Key{
 		Fingerprint:   fmt.Sprintf("SHA256:key%03d", n),
 		Type:          "ssh-ed25519",
 		AuthorizedKey: fmt.Sprintf("ssh-ed25519 AAAAkey%03d", n),
@@ -93,7 +95,7 @@ func flush(t testing.TB, s *SQLite) {
 	}
 }
 
-func recent(t testing.TB, s *SQLite, n int) []Message {
+func recent(t testing.TB, s *SQLite, n int) []chat.Message {
 	t.Helper()
 	msgs, err := s.Recent(n)
 	if err != nil {
@@ -102,7 +104,7 @@ func recent(t testing.TB, s *SQLite, n int) []Message {
 	return msgs
 }
 
-func texts(msgs []Message) []string {
+func texts(msgs []chat.Message) []string {
 	out := make([]string, len(msgs))
 	for i, m := range msgs {
 		out[i] = m.Text
@@ -118,7 +120,7 @@ func seqTexts(from, to int) []string {
 	return out
 }
 
-func fingerprints(id Identity) []string {
+func fingerprints(id chat.Identity) []string {
 	var out []string
 	for _, k := range id.Keys {
 		out = append(out, k.Fingerprint)
@@ -218,7 +220,7 @@ func TestClaimAndIdentity(t *testing.T) {
 			t.Errorf("Identity(%q) = %v, %v", name, ok, err)
 		}
 	}
-	if _, _, err := s.Claim("carol", Key{}); err == nil {
+	if _, _, err := s.Claim("carol", chat.Key{}); err == nil {
 		t.Error("Claim with a key without fingerprint succeeded")
 	}
 }
@@ -239,25 +241,25 @@ func TestKeys(t *testing.T) {
 		pending []int // and her pending ones
 	}
 	steps := []step{
-		{op: "remove", name: "alice", key: 1, wantErr: ErrLastKey, want: []int{1}},
-		{op: "propose", name: "ALICE", key: 1, wantErr: ErrKeyExists, want: []int{1}},
+		{op: "remove", name: "alice", key: 1, wantErr: chat.ErrLastKey, want: []int{1}},
+		{op: "propose", name: "ALICE", key: 1, wantErr: chat.ErrKeyExists, want: []int{1}},
 		{op: "confirm", name: "alice", key: 2, want: []int{1}}, // never proposed: nothing to confirm
 		{op: "propose", name: "alice", key: 2, want: []int{1}, pending: []int{2}},
 		{op: "propose", name: "Alice", key: 3, want: []int{1}, pending: []int{2, 3}},
 		{op: "propose", name: "Alice", key: 2, want: []int{1}, pending: []int{2, 3}}, // again: renewed
-		{op: "propose", name: "nobody", key: 4, wantErr: ErrNotFound, want: []int{1}, pending: []int{2, 3}},
+		{op: "propose", name: "nobody", key: 4, wantErr: chat.ErrNotFound, want: []int{1}, pending: []int{2, 3}},
 		{op: "confirm", name: "nobody", key: 2, want: []int{1}, pending: []int{2, 3}},
 		{op: "confirm", name: "ALICE", key: 2, wantOK: true, want: []int{1, 2}, pending: []int{3}},
 		{op: "confirm", name: "alice", key: 2, wantOK: true, want: []int{1, 2}, pending: []int{3}}, // twice: still active
-		{op: "remove", name: "nobody", key: 1, wantErr: ErrNotFound, want: []int{1, 2}, pending: []int{3}},
-		{op: "remove", name: "alice", key: 9, wantErr: ErrNotFound, want: []int{1, 2}, pending: []int{3}},
-		{op: "remove", name: "alice", key: 3, want: []int{1, 2}},                   // a pending key may go
-		{op: "confirm", name: "alice", key: 3, want: []int{1, 2}},                  // and is gone
-		{op: "remove", name: "alice", key: 1, want: []int{2}},                      // the first key may go while others remain
-		{op: "remove", name: "Alice", key: 2, wantErr: ErrLastKey, want: []int{2}}, // but not the last
+		{op: "remove", name: "nobody", key: 1, wantErr: chat.ErrNotFound, want: []int{1, 2}, pending: []int{3}},
+		{op: "remove", name: "alice", key: 9, wantErr: chat.ErrNotFound, want: []int{1, 2}, pending: []int{3}},
+		{op: "remove", name: "alice", key: 3, want: []int{1, 2}},                        // a pending key may go
+		{op: "confirm", name: "alice", key: 3, want: []int{1, 2}},                       // and is gone
+		{op: "remove", name: "alice", key: 1, want: []int{2}},                           // the first key may go while others remain
+		{op: "remove", name: "Alice", key: 2, wantErr: chat.ErrLastKey, want: []int{2}}, // but not the last
 		{op: "propose", name: "alice", key: 1, want: []int{2}, pending: []int{1}},
-		{op: "remove", name: "Alice", key: 2, wantErr: ErrLastKey, want: []int{2}, pending: []int{1}}, // a pending key does not count
-		{op: "confirm", name: "alice", key: 1, wantOK: true, want: []int{2, 1}},                       // oldest first: key 1 is now the newest
+		{op: "remove", name: "Alice", key: 2, wantErr: chat.ErrLastKey, want: []int{2}, pending: []int{1}}, // a pending key does not count
+		{op: "confirm", name: "alice", key: 1, wantOK: true, want: []int{2, 1}},                            // oldest first: key 1 is now the newest
 	}
 	for i, st := range steps {
 		clk.Advance(time.Second)
@@ -288,7 +290,7 @@ func TestKeys(t *testing.T) {
 			t.Fatalf("step %d: pending %v, want %v", i, got, want)
 		}
 	}
-	if err := s.ProposeKey("alice", Key{}, clk.Now().Add(time.Hour)); err == nil {
+	if err := s.ProposeKey("alice", chat.Key{}, clk.Now().Add(time.Hour)); err == nil {
 		t.Error("ProposeKey without a fingerprint succeeded")
 	}
 	if err := s.ProposeKey("alice", testKey(5), time.Time{}); err == nil {
@@ -304,7 +306,7 @@ func keyFPs(ns []int) []string {
 	return out
 }
 
-func pendingFPs(id Identity) []string {
+func pendingFPs(id chat.Identity) []string {
 	var out []string
 	for _, k := range id.Pending {
 		out = append(out, k.Fingerprint)
@@ -321,7 +323,7 @@ func TestClaimRace(t *testing.T) {
 		b, _ := openAt(t, path, Config{}, options{})
 		const n = 16
 		type result struct {
-			id      Identity
+			id      chat.Identity
 			claimed bool
 			err     error
 		}
@@ -387,16 +389,16 @@ func TestRestart(t *testing.T) {
 	before, _, _ := s.Identity("alice")
 
 	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	var sent []Message
+	var sent []chat.Message
 	for i := range 50 {
-		m := Message{At: base.Add(time.Duration(i)*1001*time.Millisecond + 999_999), Kind: KindMessage, From: "Alice", Text: fmt.Sprintf("m%d", i)}
+		m := chat.Message{At: base.Add(time.Duration(i)*1001*time.Millisecond + 999_999), Kind: chat.KindMessage, From: "Alice", Text: fmt.Sprintf("m%d", i)}
 		if i%3 == 0 {
-			m.Kind = KindAction
+			m.Kind = chat.KindAction
 		}
 		sent = append(sent, m)
 		s.Append(m)
 	}
-	dm, err := s.QueueDM(DM{At: base, From: "Alice", To: "Bob", Text: "hi bob"})
+	dm, err := s.QueueDM(chat.DM{At: base, From: "Alice", To: "Bob", Text: "hi bob"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +415,7 @@ func TestRestart(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Identity after restart = %v, %v", ok, err)
 	}
-	sameKey := func(a, b Key) bool {
+	sameKey := func(a, b chat.Key) bool {
 		return a.Fingerprint == b.Fingerprint && a.Type == b.Type && a.AuthorizedKey == b.AuthorizedKey && a.Added.Equal(b.Added) && a.Expires.Equal(b.Expires)
 	}
 	if after.Name != before.Name || !after.Created.Equal(before.Created) || !slices.EqualFunc(after.Keys, before.Keys, sameKey) ||
@@ -446,7 +448,7 @@ func TestRecent(t *testing.T) {
 		t.Fatalf("Recent on an empty store = %v", got)
 	}
 	for i := range 100 {
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	flush(t, s)
 	tests := []struct {
@@ -470,10 +472,10 @@ func TestRecent(t *testing.T) {
 func TestAppendTimestamps(t *testing.T) {
 	clk := newClock()
 	s, _ := openTest(t, Config{Now: clk.Now})
-	s.Append(Message{ID: 42, Kind: KindAction, From: "a", Text: "zero time"})
+	s.Append(chat.Message{ID: 42, Kind: chat.KindAction, From: "a", Text: "zero time"})
 	flush(t, s)
 	got := recent(t, s, 1)
-	if len(got) != 1 || got[0].ID == 42 || got[0].ID == 0 || !got[0].At.Equal(clk.Now().Truncate(time.Millisecond)) || got[0].Kind != KindAction {
+	if len(got) != 1 || got[0].ID == 42 || got[0].ID == 0 || !got[0].At.Equal(clk.Now().Truncate(time.Millisecond)) || got[0].Kind != chat.KindAction {
 		t.Fatalf("Recent = %+v; want the clock's time to the ms and a store-assigned id", got)
 	}
 }
@@ -483,7 +485,7 @@ func TestFlush(t *testing.T) {
 	s, _ := openTest(t, Config{FlushInterval: 500 * time.Millisecond, MaxBatch: 10})
 	flush(t, s) // nothing queued
 	for i := range 25 {
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	flush(t, s)
 	if got := texts(recent(t, s, 100)); !slices.Equal(got, seqTexts(0, 25)) {
@@ -496,7 +498,7 @@ func TestFlush(t *testing.T) {
 		wg.Go(func() {
 			for i := range 30 {
 				text := fmt.Sprintf("g%d-%d", g, i)
-				s.Append(Message{Kind: KindMessage, From: "a", Text: text})
+				s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: text})
 				if i%10 == 9 {
 					if err := s.Flush(context.Background()); err != nil {
 						t.Errorf("flush: %v", err)
@@ -517,7 +519,7 @@ func TestFlush(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "late"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "late"})
 	if err := s.Flush(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Flush(cancelled) = %v", err)
 	}
@@ -543,7 +545,7 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // Recent is polled.
 func TestWriterCommitsWithoutFlush(t *testing.T) {
 	s, _ := openTest(t, Config{FlushInterval: 10 * time.Millisecond})
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "one"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "one"})
 	waitUntil(t, "the writer to commit a message nobody flushed", func() bool { return len(recent(t, s, 1)) > 0 })
 }
 
@@ -580,7 +582,7 @@ func TestAppendNeverBlocks(t *testing.T) {
 	s, path := openTest(t, Config{})
 	release := lockDB(t, path)
 
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "m0"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "m0"})
 	// The writer takes m0 at once for the Flush and waits for the lock: Flush cannot finish.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	err := s.Flush(ctx)
@@ -589,7 +591,7 @@ func TestAppendNeverBlocks(t *testing.T) {
 		t.Fatalf("Flush while the db is locked = %v, want a deadline error", err)
 	}
 	for i := 1; i < 20_000; i++ { // a hang here is the failure
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	release()
 	flush(t, s)
@@ -605,12 +607,12 @@ func TestBacklogBound(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chat.db")
 	s, logs := openAt(t, path, Config{}, options{maxBacklog: 100})
 	release := lockDB(t, path)
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "m0"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "m0"})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	s.Flush(ctx) // the writer now holds m0, stuck on the lock
 	cancel()
 	for i := 1; i <= 150; i++ {
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	// The backlog (m1...) reached 100 at m100: m1..m10 went; at m110, m11..m20; ...
 	release()
@@ -636,8 +638,8 @@ func TestClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "late 1"})
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "late 2"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "late 1"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "late 2"})
 	if n := strings.Count(logs.String(), "after the store was closed"); n != 1 {
 		t.Errorf("Append after Close logged %d times, want once:\n%s", n, logs)
 	}
@@ -649,7 +651,7 @@ func TestClosed(t *testing.T) {
 	_, calls["NamesOfKey"] = s.NamesOfKey("x")
 	calls["RemoveKey"] = s.RemoveKey("a", "x")
 	_, calls["Recent"] = s.Recent(1)
-	_, calls["QueueDM"] = s.QueueDM(DM{From: "a", To: "b"})
+	_, calls["QueueDM"] = s.QueueDM(chat.DM{From: "a", To: "b"})
 	_, calls["TakeDMs"] = s.TakeDMs("b")
 	calls["Flush"] = s.Flush(context.Background())
 	for name, err := range calls {
@@ -666,10 +668,10 @@ func TestClosed(t *testing.T) {
 func TestDMs(t *testing.T) {
 	clk := newClock()
 	s, _ := openTest(t, Config{MaxQueuedDMs: 3, Now: clk.Now})
-	var queued []DM
+	var queued []chat.DM
 	for i, to := range []string{"Bob", "bob", "BOB"} {
 		clk.Advance(time.Second)
-		dm, err := s.QueueDM(DM{From: "alice", To: to, Text: fmt.Sprintf("dm%d", i)})
+		dm, err := s.QueueDM(chat.DM{From: "alice", To: to, Text: fmt.Sprintf("dm%d", i)})
 		if err != nil {
 			t.Fatalf("QueueDM %d: %v", i, err)
 		}
@@ -678,14 +680,14 @@ func TestDMs(t *testing.T) {
 		}
 		queued = append(queued, dm)
 	}
-	if _, err := s.QueueDM(DM{From: "alice", To: "bOb", Text: "one too many"}); !errors.Is(err, ErrQueueFull) {
+	if _, err := s.QueueDM(chat.DM{From: "alice", To: "bOb", Text: "one too many"}); !errors.Is(err, chat.ErrQueueFull) {
 		t.Fatalf("fourth QueueDM = %v, want ErrQueueFull", err)
 	}
-	carol, err := s.QueueDM(DM{At: time.UnixMilli(5), From: "alice", To: "carol", Text: "for carol"})
+	carol, err := s.QueueDM(chat.DM{At: time.UnixMilli(5), From: "alice", To: "carol", Text: "for carol"})
 	if err != nil || !carol.At.Equal(time.UnixMilli(5)) {
 		t.Fatalf("QueueDM(carol) = %+v, %v", carol, err)
 	}
-	if _, err := s.QueueDM(DM{From: "alice", To: "no one", Text: "x"}); err == nil {
+	if _, err := s.QueueDM(chat.DM{From: "alice", To: "no one", Text: "x"}); err == nil {
 		t.Fatal("QueueDM to an invalid name succeeded")
 	}
 
@@ -700,10 +702,10 @@ func TestDMs(t *testing.T) {
 		t.Fatalf("second TakeDMs(bob) = %v, %v", got, err)
 	}
 	// The queue has room again; carol's message was not touched.
-	if _, err := s.QueueDM(DM{From: "alice", To: "bob", Text: "again"}); err != nil {
+	if _, err := s.QueueDM(chat.DM{From: "alice", To: "bob", Text: "again"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.TakeDMs("carol"); err != nil || !slices.Equal(got, []DM{carol}) {
+	if got, err := s.TakeDMs("carol"); err != nil || !slices.Equal(got, []chat.DM{carol}) {
 		t.Fatalf("TakeDMs(carol) = %v, %v", got, err)
 	}
 }
@@ -716,7 +718,7 @@ func TestTakeDMsConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := range 200 {
-			if _, err := s.QueueDM(DM{From: "a", To: "bob", Text: fmt.Sprint(i)}); err != nil {
+			if _, err := s.QueueDM(chat.DM{From: "a", To: "bob", Text: fmt.Sprint(i)}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -760,7 +762,7 @@ func TestFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "data")
 	path := filepath.Join(dir, "chat.db")
 	s, _ := openAt(t, path, Config{}, options{})
-	s.Append(Message{Kind: KindMessage, From: "a", Text: "x"})
+	s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: "x"})
 	flush(t, s)
 	for p, want := range map[string]os.FileMode{
 		dir:               0o700 | os.ModeDir,
@@ -814,7 +816,7 @@ func writeV1(t *testing.T, path string, messages int) {
 		t.Fatal(err)
 	}
 	for i := range messages {
-		s.Append(Message{Kind: KindMessage, From: "alice", Text: fmt.Sprintf("m%d %s", i, strings.Repeat("x", 200))})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: fmt.Sprintf("m%d %s", i, strings.Repeat("x", 200))})
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -953,7 +955,7 @@ func TestMigrationUpgrade(t *testing.T) {
 		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != latest {
 			t.Fatalf("user_version = %d, %v; want %d", version, err, latest)
 		}
-		if _, err := s.AddBan(Ban{Kind: BanName, Value: "mallory", Reason: "spam", By: "op"}); err != nil {
+		if _, err := s.AddBan(chat.Ban{Kind: chat.BanName, Value: "mallory", Reason: "spam", By: "op"}); err != nil {
 			t.Fatalf("the bans table (v2): %v", err)
 		}
 		id, ok, err := s.Identity("alice")
@@ -968,10 +970,10 @@ func TestMigrationUpgrade(t *testing.T) {
 		}
 		if round == 0 {
 			// v1's message counts towards its sender's cap (v3 fills in sender_key): one more fits.
-			if _, err := s.QueueDM(DM{From: "carol", To: "bob", Text: "from v3"}); err != nil {
+			if _, err := s.QueueDM(chat.DM{From: "carol", To: "bob", Text: "from v3"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.QueueDM(DM{From: "CAROL", To: "bob", Text: "one too many"}); !errors.Is(err, ErrSenderQueueFull) {
+			if _, err := s.QueueDM(chat.DM{From: "CAROL", To: "bob", Text: "one too many"}); !errors.Is(err, chat.ErrSenderQueueFull) {
 				t.Fatalf("third message from carol = %v, want ErrSenderQueueFull", err)
 			}
 		}
@@ -1063,7 +1065,7 @@ func TestCommitRetry(t *testing.T) {
 	s, logs := openAt(t, path, Config{}, options{})
 	execRaw(t, path, `ALTER TABLE messages RENAME TO messages_away`) // every insert now fails
 	for i := range 10 {
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	waitUntil(t, `the writer to log a failed commit ("will retry")`, func() bool { return strings.Contains(logs.String(), "will retry") })
 	execRaw(t, path, `ALTER TABLE messages_away RENAME TO messages`)
@@ -1080,7 +1082,7 @@ func TestCloseGivesUp(t *testing.T) {
 	s, logs := openAt(t, path, Config{MaxBatch: 10}, options{})
 	execRaw(t, path, `ALTER TABLE messages RENAME TO messages_away`)
 	for i := range 25 {
-		s.Append(Message{Kind: KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	err := s.Close()
 	if err == nil || !strings.Contains(err.Error(), "25 messages could not be committed") {
@@ -1094,15 +1096,15 @@ func TestCloseGivesUp(t *testing.T) {
 func TestBans(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	s, _ := openTest(t, Config{Now: func() time.Time { return now }})
-	forever, err := s.AddBan(Ban{Kind: BanKey, Value: "SHA256:abc", Reason: "spam", By: "op"})
+	forever, err := s.AddBan(chat.Ban{Kind: chat.BanKey, Value: "SHA256:abc", Reason: "spam", By: "op"})
 	if err != nil || forever.ID == 0 || !forever.Created.Equal(now) {
 		t.Fatalf("AddBan = %+v, %v", forever, err)
 	}
-	timed, err := s.AddBan(Ban{Kind: BanIP, Value: "192.0.2.0/24", By: "op", Expires: now.Add(time.Hour)})
+	timed, err := s.AddBan(chat.Ban{Kind: chat.BanIP, Value: "192.0.2.0/24", By: "op", Expires: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AddBan(Ban{Kind: "bogus", Value: "x"}); err == nil {
+	if _, err := s.AddBan(chat.Ban{Kind: "bogus", Value: "x"}); err == nil {
 		t.Error("a ban of an unknown kind was stored")
 	}
 	bans, err := s.Bans()
@@ -1113,7 +1115,7 @@ func TestBans(t *testing.T) {
 	if bans, _ := s.Bans(); len(bans) != 1 || bans[0].ID != forever.ID {
 		t.Fatalf("after expiry: %+v", bans)
 	}
-	if _, err := s.RemoveBan(timed.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.RemoveBan(timed.ID); !errors.Is(err, chat.ErrNotFound) {
 		t.Errorf("removing an expired ban: %v", err)
 	}
 	got, err := s.RemoveBan(forever.ID)

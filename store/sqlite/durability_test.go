@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"bufio"
@@ -11,6 +11,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"chatd/chat"
 )
 
 // helperEnv switches the test binary into TestHelperProcess's child role; it holds the database
@@ -33,7 +35,7 @@ func TestHelperProcess(t *testing.T) {
 		os.Exit(2)
 	}
 	for i := range helperMessages {
-		s.Append(Message{Kind: KindMessage, From: "child", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Kind: chat.KindMessage, From: "child", Text: fmt.Sprintf("m%d", i)})
 	}
 	fmt.Println("appended")
 	io.Copy(io.Discard, os.Stdin)
@@ -93,7 +95,7 @@ const helperWindow = time.Second
 
 // killAfterAppends runs the helper, SIGKILLs it helperWindow after its appends, and returns what
 // the database holds then, with what the child got of the CPU in between.
-func killAfterAppends(t *testing.T) ([]Message, window) {
+func killAfterAppends(t *testing.T) ([]chat.Message, window) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "chat.db")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
