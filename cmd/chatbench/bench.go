@@ -35,6 +35,7 @@ type Config struct {
 	ConnectWorkers int           // parallel dialers
 	ConnectTimeout time.Duration // per client, from dial to its join notice
 	Size           int           // message length in bytes
+	Rooms          int           // rooms the clients are spread over (client i in room i mod Rooms); 0: all in the default room
 	PTY            bool          // SSH sessions request a PTY
 	PID            int           // the server's pid, to sample its CPU and RSS; 0 for none
 	NamePrefix     string        // client names are PREFIX-sN and PREFIX-tN
@@ -93,6 +94,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("-size must be 1 to %d bytes (chatd's longest message), got %d", maxSize, c.Size)
 	case c.PID < 0:
 		return errors.New("-pid cannot be negative")
+	case c.Rooms < 0:
+		return errors.New("-rooms cannot be negative")
+	case c.Rooms > nssh+c.TCPClients:
+		return fmt.Errorf("-rooms %d needs at least as many clients, not %d", c.Rooms, nssh+c.TCPClients)
 	}
 	if c.NamePrefix != "" {
 		longest := c.NamePrefix + "-s" + strconv.Itoa(max(nssh, c.TCPClients)-1)
@@ -141,10 +146,11 @@ const (
 	phaseDone
 )
 
-// nShards is how many locks the receivers' statistics are spread over.
+// nShards is about how many locks the receivers' statistics are spread over: each room has
+// nShards/rooms of them (at least one), so that a room's figures are its shards' sum.
 const nShards = 64
 
-// shard is a share of the receivers' statistics, under its own lock.
+// shard is a share of the receivers' statistics, under its own lock: of one room's receivers.
 type shard struct {
 	mu         sync.Mutex
 	hist       histogram // latency, µs
@@ -152,6 +158,7 @@ type shard struct {
 	duplicates int64
 	outOfOrder int64
 	echoes     int64
+	foreign    int64    // tokens of another room's sender, or tagged with another of the run's rooms
 	_          [64]byte // keep the next shard's lock off this cache line
 }
 
@@ -162,7 +169,10 @@ type bench struct {
 	scanner   scanner
 	noticePat []byte
 	clients   []*client
-	shards    [nShards]shard
+	nRooms    int       // rooms in use: cfg.Rooms, or 1 (the default room) when that is 0
+	roomNames []string  // by room; nil without -rooms
+	shards    []shard   // nRooms × perRoom: room K's are shards[K*perRoom : (K+1)*perRoom]
+	perRoom   int       // shards per room
 	t0        time.Time // the first dial
 
 	connected atomic.Int64
@@ -179,9 +189,11 @@ type bench struct {
 	errMu     sync.Mutex
 	errCounts map[string]int
 
-	live    []*client    // connected, in id order; set before the run phase starts
-	senders []*client    // by sender index; set before the run phase starts
-	deadln  atomic.Int64 // end of the current phase (Unix nanoseconds), for progress lines
+	live        []*client      // connected, in id order; set before the run phase starts
+	senders     []*client      // by sender index; set before the run phase starts
+	roomSenders [][]int        // by room, its senders' indices; set before the run phase starts
+	senderRoom  []atomic.Int32 // by sender index, its room (for the readers: set before the run)
+	deadln      atomic.Int64   // end of the current phase (Unix nanoseconds), for progress lines
 }
 
 // errNoneConnected is Run's error when no client got into the room.
@@ -209,6 +221,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	b.scanner = newScanner(b.runID)
 	b.noticePat = []byte("* " + cfg.NamePrefix + "-")
+	b.setRooms()
 	if err := b.makeClients(); err != nil {
 		return nil, err
 	}
@@ -278,6 +291,26 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, runErr
 }
 
+// setRooms names the run's rooms and lays out the statistics' shards by room.
+func (b *bench) setRooms() {
+	b.nRooms = max(b.cfg.Rooms, 1)
+	if b.cfg.Rooms > 0 {
+		b.roomNames = make([]string, b.cfg.Rooms)
+		for k := range b.roomNames {
+			b.roomNames[k] = roomName(b.runID, k)
+		}
+	}
+	b.perRoom = max(nShards/b.nRooms, 1)
+	b.shards = make([]shard, b.nRooms*b.perRoom)
+	b.senderRoom = make([]atomic.Int32, b.cfg.Senders)
+	b.roomSenders = make([][]int, b.nRooms)
+}
+
+// shardOf is the shard that holds c's statistics, one of its room's.
+func (b *bench) shardOf(c *client) *shard {
+	return &b.shards[int(c.room)*b.perRoom+c.id/b.nRooms%b.perRoom]
+}
+
 // makeClients prepares the clients, SSH ones with fresh ed25519 keys, before anything is timed.
 func (b *bench) makeClients() error {
 	n := b.cfg.SSHClients + b.cfg.TCPClients
@@ -289,9 +322,16 @@ func (b *bench) makeClients() error {
 			c.transport, c.pty = overTCP, false
 			c.name = fmt.Sprintf("%s-t%d", b.cfg.NamePrefix, i-b.cfg.SSHClients)
 		}
+		if b.cfg.Rooms > 0 {
+			c.room = int32(i % b.cfg.Rooms)
+			c.roomName = b.roomNames[c.room]
+			c.roomPat = []byte(" joined " + c.roomName + " (")
+		}
 		// The welcome line reaches the newcomer once it is in the room; its join notice may come
-		// later, gathered with others', when many join at once.
-		c.joinPat = []byte(", " + c.name + "! ")
+		// later, gathered with others', when many join at once. The notice is also accepted, as
+		// older servers ("* NAME joined (3 online)") and newer ones ("* NAME joined #lobby (3
+		// online)") word it, should a server welcome people differently.
+		c.joinPats = [][]byte{[]byte(", " + c.name + "! "), []byte("* " + c.name + " joined ("), []byte("* " + c.name + " joined #")}
 		c.senderIdx.Store(-1)
 		if c.transport == overSSH {
 			_, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -364,10 +404,13 @@ var portRE = regexp.MustCompile(`[^ ]+->`)
 
 func cleanErr(err error) string { return portRE.ReplaceAllString(err.Error(), "") }
 
-// countError counts a client's connect error, with its name replaced by NAME so that the same
-// error for every client is counted once.
+// countError counts a client's connect error, with its name replaced by NAME (and its room by
+// #ROOM) so that the same error for every client is counted once.
 func (b *bench) countError(c *client, err error) {
 	msg := strings.ReplaceAll(cleanErr(err), c.name, "NAME")
+	if c.roomName != "" {
+		msg = strings.ReplaceAll(msg, c.roomName, "#ROOM")
+	}
 	b.errMu.Lock()
 	b.errCounts[msg]++
 	b.errMu.Unlock()
@@ -413,6 +456,8 @@ func (b *bench) pickSenders() {
 		}
 	}
 	for i, c := range b.senders {
+		b.senderRoom[i].Store(c.room)
+		b.roomSenders[c.room] = append(b.roomSenders[c.room], i)
 		c.senderIdx.Store(int32(i))
 	}
 }
@@ -527,14 +572,15 @@ func (b *bench) send(ctx context.Context, idx int, c *client, first, end time.Ti
 }
 
 // allDelivered reports whether every client still in the room has every message sent by a
-// sender still in the room (and PTY senders their own echoes).
+// sender still in its room (and PTY senders their own echoes).
 func (b *bench) allDelivered() bool {
 	for _, r := range b.live {
 		if r.dropped.Load() {
 			continue
 		}
 		me := r.senderIdx.Load()
-		for s, sc := range b.senders {
+		for _, s := range b.roomSenders[r.room] {
+			sc := b.senders[s]
 			if sc.dropped.Load() {
 				continue
 			}
@@ -593,19 +639,19 @@ func (b *bench) teardown() {
 	}
 }
 
-// tally computes the report's delivery figures once the readers are done.
+// tally computes the report's delivery figures once the readers are done, room by room: the
+// run's figures are the rooms' sums.
 //
-// A receiver expects every message of every other sender; a PTY sender also gets its own back,
-// counted as echoes. A client the server dropped is excluded from then on: from each sender it
-// expects messages only up to the last one it received, and what followed is put down to the
-// drop, not counted as lost. Likewise a sender that was dropped is only expected to have sent
-// what someone received.
+// A receiver expects every message of every other sender in its room, and nothing from any
+// other room; a PTY sender also gets its own back, counted as echoes. A client the server
+// dropped is excluded from then on: from each sender it expects messages only up to the last one
+// it received, and what followed is put down to the drop, not counted as lost. Likewise a sender
+// that was dropped is only expected to have sent what someone received.
 func (b *bench) tally(rep *Report) {
 	// What each sender is expected to have sent.
 	sent := make([]int64, len(b.senders))
 	for s, sc := range b.senders {
 		sent[s] = sc.sent.Load()
-		rep.MessagesSent += sent[s]
 		if sc.dropped.Load() {
 			var seen int64
 			for _, r := range b.live {
@@ -613,13 +659,23 @@ func (b *bench) tally(rep *Report) {
 			}
 			sent[s] = min(sent[s], seen)
 		}
-		if sc.pty {
-			rep.EchoesExpected += sent[s]
-		}
+	}
+	rooms := make([]RoomFigures, b.nRooms)
+	for k, name := range b.roomNames {
+		rooms[k].Room = name
 	}
 	for _, r := range b.live {
+		rf := &rooms[r.room]
+		rf.Clients++
 		me := int(r.senderIdx.Load())
-		for s := range b.senders {
+		if me >= 0 {
+			rf.Senders++
+			rf.MessagesSent += b.senders[me].sent.Load()
+			if r.pty {
+				rep.EchoesExpected += sent[me]
+			}
+		}
+		for _, s := range b.roomSenders[r.room] {
 			if s == me {
 				continue
 			}
@@ -629,20 +685,37 @@ func (b *bench) tally(rep *Report) {
 				exp = min(exp, int64(p.next.Load()))
 			}
 			got := int64(p.count.Load())
-			rep.Expected += exp
-			rep.Received += got
-			rep.Lost += max(exp-got, 0)
+			rf.Expected += exp
+			rf.Received += got
+			rf.Lost += max(exp-got, 0)
 		}
 	}
 	var h histogram
-	for i := range b.shards {
-		sh := &b.shards[i]
-		sh.mu.Lock()
-		h.merge(&sh.hist)
-		rep.Duplicates += sh.duplicates
-		rep.OutOfOrder += sh.outOfOrder
-		rep.Echoes += sh.echoes
-		sh.mu.Unlock()
+	for k := range rooms {
+		rf := &rooms[k]
+		var rh histogram
+		for i := k * b.perRoom; i < (k+1)*b.perRoom; i++ {
+			sh := &b.shards[i]
+			sh.mu.Lock()
+			rh.merge(&sh.hist)
+			rf.Foreign += sh.foreign
+			rep.Duplicates += sh.duplicates
+			rep.OutOfOrder += sh.outOfOrder
+			rep.Echoes += sh.echoes
+			sh.mu.Unlock()
+		}
+		rf.LatencyP50 = ms(rh.percentile(50))
+		rf.LatencyP99 = ms(rh.percentile(99))
+		rf.LatencyMax = ms(rh.percentile(100))
+		h.merge(&rh)
+		rep.MessagesSent += rf.MessagesSent
+		rep.Expected += rf.Expected
+		rep.Received += rf.Received
+		rep.Lost += rf.Lost
+		rep.Foreign += rf.Foreign
+	}
+	if b.roomNames != nil {
+		rep.RoomFigures = rooms
 	}
 	rep.SendsSkipped = b.skipped.Load()
 	rep.RateLimitLines = b.slowDowns.Load()

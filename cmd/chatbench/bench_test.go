@@ -225,7 +225,7 @@ func TestRunSSHAndTCP(t *testing.T) {
 			t.Errorf("JSON report has no %q", key)
 		}
 	}
-	for _, typ := range []reflect.Type{reflect.TypeFor[Report](), reflect.TypeFor[ErrorCount](), reflect.TypeFor[Drop]()} {
+	for _, typ := range []reflect.Type{reflect.TypeFor[Report](), reflect.TypeFor[ErrorCount](), reflect.TypeFor[Drop](), reflect.TypeFor[RoomFigures]()} {
 		for _, key := range jsonKeys(typ) {
 			if !bytes.Contains(doc, []byte(key)) {
 				t.Errorf("the package comment does not document %q", key)
@@ -395,6 +395,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"-tcp", "", "-tcp-clients", "3"}, 2},
 		{[]string{"-name-prefix", "-x"}, 2},
 		{[]string{"-name-prefix", strings.Repeat("a", 30)}, 2},
+		{[]string{"-rooms", "-1"}, 2},
+		{[]string{"-clients", "2", "-rooms", "3"}, 2},
 		{[]string{"-bogus"}, 2},
 		{[]string{"extra"}, 2},
 	} {
@@ -403,8 +405,8 @@ func TestFlags(t *testing.T) {
 			t.Errorf("%q: exit status %d, want %d; stderr:\n%s", tc.args, code, tc.code, errOut.String())
 		}
 	}
-	cfg, asJSON, quiet, err := parseFlags([]string{"-ssh", "", "-tcp-clients", "5", "-senders", "5", "-json", "-q", "-pty=false"}, &bytes.Buffer{})
-	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 {
+	cfg, asJSON, quiet, err := parseFlags([]string{"-ssh", "", "-tcp-clients", "5", "-senders", "5", "-rooms", "5", "-json", "-q", "-pty=false"}, &bytes.Buffer{})
+	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 || cfg.Rooms != 5 {
 		t.Errorf("parseFlags: %+v %v %v %v", cfg, asJSON, quiet, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,10 @@ type client struct {
 	transport transport
 	pty       bool // an SSH session with a PTY: its own messages come back
 	signer    gossh.Signer
-	joinPat   []byte // ", NAME! ": from the welcome line, "* welcome to chatd, NAME! ..."
+	joinPats  [][]byte // any of them shows it is in: ", NAME! " (the welcome) or its join notice
+	room      int32    // its room's index: 0 without -rooms (the default room)
+	roomName  string   // with -rooms, the room it joins: "#RUN-rK"
+	roomPat   []byte   // with -rooms, " joined #RUN-rK (": the room's join notices
 
 	// Set once connected, before its reader starts.
 	closer   io.Closer // the SSH client or the TCP connection
@@ -134,16 +138,22 @@ func (b *bench) connectSSH(ctx context.Context, c *client) (int, error) {
 		return fail(fmt.Errorf("shell: %w", err))
 	}
 	c.buf = make([]byte, readBufSize)
-	keep, err := awaitJoin(stdout, c.buf, 0, c.joinPat)
-	if err != nil {
-		if ctx.Err() == nil {
-			// The server ended the session: it says why on stderr.
+	// why is err, or what the server said on stderr if it ended the session.
+	why := func(err error) error {
+		if ctx.Err() == nil && !errors.As(err, new(*serverError)) {
 			waitSession(sess, time.Second)
 			if msg := c.stderr.String(); msg != "" {
-				err = errors.New(firstLine(msg))
+				return errors.New(firstLine(msg))
 			}
 		}
-		return fail(fmt.Errorf("waiting to join: %w", err))
+		return err
+	}
+	keep, err := awaitJoin(stdout, c.buf, 0, c.joinPats)
+	if err != nil {
+		return fail(fmt.Errorf("waiting to join: %w", why(err)))
+	}
+	if keep, err = c.joinRoom(stdout, stdin, keep); err != nil {
+		return fail(fmt.Errorf("joining %s: %w", c.roomName, why(err)))
 	}
 	if !stop() {
 		return fail(context.Cause(ctx))
@@ -196,10 +206,14 @@ func (b *bench) connectTCP(ctx context.Context, c *client) (int, error) {
 	if strings.HasPrefix(answer, "error:") {
 		return fail(errors.New(answer))
 	}
-	if !strings.Contains(answer, string(c.joinPat)) { // the answer is normally the welcome itself
-		if keep, err = awaitJoin(nc, c.buf, keep, c.joinPat); err != nil {
+	if !slices.ContainsFunc(c.joinPats, func(p []byte) bool { return strings.Contains(answer, string(p)) }) {
+		// The answer is normally the welcome itself.
+		if keep, err = awaitJoin(nc, c.buf, keep, c.joinPats); err != nil {
 			return fail(fmt.Errorf("waiting to join: %w", err))
 		}
+	}
+	if keep, err = c.joinRoom(nc, nc, keep); err != nil {
+		return fail(fmt.Errorf("joining %s: %w", c.roomName, err))
 	}
 	if !stop() {
 		return fail(context.Cause(ctx))
@@ -228,14 +242,24 @@ func readLine(r io.Reader, buf []byte, keep int) (string, int, error) {
 	}
 }
 
-// awaitJoin reads until pat, given buf[:keep] already read, and returns how many bytes after it
-// are now at the front of buf.
-func awaitJoin(r io.Reader, buf []byte, keep int, pat []byte) (int, error) {
+// awaitJoin reads until one of pats, given buf[:keep] already read, and returns how many bytes
+// after it are now at the front of buf.
+func awaitJoin(r io.Reader, buf []byte, keep int, pats [][]byte) (int, error) {
+	longest := 0
+	for _, p := range pats {
+		longest = max(longest, len(p))
+	}
 	for {
-		if i := bytes.Index(buf[:keep], pat); i >= 0 {
-			return copy(buf, buf[i+len(pat):keep]), nil
+		at, end := -1, 0
+		for _, p := range pats {
+			if i := bytes.Index(buf[:keep], p); i >= 0 && (at < 0 || i < at) {
+				at, end = i, i+len(p)
+			}
 		}
-		if k := len(pat) - 1; keep > k {
+		if at >= 0 {
+			return copy(buf, buf[end:keep]), nil
+		}
+		if k := longest - 1; keep > k {
 			keep = copy(buf, buf[keep-k:keep])
 		}
 		n, err := r.Read(buf[keep:])
@@ -244,6 +268,84 @@ func awaitJoin(r io.Reader, buf []byte, keep int, pat []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// joinRoom, with -rooms, sends "/join #RUN-rK" and waits for the room's join notice, given
+// buf[:keep] already read; it returns how many bytes after the notice are at the front of c.buf.
+// Any join notice of the room will do: the server sends a room's notices only to its members,
+// and in a join storm it gathers them ("* a, b, c, d, e and 5 others joined #r (10 online)"),
+// which may leave the client's own name out. An error line (an older server does not know
+// /join) fails the client at once.
+func (c *client) joinRoom(r io.Reader, w io.Writer, keep int) (int, error) {
+	if c.roomName == "" {
+		return keep, nil
+	}
+	eol := "\n"
+	if c.pty {
+		eol = "\r" // a terminal sends CR for Enter
+	}
+	if _, err := io.WriteString(w, "/join "+c.roomName+eol); err != nil {
+		return 0, err
+	}
+	return awaitRoom(r, c.buf, keep, c.roomPat)
+}
+
+// serverError is an error line the server sent ("error: ..."), as the client's error.
+type serverError struct{ line string }
+
+func (e *serverError) Error() string { return e.line }
+
+// awaitRoom reads, given buf[:keep] already read, until the text of complete lines holds pat,
+// or a line is an error; it returns how many bytes after the line that completed pat are now at
+// the front of buf. The text is what a terminal shows, rows joined by a space: a terminal gets
+// a notice wider than it wrapped into indented rows, which may break it anywhere pat has a space.
+func awaitRoom(r io.Reader, buf []byte, keep int, pat []byte) (int, error) {
+	var text []byte // the text of the lines so far, its end kept
+	var vis [readBufSize]byte
+	for {
+		start := 0
+		for {
+			nl := bytes.IndexByte(buf[start:keep], '\n')
+			if nl < 0 && (start > 0 || keep < len(buf)) {
+				break
+			}
+			end := keep // a full buffer without a line feed counts as a line
+			if nl >= 0 {
+				end = start + nl + 1
+			}
+			line := visibleText(vis[:0], bytes.TrimRight(buf[start:end], "\r\n"))
+			if e := errorLine(line); e != "" {
+				return 0, &serverError{line: e}
+			}
+			if len(text) > 4*len(pat) {
+				text = append(text[:0], text[len(text)-len(pat):]...)
+			}
+			text = append(append(text, ' '), bytes.TrimSpace(line)...)
+			start = end
+			if bytes.Contains(text, pat) {
+				return copy(buf, buf[start:keep]), nil
+			}
+		}
+		keep = copy(buf, buf[start:keep])
+		n, err := r.Read(buf[keep:])
+		keep += n
+		if err != nil && n == 0 {
+			return 0, err
+		}
+	}
+}
+
+// errorLine returns the visible text of a line if it is an error from the server
+// ("[HH:MM ]error: ..."), "" if not.
+func errorLine(vis []byte) string {
+	f := bytes.TrimSpace(vis)
+	if len(f) > 6 && isClock(f[:5]) && f[5] == ' ' {
+		f = f[6:]
+	}
+	if bytes.HasPrefix(f, []byte("error:")) {
+		return string(f)
+	}
+	return ""
 }
 
 // read is a client's reader: it reads everything the server sends until the connection ends,
@@ -283,15 +385,31 @@ func (b *bench) read(c *client, keep int) {
 	}
 }
 
-// record accounts for the tokens found in one read, received at now.
+// record accounts for the tokens found in one read, received at now. A token counts for the
+// client's room only: one tagged with another room is ignored (the client is in the default
+// room too), unless that room is another of the run's, which never sends its lines here:
+// foreign. So is an untagged one from a sender in another room.
 func (b *bench) record(c *client, toks []token, now int64) {
 	me := c.senderIdx.Load()
-	sh := &b.shards[c.id%len(b.shards)]
+	sh := b.shardOf(c)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for _, t := range toks {
 		if t.sender < 0 || int(t.sender) >= len(c.pairs) || t.seq < 0 {
 			continue // not one of ours
+		}
+		switch {
+		case t.room == roomUntagged || t.room == c.room && b.roomNames != nil:
+			// The client's current room, which is its room of the run.
+		case t.room == roomElsewhere || int(t.room) >= len(b.roomNames):
+			continue // a room that is not one of the run's, like the default room
+		default:
+			sh.foreign++
+			continue
+		}
+		if b.senderRoom[t.sender].Load() != c.room {
+			sh.foreign++
+			continue
 		}
 		if t.sender == me {
 			if t.seq >= c.echoNext.Load() {

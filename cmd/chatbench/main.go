@@ -20,6 +20,8 @@
 //	-connect-workers K    parallel dialers (default 8)
 //	-connect-timeout D    per client, from its dial to its join notice (default 30s)
 //	-size B               message length in bytes, padded (default 64; at most 1000)
+//	-rooms N              spread the clients over N rooms of their own, client i in room i mod N
+//	                      (default 0: everyone stays in the default room)
 //	-pty                  SSH sessions request a PTY (default true; -pty=false for plain sessions)
 //	-pid PID              the server's process id: report its CPU time and RSS, from /proc
 //	-name-prefix P        client names are P-s0, P-s1, ... (SSH) and P-t0, ... (TCP); default
@@ -41,7 +43,15 @@
 // (one machine, one clock). Latencies go into a log-linear histogram (1.6% buckets above 128 µs,
 // exact below), not a list of samples.
 //
-// Every message should reach every other client in the room; PTY SSH senders also get their own
+// With -rooms N, each client, once in, sends "/join #RUN-rK" for its room K = i mod N (named
+// with the run's id, so that runs never mix) and is in when a join notice of that room arrives
+// ("* NAME joined #RUN-rK (10 online)", or gathered with others'); the connect phase ends when
+// every client is in its room. Senders then send to their room. A client stays in the default
+// room too, whose lines reach it tagged ("#lobby NAME: ...") and are not counted; a token whose
+// line is tagged with another of the run's rooms, or whose sender is in another room, should
+// never arrive: it is counted as foreign. The figures are computed room by room and summed.
+//
+// Every message should reach every other client in its room; PTY SSH senders also get their own
 // messages back, counted as echoes and not as deliveries. Once the senders stop, chatbench waits
 // up to -drain for everything to arrive, then counts, per sender and receiver, what never came
 // (lost), what came twice (duplicates) and what came after a later message (out of order). A
@@ -77,8 +87,8 @@
 // in KiB (_kib), latencies in milliseconds (_ms); the server_* figures are null without -pid:
 //
 //	run_id, name_prefix           the run's token id and the clients' name prefix
-//	ssh_addr, tcp_addr, clients_ssh, clients_tcp, pty, senders, rate, size, duration_s, hold
-//	                              the settings (senders: how many actually sent)
+//	ssh_addr, tcp_addr, clients_ssh, clients_tcp, pty, senders, rate, size, rooms, duration_s, hold
+//	                              the settings (senders: how many actually sent; rooms: -rooms)
 //	interrupted                   true when Ctrl-C cut the run short
 //	clients_connected             clients that got into the room
 //	clients_failed                clients that did not
@@ -99,6 +109,7 @@
 //	                              senders: their lines were delayed or refused
 //	deliveries_expected, deliveries_received, deliveries_lost
 //	                              messages to other clients: expected = received + lost
+//	deliveries_foreign            messages that reached a client in another room (should be 0)
 //	duplicates, out_of_order      deliveries seen twice; deliveries that came after a later one
 //	echoes, echoes_expected       PTY senders' own messages that came back; messages they sent
 //	window_seconds                the measurement window: first send slot to the end of -duration
@@ -107,6 +118,10 @@
 //	clients_dropped               clients the server disconnected during the run
 //	drops                         [{name, transport, at_s, error, last_line, notice}], at most 100:
 //	                              at_s is seconds since the first dial
+//	room_figures                  with -rooms, one object per room: room (its name), clients
+//	                              (connected), senders, messages_sent, deliveries_expected,
+//	                              deliveries_received, deliveries_lost, deliveries_foreign,
+//	                              latency_p50_ms, latency_p99_ms, latency_max_ms; [] without
 //
 // Scenarios (see README, "Load testing"):
 //
@@ -114,6 +129,7 @@
 //	chatbench -clients 1000 -hold -duration 20s -pid PID          # RSS per idle session
 //	chatbench -clients 1000 -senders 2 -rate 0.5 -duration 60s    # latency
 //	chatbench -clients 500 -senders 500 -rate 0.5 -duration 30s   # saturation
+//	chatbench -clients 1000 -rooms 100 -senders 1000 -rate 0.5 -duration 30s   # 100 rooms of 10
 package main
 
 import (
@@ -195,6 +211,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", cfg.ConnectWorkers, "parallel dialers (`K`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "per client, from its dial to its join notice")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "message length in `bytes`, padded (at most 1000)")
+	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "spread the clients over `N` rooms, client i joining #RUN-r(i mod N); 0: all in the default room")
 	fs.BoolVar(&cfg.PTY, "pty", cfg.PTY, "SSH sessions request a PTY, like a terminal (-pty=false: plain sessions)")
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's `PID`: report its CPU time and RSS, from /proc")
 	fs.StringVar(&cfg.NamePrefix, "name-prefix", "", "client names are `P`-s0... (SSH) and P-t0... (TCP) (default \"bench\" + 4 random characters)")
@@ -210,6 +227,10 @@ the connect rate, delivery latency (p50/p90/p99/max), losses, duplicates, droppe
 with -pid, the server's CPU time and memory. The report goes to stdout (-json: one object),
 progress to stderr. Exit status: 0 after a run, 1 if nothing connected or the run failed, 2 for
 bad flags. Ctrl-C stops the run and still reports.
+
+With -rooms N the clients are spread over N rooms of the run's own, client i joining #RUN-rK
+for K = i mod N once it is in; senders send to their room, the figures are counted room by room
+and summed, and a message that reaches a client in another room is counted as foreign.
 
 The server's SSH host key is NOT verified: point chatbench only at a server you run. Each run
 registers its client names and keys in the server's database and fills its history. Start chatd

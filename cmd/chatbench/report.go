@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +22,7 @@ type Report struct {
 	Senders     int     `json:"senders"`
 	Rate        float64 `json:"rate"`
 	Size        int     `json:"size"`
+	Rooms       int     `json:"rooms"`
 	Duration    float64 `json:"duration_s"`
 	Hold        bool    `json:"hold"`
 	Interrupted bool    `json:"interrupted"`
@@ -60,6 +62,24 @@ type Report struct {
 	LatencyMax            float64  `json:"latency_max_ms"`
 	Dropped               int      `json:"clients_dropped"`
 	Drops                 []Drop   `json:"drops"`
+
+	Foreign     int64         `json:"deliveries_foreign"`
+	RoomFigures []RoomFigures `json:"room_figures"`
+}
+
+// RoomFigures is one room's share of the delivery figures (with -rooms); the run's are their sums.
+type RoomFigures struct {
+	Room         string  `json:"room"`
+	Clients      int     `json:"clients"` // connected
+	Senders      int     `json:"senders"`
+	MessagesSent int64   `json:"messages_sent"`
+	Expected     int64   `json:"deliveries_expected"`
+	Received     int64   `json:"deliveries_received"`
+	Lost         int64   `json:"deliveries_lost"`
+	Foreign      int64   `json:"deliveries_foreign"`
+	LatencyP50   float64 `json:"latency_p50_ms"`
+	LatencyP99   float64 `json:"latency_p99_ms"`
+	LatencyMax   float64 `json:"latency_max_ms"`
 }
 
 // ErrorCount is one kind of connect failure and how many clients it hit.
@@ -90,11 +110,13 @@ func (b *bench) newReport() *Report {
 		PTY:           c.PTY,
 		Rate:          c.Rate,
 		Size:          c.Size,
+		Rooms:         c.Rooms,
 		Duration:      c.Duration.Seconds(),
 		Hold:          c.Hold,
 		ServerPID:     c.PID,
 		ConnectErrors: []ErrorCount{},
 		Drops:         []Drop{},
+		RoomFigures:   []RoomFigures{},
 	}
 }
 
@@ -197,6 +219,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		p("throughput   %.0f deliveries/s over the %s window\n", r.DeliveriesPerSec, dur(r.WindowSeconds))
 		p("latency      p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyMax)
 	}
+	r.writeRooms(p)
 	if r.Dropped > 0 {
 		p("dropped      %d\n", r.Dropped)
 		for i, d := range r.Drops {
@@ -216,6 +239,61 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, sb.String())
 	return err
+}
+
+// writeRooms writes the rooms' lines: how the clients were spread, the deliveries from other
+// rooms (there should be none), and the rooms' spread of p99 and losses.
+func (r *Report) writeRooms(p func(format string, args ...any)) {
+	if r.Rooms == 0 {
+		if r.Foreign > 0 {
+			p("foreign      %d deliveries tagged with another of the run's rooms\n", r.Foreign)
+		}
+		return
+	}
+	if len(r.RoomFigures) == 0 {
+		p("rooms        %d\n", r.Rooms)
+		return
+	}
+	rf := r.RoomFigures
+	least, most := rf[0].Clients, rf[0].Clients
+	for _, f := range rf {
+		least, most = min(least, f.Clients), max(most, f.Clients)
+	}
+	each := strconv.Itoa(least)
+	if most != least {
+		each += "-" + strconv.Itoa(most)
+	}
+	p("rooms        %d of %s clients (%s to %s)\n", r.Rooms, each, rf[0].Room, rf[len(rf)-1].Room)
+	if r.Hold {
+		return
+	}
+	p("foreign      %d deliveries from other rooms (should be 0)\n", r.Foreign)
+	fast, slow := 0, 0
+	var lossy []string
+	for i, f := range rf {
+		if f.LatencyP99 < rf[fast].LatencyP99 {
+			fast = i
+		}
+		if f.LatencyP99 > rf[slow].LatencyP99 {
+			slow = i
+		}
+		if f.Lost > 0 {
+			lossy = append(lossy, fmt.Sprintf("%s (%d)", f.Room, f.Lost))
+		}
+	}
+	p("by room      p99 from %.3f ms (%s) to %.3f ms (%s); ", rf[fast].LatencyP99, rf[fast].Room, rf[slow].LatencyP99, rf[slow].Room)
+	rooms := "rooms"
+	if len(lossy) == 1 {
+		rooms = "room"
+	}
+	switch {
+	case len(lossy) == 0:
+		p("no room lost anything\n")
+	case len(lossy) > 10:
+		p("losses in %d %s: %s, ... (-json lists them all)\n", len(lossy), rooms, strings.Join(lossy[:10], ", "))
+	default:
+		p("losses in %d %s: %s\n", len(lossy), rooms, strings.Join(lossy, ", "))
+	}
 }
 
 // opt formats *v, or "?" when it was not measured.

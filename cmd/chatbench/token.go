@@ -33,6 +33,7 @@ type token struct {
 	sender int32
 	seq    int32
 	nanos  int64
+	room   int32 // the room its line was tagged with: K for this run's "#RUN-rK", or roomUntagged or roomElsewhere
 }
 
 // appendToken appends the token for sender's seq-th message, sent at nanos.
@@ -65,18 +66,39 @@ func appendMessage(b []byte, run string, sender, seq int, nanos int64, size int)
 	return b
 }
 
-// scanner finds one run's tokens in a raw byte stream.
+// scanner finds one run's tokens in a raw byte stream, and the room each came from.
 type scanner struct {
-	marker []byte // ": ~RUN."
+	marker     []byte // ": ~RUN."
+	roomPrefix []byte // "#RUN-r": this run's rooms are named "#RUN-rK"
 }
 
 func newScanner(run string) scanner {
-	return scanner{marker: []byte(": ~" + run + ".")}
+	return scanner{marker: []byte(": ~" + run + "."), roomPrefix: []byte("#" + run + "-r")}
 }
 
+// roomName is the name of the run's K-th room. A run id is lower case, as chatd shows room names.
+func roomName(run string, k int) string { return "#" + run + "-r" + strconv.Itoa(k) }
+
+// Where a token came from, as its line says: a room tag in front of the sender's name
+// ("#go alice: ..."), or none. chatd tags a line with its room when the room is not the
+// receiver's current one.
+const (
+	roomUntagged  int32 = -1 // no tag: the receiver's current room
+	roomElsewhere int32 = -2 // tagged with a room that is not one of this run's (#lobby, ...)
+	// A tag "#RUN-rK" of this run's K-th room is K.
+)
+
+// maxLinePrefix bounds what is read of a line in front of a token's marker for its room tag: a
+// timestamp, a tag and a name, with their escape codes, take well under half of it.
+const maxLinePrefix = 256
+
+// maxTail is the longest tail scan returns: a line's prefix and a token cut by the end of a read.
+func (s scanner) maxTail() int { return maxLinePrefix + len(s.marker) + maxTokenTail }
+
 // scan appends the complete tokens in data to toks and returns them, with the length of the end
-// of data that may be the beginning of a token cut by the end of the read: the caller puts those
-// bytes in front of the next read. The tail is never longer than len(marker)+maxTokenTail.
+// of data that the caller must put in front of the next read: the beginning of a line whose
+// token, or whose room tag in front of a token, may be cut by the end of the read. The tail is
+// never longer than maxTail, and never holds a token already returned.
 func (s scanner) scan(data []byte, toks []token) ([]token, int) {
 	m := s.marker
 	pos := 0
@@ -89,22 +111,122 @@ func (s scanner) scan(data []byte, toks []token) ([]token, int) {
 		tok, n, st := parseToken(data[i+len(m):])
 		switch st {
 		case tokIncomplete:
-			return toks, len(data) - i
+			return toks, len(data) - max(pos, lineStart(data, i))
 		case tokOK:
+			tok.room = s.roomOf(data[lineStart(data, i):i])
 			toks = append(toks, tok)
 			pos = i + len(m) + n
 		default:
 			pos = i + 1
 		}
 	}
-	// A suffix of data that is a prefix of the marker.
-	k := min(len(m)-1, len(data)-pos)
-	for ; k > 0; k-- {
-		if bytes.HasPrefix(m, data[len(data)-k:]) {
+	// The unfinished last line, which may end with a room tag, a name or part of a marker.
+	from := max(pos, len(data)-(maxLinePrefix+len(m)-1))
+	if j := bytes.LastIndexAny(data[from:], "\r\n"); j >= 0 {
+		from += j + 1
+	}
+	return toks, len(data) - from
+}
+
+// lineStart is where the line holding data[i] starts, at most maxLinePrefix bytes before i.
+func lineStart(data []byte, i int) int {
+	from := max(0, i-maxLinePrefix)
+	if j := bytes.LastIndexAny(data[from:i], "\r\n"); j >= 0 {
+		return from + j + 1
+	}
+	return from
+}
+
+// roomOf reads the room tag in prefix, the line in front of a token's marker: what a terminal
+// shows of it is "[HH:MM ][#room ][HH:MM ]NAME", and the field before the name (a timestamp
+// aside) is the tag if it is a room name.
+func (s scanner) roomOf(prefix []byte) int32 {
+	var arr [maxLinePrefix]byte
+	vis := visibleText(arr[:0], prefix)
+	_, rest := lastField(vis) // the sender's name
+	var f []byte
+	for {
+		if f, rest = lastField(rest); !isClock(f) {
 			break
 		}
 	}
-	return toks, k
+	if !isRoomName(f) {
+		return roomUntagged
+	}
+	if k, ok := bytes.CutPrefix(f, s.roomPrefix); ok && len(k) > 0 && len(k) <= 9 && (k[0] != '0' || len(k) == 1) {
+		if n, err := strconv.Atoi(string(k)); err == nil {
+			return int32(n)
+		}
+	}
+	return roomElsewhere
+}
+
+// visibleText appends to dst what a terminal shows of the last line in b: the text after the
+// last line break or cursor movement (a line editor clears its prompt with CR or a CSI sequence
+// before it writes a line), with colours (SGR) and other control characters removed. dst must
+// have room for b.
+func visibleText(dst, b []byte) []byte {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '\n' || c == '\r':
+			dst = dst[:0]
+		case c == 0x1b:
+			if i+1 == len(b) || b[i+1] != '[' {
+				continue
+			}
+			j := i + 2
+			for j < len(b) && (b[j] < 0x40 || b[j] > 0x7e) {
+				j++
+			}
+			if j == len(b) {
+				return dst // cut: nothing visible follows
+			}
+			if b[j] != 'm' {
+				dst = dst[:0] // the cursor moved, or the line was erased
+			}
+			i = j
+		case c >= 0x20 && c != 0x7f:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// lastField splits b into its last space-separated field and what is before it.
+func lastField(b []byte) (field, rest []byte) {
+	end := len(b)
+	for end > 0 && b[end-1] == ' ' {
+		end--
+	}
+	start := bytes.LastIndexByte(b[:end], ' ') + 1
+	return b[start:end], b[:start]
+}
+
+// isClock reports whether f is a time of day as chatd prints it: "15:04".
+func isClock(f []byte) bool {
+	return len(f) == 5 && f[2] == ':' && isDigits(f[:2]) && isDigits(f[3:])
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// isRoomName applies chatd's room name rules: '#' then 1-32 of a-z 0-9 _ . -.
+func isRoomName(f []byte) bool {
+	if len(f) < 2 || len(f) > 33 || f[0] != '#' {
+		return false
+	}
+	for _, c := range f[1:] {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 type tokStatus uint8

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -38,7 +41,7 @@ func scanAll(sc scanner, chunks ...string) []token {
 		data := append(carry, ch...)
 		toks, k := sc.scan(data, nil)
 		all = append(all, toks...)
-		if k > len(sc.marker)+maxTokenTail {
+		if k > sc.maxTail() {
 			panic(fmt.Sprintf("tail of %d bytes", k))
 		}
 		carry = append([]byte(nil), data[len(data)-k:]...)
@@ -48,7 +51,7 @@ func scanAll(sc scanner, chunks ...string) []token {
 
 func TestScan(t *testing.T) {
 	sc := newScanner("ab12")
-	tok := func(s, q int32, n int64) token { return token{sender: s, seq: q, nanos: n} }
+	tok := func(s, q int32, n int64) token { return token{sender: s, seq: q, nanos: n, room: roomUntagged} }
 	plain := "15:04 bench-s1: " + string(appendMessage(nil, "ab12", 1, 2, 1764000000000000001, 60)) + "\n"
 	ansi := "\x1b[2m15:04\x1b[0m \x1b[1;38;5;31mbench-s1\x1b[0m: " + string(appendMessage(nil, "ab12", 0, 9, 42, 50)) + "\r\n"
 	for _, tc := range []struct {
@@ -87,7 +90,7 @@ func TestScanSplitEverywhere(t *testing.T) {
 	sc := newScanner("ab12")
 	stream := "* bench-s0 joined (3 online)\n15:04 bench-s1: " + string(appendMessage(nil, "ab12", 12, 345, 1764000000987654321, 64)) +
 		"\n15:04 bench-t0: " + string(appendMessage(nil, "ab12", 3, 0, 1764000000000000000, 40)) + "\n"
-	want := []token{{12, 345, 1764000000987654321}, {3, 0, 1764000000000000000}}
+	want := []token{{12, 345, 1764000000987654321, roomUntagged}, {3, 0, 1764000000000000000, roomUntagged}}
 	for i := 0; i <= len(stream); i++ {
 		if got := scanAll(sc, stream[:i], stream[i:]); !slices.Equal(got, want) {
 			t.Fatalf("split at %d (%q | %q): got %v, want %v", i, stream[:i], stream[i:], got, want)
@@ -100,6 +103,237 @@ func TestScanSplitEverywhere(t *testing.T) {
 	}
 	if got := scanAll(sc, chunks...); !slices.Equal(got, want) {
 		t.Fatalf("byte by byte: got %v, want %v", got, want)
+	}
+}
+
+// A token counts for the room its line is tagged with ("#room NAME: ~..."), and for the
+// receiver's current room when the line has no tag; escape codes, timestamps and the line
+// editor's prompt and cursor movements in front of the line do not change that.
+func TestScanRooms(t *testing.T) {
+	sc := newScanner("ab12")
+	msg := string(appendMessage(nil, "ab12", 1, 2, 3, 64))
+	const (
+		dim   = "\x1b[2m"
+		reset = "\x1b[0m"
+		name  = "\x1b[1;38;5;31mbench-s1\x1b[0m"
+	)
+	for _, tc := range []struct {
+		name string
+		line string
+		room int32
+	}{
+		{"untagged", "bench-s1: " + msg + "\n", roomUntagged},
+		{"untagged with a time", "15:04 bench-s1: " + msg + "\n", roomUntagged},
+		{"the run's room", "#ab12-r3 bench-s1: " + msg + "\n", 3},
+		{"the run's room, after the time", "15:04 #ab12-r17 bench-s1: " + msg + "\n", 17},
+		{"the run's room, before the time", "#ab12-r17 15:04 bench-s1: " + msg + "\n", 17},
+		{"the run's room, coloured", dim + "15:04" + reset + " " + dim + "#ab12-r3" + reset + " " + name + ": " + msg + "\r\n", 3},
+		{"the default room", "#lobby bench-s1: " + msg + "\n", roomElsewhere},
+		{"the default room, coloured", dim + "15:04" + reset + " " + dim + "#lobby" + reset + " " + name + ": " + msg + "\r\n", roomElsewhere},
+		{"another run's room", "#zz99-r3 bench-s1: " + msg + "\n", roomElsewhere},
+		{"not a room index", "#ab12-r007 bench-s1: " + msg + "\n", roomElsewhere},
+		{"no index", "#ab12-r bench-s1: " + msg + "\n", roomElsewhere},
+		{"not a room name", "#AB12-r3 bench-s1: " + msg + "\n", roomUntagged},
+		{"history", "[history 2026-11-25 09:41] bench-s1: " + msg + "\n", roomUntagged},
+		{"after a line before it", "#ab12-r3 bench-s0: hi\nbench-s1: " + msg + "\n", roomUntagged},
+		{"after the prompt, moved over", "\x1b[1mbench-s0\x1b[0m> \x1b[10D\x1b[K15:04 #ab12-r4 " + name + ": " + msg + "\r\n", 4},
+		{"after a prompt naming a room, moved over", "#ab12-r4 bench-s0> \x1b[19D\x1b[K15:04 " + name + ": " + msg + "\r\n", roomUntagged},
+		{"after a prompt naming a room, CR", "#ab12-r4 bench-s0> \r\x1b[K" + name + ": " + msg + "\r\n", roomUntagged},
+		{"after a typed line was erased", "\x1b[1A\r\x1b[J#ab12-r5 " + name + ": " + msg + "\r\n", 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := []token{{sender: 1, seq: 2, nanos: 3, room: tc.room}}
+			if got := scanAll(sc, tc.line); !slices.Equal(got, want) {
+				t.Errorf("%q: got %v, want %v", tc.line, got, want)
+			}
+		})
+	}
+}
+
+// A line's room tag is found however the stream is cut, a tag and its token in different reads.
+func TestScanRoomsSplitEverywhere(t *testing.T) {
+	sc := newScanner("ab12")
+	stream := "\x1b[2m* bench-s0 joined #ab12-r2 (3 online)\x1b[0m\r\n" +
+		"\x1b[2m15:04\x1b[0m \x1b[2m#ab12-r2\x1b[0m \x1b[1;38;5;31mbench-s1\x1b[0m: " + string(appendMessage(nil, "ab12", 12, 345, 1764000000987654321, 64)) + "\r\n" +
+		"\x1b[1mbench-s0\x1b[0m> \x1b[10D\x1b[K15:04 bench-t0: " + string(appendMessage(nil, "ab12", 3, 0, 1764000000000000000, 40)) + "\r\n" +
+		"15:04 #lobby bench-t1: " + string(appendMessage(nil, "ab12", 4, 1, 1764000000000000002, 40)) + "\n"
+	want := []token{{12, 345, 1764000000987654321, 2}, {3, 0, 1764000000000000000, roomUntagged}, {4, 1, 1764000000000000002, roomElsewhere}}
+	for i := 0; i <= len(stream); i++ {
+		if got := scanAll(sc, stream[:i], stream[i:]); !slices.Equal(got, want) {
+			t.Fatalf("split at %d (%q | %q): got %v, want %v", i, stream[:i], stream[i:], got, want)
+		}
+	}
+	chunks := make([]string, len(stream))
+	for i := range stream {
+		chunks[i] = stream[i : i+1]
+	}
+	if got := scanAll(sc, chunks...); !slices.Equal(got, want) {
+		t.Fatalf("byte by byte: got %v, want %v", got, want)
+	}
+}
+
+// The room join waits for the room's join notice, however a terminal wrapped it, and fails at an
+// error line.
+func TestAwaitRoom(t *testing.T) {
+	pat := []byte(" joined #ab12-r3 (")
+	for _, tc := range []struct {
+		name   string
+		stream string
+		rest   string // what follows the notice's line
+		err    string
+	}{
+		{"own notice", "* bench-s3 joined #lobby (9 online)\n/join #ab12-r3\n* bench-s3 joined #ab12-r3 (1 online)\nnext", "next", ""},
+		{"gathered, coloured and wrapped", "\x1b[2m15:04\x1b[0m \x1b[2m* bench-s0, bench-s1, bench-s2, bench-s4, bench-s5 and 3 others joined\x1b[0m\r\n      \x1b[2m#ab12-r3 (9 online)\x1b[0m\r\nx: y\r\n", "x: y\r\n", ""},
+		{"another room's notice", "* bench-s1 joined #ab12-r33 (2 online)\n", "", "EOF"},
+		{"the typed command, echoed", "\x1b[1mbench-s3\x1b[0m> /join #ab12-r3\x1b[1A\r\x1b[J", "", "EOF"},
+		{"an error", "\x1b[2m15:04\x1b[0m \x1b[1;31merror:\x1b[0m unknown command /join\r\n* bench-s3 joined #ab12-r3 (1 online)\n", "", "error: unknown command /join"},
+		{"an error without a line feed", "error: no such thing", "", "EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// One byte a read: a notice cut anywhere.
+			r := strings.NewReader(tc.stream)
+			buf := make([]byte, readBufSize)
+			keep, err := awaitRoom(iotest.OneByteReader(r), buf, 0, pat)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tc.err == "EOF" && !errors.Is(err, io.EOF):
+				t.Fatalf("error %v, want EOF", err)
+			case tc.err != "" && tc.err != "EOF" && (err == nil || err.Error() != tc.err):
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			// What is kept in buf and left in the reader is what followed the notice's line.
+			unread, _ := io.ReadAll(r)
+			if got := string(buf[:keep]) + string(unread); got != tc.rest {
+				t.Errorf("after the notice: %q, want %q", got, tc.rest)
+			}
+		})
+	}
+	// In one read, with more after the notice.
+	buf := make([]byte, readBufSize)
+	n := copy(buf, "* a joined #ab12-r3 (2 online)\r\nbench-s1: hi\r\n")
+	keep, err := awaitRoom(strings.NewReader(""), buf, n, pat)
+	if err != nil || string(buf[:keep]) != "bench-s1: hi\r\n" {
+		t.Errorf("awaitRoom = %q, %v", buf[:keep], err)
+	}
+}
+
+// The lobby join accepts the welcome and both forms of the join notice, old and new.
+func TestAwaitJoin(t *testing.T) {
+	c := &client{name: "bench-s3"}
+	c.joinPats = [][]byte{[]byte(", " + c.name + "! "), []byte("* " + c.name + " joined ("), []byte("* " + c.name + " joined #")}
+	for stream, rest := range map[string]string{
+		"* welcome to chatd, bench-s3! /help lists the commands; bye leaves.\nafter": "/help lists the commands; bye leaves.\nafter",
+		"* bench-s3 joined (3 online)\nafter":                                        "3 online)\nafter",
+		"\x1b[2m* bench-s3 joined #lobby (3 online)\x1b[0m\nafter":                   "lobby (3 online)\x1b[0m\nafter",
+	} {
+		r := strings.NewReader(stream)
+		buf := make([]byte, readBufSize)
+		keep, err := awaitJoin(iotest.OneByteReader(r), buf, 0, c.joinPats)
+		if err != nil {
+			t.Errorf("%q: %v", stream, err)
+			continue
+		}
+		if unread, _ := io.ReadAll(r); string(buf[:keep])+string(unread) != rest {
+			t.Errorf("%q: after the join %q, want %q", stream, string(buf[:keep])+string(unread), rest)
+		}
+	}
+	for _, stream := range []string{"* bench-s33 joined (3 online)\n", "* bench-s1 joined #lobby (3 online)\n"} {
+		if _, err := awaitJoin(strings.NewReader(stream), make([]byte, readBufSize), 0, c.joinPats); !errors.Is(err, io.EOF) {
+			t.Errorf("%q: %v, want EOF", stream, err)
+		}
+	}
+}
+
+// The figures are counted room by room: a receiver expects its room's senders only; a token
+// tagged with the default room is not counted, one tagged with another of the run's rooms, or
+// from a sender in another room, is foreign; the run's figures are the rooms' sums.
+func TestRoomAccounting(t *testing.T) {
+	b := &bench{cfg: Config{TCPClients: 6, Senders: 4, Rooms: 2, NamePrefix: "bx"}, runID: "ab12", notices: map[string]string{}}
+	b.scanner = newScanner(b.runID)
+	b.setRooms()
+	if err := b.makeClients(); err != nil {
+		t.Fatal(err)
+	}
+	b.clients[0].pty = true // gets its own messages back
+	b.live = b.clients
+	b.pickSenders()
+	// Clients bx-t0..bx-t5 are in rooms 0, 1, 0, 1, 0, 1; the first four send.
+	for i, c := range b.clients {
+		if want := int32(i % 2); c.room != want || c.roomName != roomName("ab12", int(want)) {
+			t.Fatalf("client %d in room %d (%s), want %d", i, c.room, c.roomName, want)
+		}
+	}
+	if !slices.Equal(b.roomSenders[0], []int{0, 2}) || !slices.Equal(b.roomSenders[1], []int{1, 3}) {
+		t.Fatalf("senders by room = %v", b.roomSenders)
+	}
+	for s, n := range []int64{3, 2, 1, 0} {
+		b.senders[s].sent.Store(n)
+	}
+	now := time.Now().UnixNano()
+	line := func(prefix string, sender, seq int) string {
+		return prefix + ": " + string(appendMessage(nil, "ab12", sender, seq, now-int64(time.Millisecond), 64)) + "\r\n"
+	}
+	streams := map[int]string{
+		// room 0
+		0: line("bx-t0", 0, 0) + line("bx-t2", 2, 0), // its own echo, and s2's
+		2: line("bx-t0", 0, 0) + line("bx-t0", 0, 1) + line("15:04 #ab12-r0 bx-t0", 0, 2),
+		4: line("bx-t0", 0, 0) + line("bx-t0", 0, 1) +
+			line("#lobby bx-t0", 0, 2) + // the default room: not counted (so lost)
+			line("#ab12-r1 bx-t1", 1, 0) + // another room of the run: foreign
+			line("bx-t1", 1, 1) + // untagged, but its sender is in room 1: foreign
+			line("#zz99-r0 bx-t2", 2, 0) + // another run's room: not counted
+			line("#ab12-r0 bx-t2", 2, 0), // its own room, tagged: counted
+		// room 1
+		3: line("bx-t1", 1, 0) + line("bx-t1", 1, 1),
+		5: line("bx-t1", 1, 0) + line("bx-t1", 1, 1) + line("#ab12-r0 bx-t0", 0, 0),
+	}
+	for id, stream := range streams {
+		toks, _ := b.scanner.scan([]byte(stream), nil)
+		b.record(b.clients[id], toks, now)
+	}
+	rep := b.newReport()
+	b.tally(rep)
+
+	want := []RoomFigures{
+		// c0 expects s2's 1, c2 s0's 3, c4 s0's 3 and s2's 1.
+		{Room: "#ab12-r0", Clients: 3, Senders: 2, MessagesSent: 4, Expected: 8, Received: 7, Lost: 1, Foreign: 2},
+		// c1 expects s3's 0, c3 s1's 2, c5 s1's 2 and s3's 0.
+		{Room: "#ab12-r1", Clients: 3, Senders: 2, MessagesSent: 2, Expected: 4, Received: 4, Lost: 0, Foreign: 1},
+	}
+	if len(rep.RoomFigures) != len(want) {
+		t.Fatalf("room figures: %+v", rep.RoomFigures)
+	}
+	for k, got := range rep.RoomFigures {
+		if got.LatencyP50 <= 0 || got.LatencyP99 < got.LatencyP50 {
+			t.Errorf("%s: latency p50 %v, p99 %v", got.Room, got.LatencyP50, got.LatencyP99)
+		}
+		got.LatencyP50, got.LatencyP99, got.LatencyMax = 0, 0, 0
+		if got != want[k] {
+			t.Errorf("room %d:\n got %+v\nwant %+v", k, got, want[k])
+		}
+	}
+	if rep.MessagesSent != 6 || rep.Expected != 12 || rep.Received != 11 || rep.Lost != 1 || rep.Foreign != 3 {
+		t.Errorf("run: sent %d, expected %d, received %d, lost %d, foreign %d; want 6, 12, 11, 1, 3",
+			rep.MessagesSent, rep.Expected, rep.Received, rep.Lost, rep.Foreign)
+	}
+	if rep.Echoes != 1 || rep.EchoesExpected != 3 || rep.Duplicates != 0 {
+		t.Errorf("echoes %d of %d, duplicates %d; want 1 of 3, 0", rep.Echoes, rep.EchoesExpected, rep.Duplicates)
+	}
+	if b.allDelivered() {
+		t.Error("allDelivered with a delivery missing")
+	}
+	var sb strings.Builder
+	if err := rep.WriteText(&sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rooms        2 of 3 clients (#ab12-r0 to #ab12-r1)", "foreign      3 deliveries", "losses in 1 room: #ab12-r0 (1)"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("the text report has no %q:\n%s", want, sb.String())
+		}
 	}
 }
 
@@ -240,6 +474,7 @@ func TestWatchNotices(t *testing.T) {
 
 func TestProgressLine(t *testing.T) {
 	b := &bench{clients: make([]*client, 10), t0: time.Now().Add(-time.Second)}
+	b.setRooms()
 	b.connected.Store(4)
 	if got := b.progressLine(&progress{}); !strings.HasPrefix(got, "connect  4/10 in the room, 0 failed") {
 		t.Errorf("connect line = %q", got)
@@ -250,8 +485,8 @@ func TestProgressLine(t *testing.T) {
 	b.deadln.Store(time.Now().Add(3 * time.Second).UnixNano())
 	b.phase.Store(phaseRun)
 	for v := int64(1000); v <= 100000; v += 1000 {
-		b.shards[v%nShards].hist.record(v)
-		b.shards[v%nShards].delivered++
+		b.shards[v%int64(len(b.shards))].hist.record(v)
+		b.shards[v%int64(len(b.shards))].delivered++
 	}
 	var p progress
 	if got, want := b.progressLine(&p), "run      sent 7, delivered 100 (100/s), p99 99."; !strings.HasPrefix(got, want) {
