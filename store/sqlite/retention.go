@@ -1,13 +1,15 @@
 package sqlite
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"chatd/chat"
 	"chatd/internal/duration"
 )
 
@@ -20,9 +22,10 @@ const (
 	// last one, so that a flood overshoots KeepMessages by about this much, not by a minute's
 	// worth.
 	pruneEvery = 10_000
-	// pruneChunk is the most rows one delete transaction removes. Each chunk holds SQLite's
-	// write lock for a few milliseconds; the writer's commits take turns with the chunks, so a
-	// prune of a million rows never delays the history by more than one chunk.
+	// pruneChunk is the most rows one delete transaction removes (of the retention's, or of a
+	// deleted room's history). Each chunk holds SQLite's write lock for a few milliseconds; the
+	// writer's commits take turns with the chunks, so a prune of a million rows never delays the
+	// history by more than one chunk.
 	pruneChunk = 500
 )
 
@@ -30,19 +33,26 @@ const (
 type pruneOptions struct {
 	interval time.Duration // default pruneInterval
 	every    int           // default pruneEvery
-	chunk    int           // default pruneChunk
+	chunk    int           // default pruneChunk; also the chunk of a deleted room's history
 	// beforeChunk, if set, runs before each chunk's delete, with the store's write mutex held.
 	beforeChunk func()
+	// betweenChunks, if set, runs between two chunks of a deleted room's history, without the
+	// write mutex.
+	betweenChunks func()
 	// done, if set, is told the outcome of every prune pass.
 	done func(deleted int, err error)
 }
 
 // pruner is the state of the goroutine that deletes the history beyond Config.KeepMessages and
-// Config.KeepFor, and pending keys that expired.
+// Config.KeepFor, what is left of deleted rooms' histories, and pending keys that expired.
 type pruner struct {
 	opts      pruneOptions
 	wake      chan struct{} // capacity 1: asks for a pass now; sends never block
 	committed int           // messages committed since the last request; the writer's only
+
+	mu    sync.Mutex
+	dirty map[string]bool // rooms with messages committed since their last count, when !all
+	all   bool            // every room is to be counted: at start, and after a failed pass
 }
 
 func (p *pruner) init(opts pruneOptions) {
@@ -55,8 +65,16 @@ func (p *pruner) init(opts pruneOptions) {
 	if opts.chunk <= 0 {
 		opts.chunk = pruneChunk
 	}
+	if opts.beforeChunk == nil {
+		opts.beforeChunk = func() {}
+	}
+	if opts.betweenChunks == nil {
+		opts.betweenChunks = func() {}
+	}
 	p.opts = opts
 	p.wake = make(chan struct{}, 1)
+	p.dirty = map[string]bool{}
+	p.all = true
 }
 
 // request asks for a pass as soon as the pruner is free.
@@ -67,13 +85,40 @@ func (p *pruner) request() {
 	}
 }
 
-// noteCommitted is the writer's report of n messages committed; it asks for a pass every
-// pruneEvery messages. Only the writer goroutine calls it.
-func (s *SQLite) noteCommitted(n int) {
+// roomsToCount returns the rooms whose history may have outgrown KeepMessages since the last
+// pass, or all true for every room, and starts afresh.
+func (p *pruner) roomsToCount() (rooms []string, all bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all, p.all = p.all, false
+	for room := range p.dirty {
+		rooms = append(rooms, room)
+	}
+	clear(p.dirty)
+	return rooms, all
+}
+
+// recount has the next pass count every room, after a pass that failed.
+func (p *pruner) recount() {
+	p.mu.Lock()
+	p.all = true
+	p.mu.Unlock()
+}
+
+// noteCommitted is the writer's report of a committed batch: it marks the batch's rooms for
+// counting, and asks for a pass every pruneEvery messages. Only the writer goroutine calls it.
+func (s *SQLite) noteCommitted(batch []chat.Message) {
 	if s.cfg.KeepMessages == 0 {
 		return
 	}
-	s.p.committed += n
+	s.p.mu.Lock()
+	if !s.p.all {
+		for i := range batch {
+			s.p.dirty[batch[i].Room] = true
+		}
+	}
+	s.p.mu.Unlock()
+	s.p.committed += len(batch)
 	if s.p.committed >= s.p.opts.every {
 		s.p.committed = 0
 		s.p.request()
@@ -109,69 +154,134 @@ func (s *SQLite) pruneLoop() {
 	}
 }
 
-// prune deletes, oldest first and in chunks, the messages beyond KeepMessages (counted by id:
-// the newest KeepMessages ids stay) and older than KeepFor, then the pending keys that
-// expired. It returns how many messages it deleted.
+// prune finishes the deletion of deleted rooms' histories, deletes the pending keys that
+// expired, then, oldest first and in chunks, the messages older than KeepFor and those of each
+// room beyond its newest KeepMessages. It returns how many messages it deleted.
 func (s *SQLite) prune() (int, error) {
 	now := s.now()
-	if err := s.deleteExpiredKeys(now); err != nil {
-		return 0, err
-	}
-	if s.cfg.KeepMessages == 0 && s.cfg.KeepFor == 0 {
-		return 0, nil
-	}
-	// Rows with id <= upTo, or older than before, go. The bounds are fixed for the pass: what
-	// is appended meanwhile waits for the next one. Reads first: a pass with nothing to delete
-	// never takes the write lock.
-	upTo, before := int64(0), int64(math.MinInt64)
-	var first, last, firstAt int64
-	err := s.db.QueryRow(`SELECT coalesce((SELECT id FROM messages ORDER BY id LIMIT 1), 0),
-		coalesce((SELECT at FROM messages ORDER BY id LIMIT 1), 0),
-		coalesce((SELECT id FROM messages ORDER BY id DESC LIMIT 1), 0)`).Scan(&first, &firstAt, &last)
+	total, err := s.finishRoomDeletions()
 	if err != nil {
-		return 0, s.fail("prune history", err)
+		return total, err
 	}
-	if s.cfg.KeepMessages > 0 {
-		upTo = last - int64(s.cfg.KeepMessages)
+	if err := s.deleteExpiredKeys(now); err != nil {
+		return total, err
 	}
 	if s.cfg.KeepFor > 0 {
-		before = now.Add(-s.cfg.KeepFor).UnixMilli()
-	}
-	if first == 0 || first > upTo && firstAt >= before {
-		return 0, nil
-	}
-	total := 0
-	for {
-		n, err := s.pruneChunk(upTo, before)
+		n, err := s.pruneByAge(now.Add(-s.cfg.KeepFor).UnixMilli())
 		total += n
 		if err != nil {
 			return total, err
 		}
+	}
+	if s.cfg.KeepMessages > 0 {
+		n, err := s.pruneByCount()
+		total += n
+		if err != nil {
+			s.p.recount()
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// pruneByAge deletes the messages, of every room, older than before (Unix ms). A read first: a
+// pass with nothing to delete never takes the write lock.
+func (s *SQLite) pruneByAge(before int64) (int, error) {
+	var firstAt int64
+	err := s.db.QueryRow(`SELECT at FROM messages ORDER BY id LIMIT 1`).Scan(&firstAt)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && firstAt >= before {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.fail("prune history", err)
+	}
+	total := 0
+	for {
+		n, err := s.deleteChunk("prune history", `DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?) AND at < ?`,
+			s.p.opts.chunk, before)
+		total += n
 		// A short chunk is the last: the oldest rows left are to be kept. (A message dated in the
-		// future by a clock that jumped holds the age limit up behind it until its time comes;
-		// the count limit is exact.)
-		if n < s.p.opts.chunk || s.isClosed() {
-			return total, nil
+		// future by a clock that jumped holds the age limit up behind it until its time comes.)
+		if err != nil || n < s.p.opts.chunk || s.isClosed() {
+			return total, err
 		}
 	}
 }
 
-// pruneChunk deletes what is to go among the oldest pruneChunk messages, in one short
-// transaction.
-func (s *SQLite) pruneChunk(upTo, before int64) (int, error) {
+// pruneByCount deletes, room by room, the messages beyond each room's newest KeepMessages: of
+// the rooms that had messages committed since the last pass, or of every room at the first.
+func (s *SQLite) pruneByCount() (int, error) {
+	rooms, all := s.p.roomsToCount()
+	if all {
+		var err error
+		if rooms, err = s.roomNames(); err != nil {
+			return 0, err
+		}
+	}
+	total := 0
+	for _, room := range rooms {
+		// The newest message to go, found along messages_room: none when the room is within its
+		// limit. The bound is fixed for the pass: what is appended meanwhile waits for the next.
+		var upTo int64
+		err := s.db.QueryRow(`SELECT id FROM messages WHERE room = ? ORDER BY id DESC LIMIT 1 OFFSET ?`, room, s.cfg.KeepMessages).Scan(&upTo)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return total, s.fail("prune history", err)
+		}
+		for {
+			n, err := s.deleteChunk("prune history", `DELETE FROM messages WHERE id IN
+				(SELECT id FROM messages WHERE room = ? AND id <= ? ORDER BY id LIMIT ?)`, room, upTo, s.p.opts.chunk)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if s.isClosed() {
+				return total, nil
+			}
+			if n < s.p.opts.chunk {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// roomNames returns the names of every room.
+func (s *SQLite) roomNames() ([]string, error) {
+	rows, err := s.db.Query(`SELECT name FROM rooms`)
+	if err != nil {
+		return nil, s.fail("prune history", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return nil, s.fail("prune history", err)
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail("prune history", err)
+	}
+	return names, nil
+}
+
+// deleteChunk runs one chunk's DELETE in a transaction of its own, and returns how many rows
+// it deleted. Between chunks the writer and everyone else get their turn.
+func (s *SQLite) deleteChunk(what, query string, args ...any) (int, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if s.p.opts.beforeChunk != nil {
-		s.p.opts.beforeChunk()
-	}
-	res, err := s.db.Exec(`DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?) AND (id <= ? OR at < ?)`,
-		s.p.opts.chunk, upTo, before)
+	s.p.opts.beforeChunk()
+	res, err := s.db.Exec(query, args...)
 	if err != nil {
-		return 0, s.fail("prune history", err)
+		return 0, s.fail(what, err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return 0, s.fail("prune history", err)
+		return 0, s.fail(what, err)
 	}
 	return int(n), nil
 }

@@ -22,6 +22,7 @@ func schema() []migration {
 		{"identities, keys, messages, dms", schemaV1},
 		{"bans, settings", schemaV2},
 		{"pending keys, dm senders", schemaV3},
+		{"rooms, invitations, memberships, messages by room", schemaV4},
 	}
 }
 
@@ -99,6 +100,53 @@ CREATE INDEX keys_pending ON keys (expires) WHERE expires != 0;
 ALTER TABLE dms ADD COLUMN sender_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE dms ADD COLUMN sender_addr TEXT NOT NULL DEFAULT '';
 UPDATE dms SET sender_key = lower(sender);
+`
+
+// schemaV4: rooms. A room is named as chat.ParseRoom returns it ("#go"); its owner is a display
+// name (empty for none), private is 0 or 1. Invitations keep the name folded (unique per room) beside
+// its display form, in the order given (id); memberships are registered people's (folded) names,
+// and go with the identity or the room. Each message belongs to a room: messages_room is the
+// index Recent walks backwards, and retention counts per room along it. The column's default puts
+// every existing message in #lobby without rewriting the table, and #lobby is created (dated by its
+// first message) only when there are messages to hold: an empty database gets no room, and the
+// server creates its default room, whatever it is called. room_deletions records the history of a
+// deleted room still to be deleted, in chunks, up to a message id: the room's name may be used
+// again at once, and what a crash interrupted is finished at the next start.
+const schemaV4 = `
+CREATE TABLE rooms (
+	name    TEXT PRIMARY KEY,
+	owner   TEXT NOT NULL,
+	topic   TEXT NOT NULL,
+	private INTEGER NOT NULL CHECK (private IN (0, 1)),
+	created INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE invitations (
+	id       INTEGER PRIMARY KEY,
+	room     TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
+	name_key TEXT NOT NULL,
+	name     TEXT NOT NULL,
+	UNIQUE (room, name_key)
+) STRICT;
+
+CREATE TABLE memberships (
+	name_key TEXT NOT NULL REFERENCES identities(name_key) ON DELETE CASCADE,
+	room     TEXT NOT NULL REFERENCES rooms(name) ON DELETE CASCADE,
+	PRIMARY KEY (name_key, room)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX memberships_room ON memberships (room);
+
+CREATE TABLE room_deletions (
+	room  TEXT PRIMARY KEY,
+	up_to INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE messages ADD COLUMN room TEXT NOT NULL DEFAULT '#lobby';
+CREATE INDEX messages_room ON messages (room, id);
+
+INSERT INTO rooms(name, owner, topic, private, created)
+SELECT '#lobby', '', '', 0, at FROM messages ORDER BY id LIMIT 1;
 `
 
 // prepare checks the file and migrates it. It refuses, without writing anything, a file that is

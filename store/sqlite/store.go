@@ -1,7 +1,8 @@
 // Package sqlite is chatd's storage on one embedded SQLite file (modernc.org/sqlite, no cgo) in
-// WAL mode: which SSH keys own which names (trust on first use), the public message history,
-// private messages waiting for someone offline, bans and settings. It implements the storage
-// interfaces that package room declares, with the types of package chat.
+// WAL mode: which SSH keys own which names (trust on first use), the rooms with their
+// invitations and members, each room's message history, private messages waiting for someone
+// offline, bans and settings. It implements room.Store, with the types of package chat, and
+// passes its conformance suite (package store/storetest).
 //
 // Public messages are written behind the caller's back: Append only queues, and a background
 // writer commits the queue in batches, so that the room never waits for the disk. Everything else
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -62,9 +64,10 @@ type Config struct {
 	// MaxKeysPerName is how many keys, active and pending together, a name may have. Default
 	// 20: every machine someone uses with room to spare, while /keys and a ban stay short.
 	MaxKeysPerName int
-	// KeepMessages is how many of the newest messages the history keeps; older ones are deleted
-	// in the background. KeepFor is how long a message is kept. Unlike the other fields, 0 is
-	// no limit, not the default: DefaultConfig has the defaults (see ParseKeep for the flag).
+	// KeepMessages is how many of its newest messages each room's history keeps; older ones are
+	// deleted in the background. KeepFor is how long a message is kept, in every room. Unlike
+	// the other fields, 0 is no limit, not the default: DefaultConfig has the defaults (see
+	// ParseKeep for the flag).
 	KeepMessages int
 	KeepFor      time.Duration
 	// Now is the clock, for Identity.Created, Key.Added and zero timestamps. Default time.Now.
@@ -76,11 +79,12 @@ type Config struct {
 const maxFlushInterval = 500 * time.Millisecond
 
 const (
-	// DefaultKeepMessages and DefaultKeepFor bound the history of a community server: a year of
-	// a lively room, or the last 100 000 lines of a busy one (10-20 MB of database at typical
-	// line lengths, 100 MB at the longest), far more than anyone scrolls back through (a room
-	// loads its newest 1000), while a flood can no longer grow the file without end. Old
-	// conversations go after a year: a chat, not an archive kept for ever.
+	// DefaultKeepMessages and DefaultKeepFor bound the history of each room of a community
+	// server: a year of a lively room, or the last 100 000 lines of a busy one (10-20 MB of
+	// database at typical line lengths, 100 MB at the longest), far more than anyone scrolls
+	// back through (a room loads its newest 1000), while a flood can no longer grow the file
+	// without end (the bound is per room: the file's is that times the rooms with a history).
+	// Old conversations go after a year: a chat, not an archive kept for ever.
 	DefaultKeepMessages = 100_000
 	DefaultKeepFor      = 365 * 24 * time.Hour
 )
@@ -182,6 +186,10 @@ type SQLite struct {
 	p     pruner
 	stmts statements
 	wg    sync.WaitGroup
+
+	// badRoomNoted and noRoomNoted: a message without a valid room, or to a room that does not
+	// exist, was dropped and logged; later ones are dropped quietly.
+	badRoomNoted, noRoomNoted atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error

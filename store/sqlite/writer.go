@@ -198,10 +198,26 @@ func (q *queue) backlog() (waiting int, dropped uint64, closed bool) {
 // flush waits until every message appended before the call is done: committed, or dropped. Drops
 // are reported, once, by the Flush that returns after them.
 func (q *queue) flush(ctx context.Context) error {
+	if err := q.settle(ctx); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	q.mu.Lock()
+	lost := q.dropped - q.reported
+	q.reported = q.dropped
+	q.mu.Unlock()
+	if lost > 0 {
+		return fmt.Errorf("flush: %d messages were dropped, the database failing", lost)
+	}
+	return nil
+}
+
+// settle waits until every message appended before the call is done, asking the writer to
+// commit at once rather than at the end of its interval.
+func (q *queue) settle(ctx context.Context) error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return fmt.Errorf("flush: %w", errClosed)
+		return errClosed
 	}
 	target := q.appended
 	for q.done() < target {
@@ -212,16 +228,11 @@ func (q *queue) flush(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return fmt.Errorf("flush: %w", ctx.Err())
+			return ctx.Err()
 		}
 		q.mu.Lock()
 	}
-	lost := q.dropped - q.reported
-	q.reported = q.dropped
 	q.mu.Unlock()
-	if lost > 0 {
-		return fmt.Errorf("flush: %d messages were dropped, the database failing", lost)
-	}
 	return nil
 }
 
@@ -234,10 +245,22 @@ func (q *queue) close() {
 	q.signal()
 }
 
-// Append queues m for the history. It never waits for the disk: the writer commits queued
-// messages in batches, each at most FlushInterval after it was appended (call Flush to wait for
-// that). A zero m.At is the time of the call; m.ID is ignored. After Close, m is dropped.
+// Append queues m for the history of its room. It never waits for the disk: the writer commits
+// queued messages in batches, each at most FlushInterval after it was appended (call Flush to
+// wait for that). A zero m.At is the time of the call; m.ID is ignored; m.Room is read as
+// chat.ParseRoom reads it. A message is dropped, and the first such drop logged, when m.Room is
+// not a room name, when its room does not exist by the time the writer commits it (never saved,
+// or deleted: a deleted room's history is not brought back by a message in flight), and after
+// Close.
 func (s *SQLite) Append(m chat.Message) {
+	room, err := chat.ParseRoom(m.Room)
+	if err != nil {
+		if !s.badRoomNoted.Swap(true) {
+			s.log.Error("message without a valid room: dropped (logged once)", "from", m.From, "err", err)
+		}
+		return
+	}
+	m.Room = room
 	if m.At.IsZero() {
 		m.At = s.now()
 	}
@@ -262,7 +285,7 @@ func (s *SQLite) writer() {
 		}
 		abandoned := givenUp || !s.commit(batch)
 		if !abandoned {
-			s.noteCommitted(len(batch))
+			s.noteCommitted(batch)
 		}
 		if abandoned && !givenUp {
 			givenUp = true
@@ -304,7 +327,8 @@ func (s *SQLite) commit(batch []chat.Message) bool {
 	}
 }
 
-// insertMessages commits batch in one transaction.
+// insertMessages commits batch in one transaction, but for the messages whose room does not
+// exist (which it drops).
 func (s *SQLite) insertMessages(batch []chat.Message) (err error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -317,12 +341,30 @@ func (s *SQLite) insertMessages(batch []chat.Message) (err error) {
 			tx.Rollback()
 		}
 	}()
+	// The rooms are checked in this transaction, which no room can be deleted or created during:
+	// a batch holds a few rooms, each looked up once.
+	exists := map[string]bool{}
+	kept := 0
+	for _, m := range batch {
+		ok, seen := exists[m.Room]
+		if !seen {
+			if ok, err = roomExists(s.prepared(tx), m.Room); err != nil {
+				return s.fail("insert messages", err)
+			}
+			exists[m.Room] = ok
+		}
+		if ok {
+			kept++
+		} else if !s.noRoomNoted.Swap(true) {
+			s.log.Error("message to a room that does not exist: dropped (logged once)", "room", m.Room, "from", m.From)
+		}
+	}
 	// Rows go in chunks of rowsPerInsert per statement: far fewer statement executions than
 	// one row each.
 	var args []any
 	var chunk *sql.Stmt
-	for len(batch) > 0 {
-		n := min(len(batch), rowsPerInsert)
+	for i := 0; kept > 0; kept -= rowsPerInsert {
+		n := min(kept, rowsPerInsert)
 		stmt := chunk
 		if n < rowsPerInsert || chunk == nil {
 			stmt, err = tx.Prepare(insertMessagesSQL(n))
@@ -335,13 +377,16 @@ func (s *SQLite) insertMessages(batch []chat.Message) (err error) {
 			}
 		}
 		args = args[:0]
-		for _, m := range batch[:n] {
-			args = append(args, m.At.UnixMilli(), int64(m.Kind), m.From, m.Text)
+		for len(args) < n*5 {
+			m := batch[i]
+			i++
+			if exists[m.Room] {
+				args = append(args, m.At.UnixMilli(), int64(m.Kind), m.Room, m.From, m.Text)
+			}
 		}
 		if _, err := stmt.Exec(args...); err != nil {
 			return s.fail("insert messages", err)
 		}
-		batch = batch[n:]
 	}
 	if err := tx.Commit(); err != nil {
 		return s.fail("insert messages", err)
@@ -349,32 +394,44 @@ func (s *SQLite) insertMessages(batch []chat.Message) (err error) {
 	return nil
 }
 
-// rowsPerInsert is how many messages one INSERT statement writes (4 parameters each, far below
+// rowsPerInsert is how many messages one INSERT statement writes (5 parameters each, far below
 // SQLite's limit of 32766).
 const rowsPerInsert = 64
 
 // insertMessagesSQL is an INSERT of n messages.
 func insertMessagesSQL(n int) string {
-	return "INSERT INTO messages(at, kind, sender, text) VALUES (?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?)", n-1)
+	return "INSERT INTO messages(at, kind, room, sender, text) VALUES (?, ?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?, ?)", n-1)
 }
 
-// Recent returns the newest n committed messages, oldest first. Messages still queued are not
-// among them: call Flush first to include them.
-func (s *SQLite) Recent(n int) ([]chat.Message, error) {
+// recentSQL reads a room's newest messages, walking messages_room backwards. Those up to the
+// room's pending deletion (see DeleteRoom) are gone already, whatever is left of their rows.
+const recentSQL = `SELECT id, at, kind, sender, text FROM messages
+	WHERE room = ?1 AND id > (SELECT coalesce(max(up_to), 0) FROM room_deletions WHERE room = ?1)
+	ORDER BY id DESC LIMIT ?2`
+
+// Recent returns the newest n committed messages of room, oldest first: none for n <= 0, and
+// ErrNotFound when the room does not exist. Messages still queued are not among them: call
+// Flush first to include them.
+func (s *SQLite) Recent(room string, n int) ([]chat.Message, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("recent: %w", errClosed)
+	}
+	room, err := chat.ParseRoom(room)
+	if err != nil {
+		return nil, fmt.Errorf("recent: %w", err)
 	}
 	if n <= 0 {
 		return nil, nil
 	}
-	rows, err := s.db.Query(`SELECT id, at, kind, sender, text FROM messages ORDER BY id DESC LIMIT ?`, n)
+	p := s.prepared(nil)
+	rows, err := p.Query(recentSQL, room, n)
 	if err != nil {
 		return nil, s.fail("recent", err)
 	}
 	defer rows.Close()
 	var msgs []chat.Message
 	for rows.Next() {
-		var m chat.Message
+		m := chat.Message{Room: room}
 		var at, kind int64
 		if err := rows.Scan(&m.ID, &at, &kind, &m.From, &m.Text); err != nil {
 			return nil, s.fail("recent", err)
@@ -384,6 +441,16 @@ func (s *SQLite) Recent(n int) ([]chat.Message, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.fail("recent", err)
+	}
+	if len(msgs) == 0 {
+		// Messages exist only in rooms that do: only an empty answer needs the look-up.
+		ok, err := roomExists(p, room)
+		if err != nil {
+			return nil, s.fail("recent", err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("recent: %s: %w", room, chat.ErrNotFound)
+		}
 	}
 	slices.Reverse(msgs)
 	return msgs, nil
