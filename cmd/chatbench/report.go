@@ -268,20 +268,23 @@ func (r *Report) writeRooms(p func(format string, args ...any)) {
 		return
 	}
 	p("foreign      %d deliveries from other rooms (should be 0)\n", r.Foreign)
-	fast, slow := 0, 0
+	fast, slow := -1, -1 // among the rooms that got something
 	var lossy []string
 	for i, f := range rf {
-		if f.LatencyP99 < rf[fast].LatencyP99 {
+		if f.Received > 0 && (fast < 0 || f.LatencyP99 < rf[fast].LatencyP99) {
 			fast = i
 		}
-		if f.LatencyP99 > rf[slow].LatencyP99 {
+		if f.Received > 0 && (slow < 0 || f.LatencyP99 > rf[slow].LatencyP99) {
 			slow = i
 		}
 		if f.Lost > 0 {
 			lossy = append(lossy, fmt.Sprintf("%s (%d)", f.Room, f.Lost))
 		}
 	}
-	p("by room      p99 from %.3f ms (%s) to %.3f ms (%s); ", rf[fast].LatencyP99, rf[fast].Room, rf[slow].LatencyP99, rf[slow].Room)
+	p("by room      ")
+	if fast >= 0 {
+		p("p99 from %.3f ms (%s) to %.3f ms (%s); ", rf[fast].LatencyP99, rf[fast].Room, rf[slow].LatencyP99, rf[slow].Room)
+	}
 	rooms := "rooms"
 	if len(lossy) == 1 {
 		rooms = "room"
