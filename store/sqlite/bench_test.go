@@ -18,7 +18,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: text})
+		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "alice", Text: text})
 	}
 	flush(b, s)
 	b.StopTimer()
@@ -29,13 +29,13 @@ func BenchmarkAppend(b *testing.B) {
 func BenchmarkRecent1000(b *testing.B) {
 	s, _ := openTest(b, Config{})
 	for i := range 10_000 {
-		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: fmt.Sprintf("message %d of a typical length, give or take a few words", i)})
+		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "alice", Text: fmt.Sprintf("message %d of a typical length, give or take a few words", i)})
 	}
 	flush(b, s)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if msgs, err := s.Recent(1000); err != nil || len(msgs) != 1000 {
+		if msgs, err := s.Recent(lobby, 1000); err != nil || len(msgs) != 1000 {
 			b.Fatalf("Recent = %d, %v", len(msgs), err)
 		}
 	}
@@ -51,7 +51,7 @@ func BenchmarkAppendWhilePruning(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s.Append(chat.Message{Kind: chat.KindMessage, From: "alice", Text: text})
+		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "alice", Text: text})
 	}
 	flush(b, s)
 	b.StopTimer()

@@ -30,12 +30,15 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("the child process of TestDurabilityAfterSIGKILL")
 	}
 	s, err := Open(Config{Path: path}, nil)
+	if err == nil {
+		err = s.SaveRoom(chat.Room{Name: lobby})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		os.Exit(2)
 	}
 	for i := range helperMessages {
-		s.Append(chat.Message{Kind: chat.KindMessage, From: "child", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "child", Text: fmt.Sprintf("m%d", i)})
 	}
 	fmt.Println("appended")
 	io.Copy(io.Discard, os.Stdin)

@@ -113,7 +113,7 @@ func pruneNow(t *testing.T, s *SQLite, passes chan pruneResult) int {
 
 func appendN(s *SQLite, from, to int, at func(i int) time.Time) {
 	for i := from; i < to; i++ {
-		m := chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)}
+		m := chat.Message{Room: lobby, Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)}
 		if at != nil {
 			m.At = at(i)
 		}
@@ -228,7 +228,7 @@ func TestAppendNeverWaitsOnPrune(t *testing.T) {
 	// The pruner holds the store's write mutex; its DELETE waits for the lock.
 	<-inChunk
 	for i := 100; i < 20_000; i++ { // a hang here is the failure
-		s.Append(chat.Message{Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
 	}
 	release()
 	flush(t, s)
@@ -266,5 +266,46 @@ func TestExpiredKeysAreDeleted(t *testing.T) {
 	var rows int
 	if err := s.db.QueryRow(`SELECT count(*) FROM keys WHERE expires != 0`).Scan(&rows); err != nil || rows != 1 {
 		t.Fatalf("%d pending rows after the pass, want 1 (%v)", rows, err)
+	}
+}
+
+// TestPruneByCountPerRoom: KeepMessages is per room: a busy room loses its oldest messages, a
+// quiet one keeps all of its own, and only rooms with new messages are counted again.
+func TestPruneByCountPerRoom(t *testing.T) {
+	s, _, passes := openPruned(t, Config{KeepMessages: 10}, pruneOptions{chunk: 4})
+	for _, r := range []string{"#busy", "#quiet"} {
+		if err := s.SaveRoom(chat.Room{Name: r}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 60 {
+		s.Append(chat.Message{Room: "#busy", Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("m%d", i)})
+		if i%10 == 0 {
+			s.Append(chat.Message{Room: "#quiet", Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("q%d", i)})
+		}
+	}
+	flush(t, s)
+	if n := pruneNow(t, s, passes); n != 50 {
+		t.Fatalf("a pass deleted %d, want 50", n)
+	}
+	if got := texts(recentIn(t, s, "#busy", 100)); !slices.Equal(got, seqTexts(50, 60)) {
+		t.Fatalf("#busy after the prune: %v", got)
+	}
+	if got := texts(recentIn(t, s, "#quiet", 100)); len(got) != 6 {
+		t.Fatalf("#quiet after the prune: %v, want its 6 messages", got)
+	}
+	// Ten more in #quiet: it is over its limit, and was the only room written to.
+	for i := range 10 {
+		s.Append(chat.Message{Room: "#quiet", Kind: chat.KindMessage, From: "a", Text: fmt.Sprintf("r%d", i)})
+	}
+	flush(t, s)
+	if n := pruneNow(t, s, passes); n != 6 {
+		t.Fatalf("a pass deleted %d, want 6", n)
+	}
+	if got := texts(recentIn(t, s, "#quiet", 100)); len(got) != 10 || got[0] != "r0" {
+		t.Fatalf("#quiet after the prune: %v", got)
+	}
+	if n := pruneNow(t, s, passes); n != 0 {
+		t.Fatalf("a pass with nothing new deleted %d", n)
 	}
 }
