@@ -20,6 +20,7 @@ type Message struct {
 	ID   int64     // assigned by the store, increasing; 0 before it is stored
 	At   time.Time // server time, stored with millisecond precision (UTC in the db, returned as time.Local)
 	Kind Kind
+	Room string // the room it was said in, as ParseRoom returns it
 	From string // sender's display name
 	Text string
 }

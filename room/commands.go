@@ -3,7 +3,6 @@ package room
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,17 +34,27 @@ type command struct {
 func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 	list := []*command{
 		{name: "help", help: "show this help", run: (*Member).cmdHelp},
-		{name: "who", aliases: []string{"names"}, help: "list who is online", run: (*Member).cmdWho},
+		{name: "join", args: "ROOM", help: "join ROOM (created if new) and talk there", run: (*Member).cmdJoin},
+		{name: "part", args: "[ROOM]", help: "leave this room (or ROOM)", run: (*Member).cmdPart},
+		{name: "rooms", help: "list the rooms: people online, topics", run: (*Member).cmdRooms},
+		{name: "topic", args: "[TEXT]", help: "show or set this room's topic (its owner)", run: (*Member).cmdTopic},
+		{name: "private", args: "on|off", help: "make this room invitation only, or not (its owner)", run: (*Member).cmdPrivate},
+		{name: "invite", args: "NAME", help: "let NAME into this private room (its owner)", run: (*Member).cmdInvite},
+		{name: "who", aliases: []string{"names"}, args: "[ROOM]", help: "who is in this room (or ROOM)", run: (*Member).cmdWho},
 		{name: "me", args: "ACTION", help: "say what you do: /me waves", run: (*Member).cmdMe},
-		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only (kept if NAME is away)", run: (*Member).cmdMsg},
-		{name: "history", args: "[N]", help: fmt.Sprintf("the last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
-		{name: "whois", args: "NAME", help: "who NAME is: sessions, keys", run: (*Member).cmdWhois},
+		{name: "msg", args: "NAME TEXT", help: "send TEXT to NAME only, whatever room (kept if NAME is offline)", run: (*Member).cmdMsg},
+		{name: "reply", aliases: []string{"r"}, args: "TEXT", help: "answer the last person who sent you a /msg", run: (*Member).cmdReply},
+		{name: "away", args: "[TEXT]", help: "say you are away (shown in /who; a /msg gets TEXT back)", run: (*Member).cmdAway},
+		{name: "back", help: "say you are back", run: (*Member).cmdBack},
+		{name: "history", args: "[ROOM] [N]", help: fmt.Sprintf("this room's (or ROOM's) last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
+		{name: "whois", args: "NAME", help: "who NAME is: sessions, rooms, keys", run: (*Member).cmdWhois},
 		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add one (confirmed by its first login) or remove one", run: (*Member).cmdKeys},
 		{name: "timestamps", args: "on|off", help: "show or hide the time of each line", run: (*Member).cmdTimestamps},
 		{name: "ignore", args: "[NAME]", help: "hide what NAME says from you; alone: who you ignore", run: (*Member).cmdIgnore},
 		{name: "unignore", args: "NAME", help: "see what NAME says again", run: (*Member).cmdUnignore},
 		{name: "motd", help: "show the message of the day", run: (*Member).cmdMotd},
-		{name: "kick", args: "NAME [reason]", help: "disconnect NAME", op: true, run: (*Member).cmdKick},
+		{name: "kick", args: "NAME [#ROOM] [reason]", help: "disconnect NAME (or take them out of ROOM)", op: true, run: (*Member).cmdKick},
+		{name: "room", args: "delete ROOM", help: "delete ROOM and its history (asks to confirm)", op: true, run: (*Member).cmdRoom},
 		{name: "ban", args: "WHO [TIME] [reason]", help: "keep out a NAME, a key (SHA256:...) or an address (1.2.3.4, 10.0.0.0/8) for TIME (10m, 2h, 7d; default for ever)", op: true, run: (*Member).cmdBan},
 		{name: "unban", args: "ID", help: "lift ban ID", op: true, run: (*Member).cmdUnban},
 		{name: "bans", help: "list the bans", op: true, run: (*Member).cmdBans},
@@ -73,7 +82,8 @@ func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 		}
 		fmt.Fprintf(w, "\n  %-22s %s", names, c.help)
 	}
-	fmt.Fprintf(&h, "\n  %-22s %s", "//text", "send a message that starts with /")
+	fmt.Fprintf(&h, "\n  %-22s %s", "//text", "send a message that starts with /, as typed")
+	fmt.Fprintf(&h, "\n:shortcodes: such as :wave: become emoji (👋); lines from your other rooms start with the room's name")
 	zone, offset := time.Date(2026, 1, 1, 0, 0, 0, 0, cfg.Location).Zone()
 	fmt.Fprintf(&h, "\ntimes are in the server's time zone, %s (UTC%+03d:%02d)", zone, offset/3600, abs(offset%3600/60))
 	fmt.Fprintf(&oh, "\n  %-22s %s", "/motd TEXT", "set the message of the day (/motd - clears it)")
@@ -83,16 +93,10 @@ func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 func abs(n int) int { return max(n, -n) }
 
 func (m *Member) cmdHelp(string) Action {
-	m.reply(kindInfo, m.room.help)
+	m.reply(kindInfo, m.hub.help)
 	if m.opts.Operator {
-		m.reply(kindInfo, m.room.opHelp)
+		m.reply(kindInfo, m.hub.opHelp)
 	}
-	return Continue
-}
-
-func (m *Member) cmdWho(string) Action {
-	names := m.room.Names()
-	m.reply(kindInfo, strconv.Itoa(len(names))+" online: "+strings.Join(names, ", "))
 	return Continue
 }
 
@@ -101,7 +105,7 @@ func (m *Member) cmdMe(args string) Action {
 		m.reply(kindError, "usage: /me ACTION")
 		return Continue
 	}
-	m.say(kindAction, args)
+	m.say(kindAction, expandEmoji(args))
 	return Continue
 }
 
@@ -114,48 +118,120 @@ func (m *Member) cmdMsg(args string) Action {
 	if !m.checkLength(text) || m.checkMuted() {
 		return Continue
 	}
-	r := m.room
-	now := r.now()
-	r.mu.Lock()
-	to := r.people[chat.Fold(name)]
+	m.sendDM(name, expandEmoji(text))
+	return Continue
+}
+
+// sendDM sends text to name privately: to every session of theirs when they are online, else
+// into the queue kept for them.
+func (m *Member) sendDM(name, text string) {
+	h := m.hub
+	now := h.now()
+	h.mu.Lock()
+	to := h.people[chat.Fold(name)]
 	if to == nil || m.index < 0 {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		m.queueDM(name, text, now)
-		return Continue
+		return
 	}
 	if to == m.person {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		m.reply(kindError, "that is you: /msg sends to someone else")
-		return Continue
+		return
 	}
-	// Both sides are queued under the room's lock, so the recipient cannot leave in between and
-	// the sender's confirmation is never a lie. Every session of each gets its line.
-	r.flushNoticesLocked()
-	r.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
-	r.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))
-	r.mu.Unlock()
-	r.cfg.Metrics.Said("dm")
+	// Both sides are queued under the hub's lock, so the recipient cannot leave in between and
+	// the sender's confirmation is never a lie. Every session of each gets its line; notices
+	// gathered in the sender's rooms go first, so that a join notice precedes its first line.
+	for _, ch := range m.person.rooms {
+		h.flushNoticesLocked(ch)
+	}
+	h.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
+	h.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))
+	to.lastDM = m.name
+	away := ""
+	if to.away != "" && !to.awayTold[m.key] {
+		if to.awayTold == nil {
+			to.awayTold = make(map[string]bool)
+		}
+		to.awayTold[m.key] = true
+		away = to.name + " is away: " + to.away
+	}
+	h.mu.Unlock()
+	if away != "" {
+		m.reply(kindInfo, away)
+	}
+	h.cfg.Metrics.Said("dm")
+}
+
+// cmdReply is /reply TEXT (/r): a private message to whoever last sent one.
+func (m *Member) cmdReply(args string) Action {
+	text := strings.TrimSpace(args)
+	h := m.hub
+	h.mu.Lock()
+	to := m.person.lastDM
+	h.mu.Unlock()
+	switch {
+	case to == "":
+		m.reply(kindError, "nobody has sent you a private message yet: /msg NAME TEXT")
+	case text == "":
+		m.reply(kindError, "usage: /reply TEXT (answers "+to+")")
+	case m.checkLength(text) && !m.checkMuted():
+		m.sendDM(to, expandEmoji(text))
+	}
+	return Continue
+}
+
+// cmdAway is /away [TEXT]: others see it in /who and /whois, and whoever sends a /msg gets it
+// back, once.
+func (m *Member) cmdAway(args string) Action {
+	text := strings.TrimSpace(args)
+	if text == "" {
+		text = "away"
+	}
+	if max := 200; len(text) > max {
+		text = chat.Excerpt(text, max)
+	}
+	h := m.hub
+	h.mu.Lock()
+	m.person.away, m.person.awayTold = text, nil
+	h.mu.Unlock()
+	m.reply(kindInfo, "you are away ("+text+"); /back when you are back")
+	return Continue
+}
+
+// cmdBack is /back.
+func (m *Member) cmdBack(string) Action {
+	h := m.hub
+	h.mu.Lock()
+	was := m.person.away != ""
+	m.person.away, m.person.awayTold = "", nil
+	h.mu.Unlock()
+	if was {
+		m.reply(kindInfo, "welcome back")
+	} else {
+		m.reply(kindError, "you were not away")
+	}
 	return Continue
 }
 
 // queueDM keeps a private message for a registered name that is offline.
 func (m *Member) queueDM(name, text string, now time.Time) {
-	r := m.room
-	if r.cfg.Store == nil {
+	h := m.hub
+	if h.cfg.Store == nil {
 		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return
 	}
-	id, ok, err := r.cfg.Store.Identity(name)
+	id, ok, err := h.cfg.Store.Identity(name)
 	switch {
 	case err != nil:
-		r.log.Error("store: identity", "user", name, "err", err)
+		h.log.Error("store: identity", "user", name, "err", err)
 		m.reply(kindError, ErrUnavailable.Error())
 		return
 	case !ok:
 		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return
 	}
-	_, err = r.cfg.Store.QueueDM(chat.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: id.Name, Text: text})
+	_, err = h.cfg.Store.QueueDM(chat.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: id.Name, Text: text})
 	var limit *chat.LimitError
 	errors.As(err, &limit)
 	switch {
@@ -169,13 +245,13 @@ func (m *Member) queueDM(name, text string, now time.Time) {
 		m.reply(kindError, id.Name+" is offline and has too many messages waiting; try again when they are back")
 		return
 	case err != nil:
-		r.log.Error("store: queue dm", "from", m.name, "to", id.Name, "err", err)
+		h.log.Error("store: queue dm", "from", m.name, "to", id.Name, "err", err)
 		m.reply(kindError, ErrUnavailable.Error())
 		return
 	}
-	r.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
+	h.deliverTo(m.person, newEvent(kindDMOut, now, m.name, id.Name, text))
 	m.reply(kindInfo, id.Name+" is offline: they get your message when they next log in")
-	r.cfg.Metrics.Said("dm")
+	h.cfg.Metrics.Said("dm")
 }
 
 // senderAddr is what the cap on queued private messages per address counts by: an IPv4 address,
@@ -199,7 +275,7 @@ func (m *Member) cmdWhois(args string) Action {
 		m.reply(kindError, "usage: /whois NAME")
 		return Continue
 	}
-	text, err := m.room.whois(name)
+	text, err := m.hub.whois(name)
 	if err != nil {
 		m.reply(kindError, err.Error())
 		return Continue
@@ -209,8 +285,8 @@ func (m *Member) cmdWhois(args string) Action {
 }
 
 func (m *Member) cmdKeys(args string) Action {
-	r := m.room
-	if r.cfg.Store == nil {
+	h := m.hub
+	if h.cfg.Store == nil {
 		m.reply(kindError, "names are not registered on this server")
 		return Continue
 	}
@@ -225,14 +301,14 @@ func (m *Member) cmdKeys(args string) Action {
 	case "add":
 		err = m.addKey(rest)
 	case "remove", "rm", "del":
-		err = r.cfg.Store.RemoveKey(m.name, rest)
+		err = h.cfg.Store.RemoveKey(m.name, rest)
 		switch {
 		case errors.Is(err, chat.ErrLastKey):
 			err = errors.New("that is your name's only key: add another one first")
 		case errors.Is(err, chat.ErrNotFound):
 			err = errors.New("no such key: /keys lists the fingerprints")
 		case err == nil:
-			r.log.Info("key removed", "user", m.name, "key", rest)
+			h.log.Info("key removed", "user", m.name, "key", rest)
 			m.reply(kindInfo, "removed "+chat.Excerpt(rest, 80))
 		}
 	default:
@@ -242,20 +318,20 @@ func (m *Member) cmdKeys(args string) Action {
 		m.reply(kindError, err.Error())
 		return Continue
 	}
-	id, _, err := r.cfg.Store.Identity(m.name)
+	id, _, err := h.cfg.Store.Identity(m.name)
 	if err != nil {
-		r.log.Error("store: identity", "user", m.name, "err", err)
+		h.log.Error("store: identity", "user", m.name, "err", err)
 		m.reply(kindError, ErrUnavailable.Error())
 		return Continue
 	}
 	lines := []string{fmt.Sprintf("keys of %s:", id.Name)}
 	for _, k := range id.Keys {
-		lines = append(lines, fmt.Sprintf("  %s %s added %s", k.Type, k.Fingerprint, r.stamp(k.Added)))
+		lines = append(lines, fmt.Sprintf("  %s %s added %s", k.Type, k.Fingerprint, h.stamp(k.Added)))
 	}
 	if len(id.Pending) > 0 {
 		lines = append(lines, fmt.Sprintf("pending, not usable until each logs in once as %s to confirm it (%s):", id.Name, confirmHint(id.Name)))
 		for _, k := range id.Pending {
-			lines = append(lines, fmt.Sprintf("  %s %s added %s, expires %s", k.Type, k.Fingerprint, r.stamp(k.Added), r.stamp(k.Expires)))
+			lines = append(lines, fmt.Sprintf("  %s %s added %s, expires %s", k.Type, k.Fingerprint, h.stamp(k.Added), h.stamp(k.Expires)))
 		}
 	}
 	m.reply(kindInfo, strings.Join(lines, "\n"))
@@ -273,33 +349,33 @@ func confirmHint(name string) string {
 // has it: anyone's public key can be pasted, and a key nobody proved must never make its holder
 // answer for this name (bans by name, /whois).
 func (m *Member) addKey(line string) error {
-	r := m.room
-	if r.cfg.ParseKey == nil {
+	h := m.hub
+	if h.cfg.ParseKey == nil {
 		return errors.New("adding keys is not supported here")
 	}
 	if line == "" {
 		return errors.New("usage: /keys add KEY (an authorized_keys line, such as: ssh-ed25519 AAAA... laptop)")
 	}
-	k, err := r.cfg.ParseKey(line)
+	k, err := h.cfg.ParseKey(line)
 	if err != nil {
 		return fmt.Errorf("not a public key: %s", chat.Excerpt(err.Error(), 120))
 	}
-	k.Added = r.now()
+	k.Added = h.now()
 	expires := k.Added.Add(PendingKeyTTL)
 	var limit *chat.LimitError
-	switch err := r.cfg.Store.ProposeKey(m.name, k, expires); {
+	switch err := h.cfg.Store.ProposeKey(m.name, k, expires); {
 	case errors.Is(err, chat.ErrKeyExists):
 		return errors.New("that key is already yours")
 	case errors.As(err, &limit) && errors.Is(err, chat.ErrKeyLimit):
 		return fmt.Errorf("%s has %d keys (active and pending), the most a name may have; remove one first: /keys remove FINGERPRINT", m.name, limit.Max)
 	case err != nil:
-		r.log.Error("store: propose key", "user", m.name, "err", err)
+		h.log.Error("store: propose key", "user", m.name, "err", err)
 		return ErrUnavailable
 	}
-	r.log.Info("key proposed", "user", m.name, "key", k.Fingerprint, "expires", expires.Format(time.RFC3339))
+	h.log.Info("key proposed", "user", m.name, "key", k.Fingerprint, "expires", expires.Format(time.RFC3339))
 	m.reply(kindInfo, fmt.Sprintf("%s %s is pending: it becomes one of %s's keys once it has logged in as %s, before %s.\n"+
 		"to confirm it, log in once as %s with that key: %s (KEYFILE is that key's private file; HOST and PORT as you use them now)",
-		k.Type, k.Fingerprint, m.name, m.name, r.stamp(expires), m.name, confirmHint(m.name)))
+		k.Type, k.Fingerprint, m.name, m.name, h.stamp(expires), m.name, confirmHint(m.name)))
 	return nil
 }
 

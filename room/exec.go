@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"chatd/chat"
 )
@@ -21,8 +22,8 @@ type ExecOptions struct {
 // Exec runs a one-shot command for a client that does not join the room, such as
 // "ssh host who". The login must pass the same checks as a join (bans, registered names). Its
 // output goes to stdout; an error is fit to show the user.
-func (r *Room) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
-	if _, _, err := r.checkLogin(opts.Name, opts.Key, opts.Remote); err != nil {
+func (h *Hub) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
+	if _, _, err := h.checkLogin(opts.Name, opts.Key, opts.Remote); err != nil {
 		return err
 	}
 	if len(args) == 0 {
@@ -30,24 +31,75 @@ func (r *Room) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 	}
 	switch chat.Fold(args[0]) {
 	case "who", "names":
-		for _, name := range r.Names() {
+		if len(args) == 1 {
+			for _, name := range h.Names() {
+				fmt.Fprintln(stdout, name)
+			}
+			return nil
+		}
+		ch, err := h.publicRoom(args[1])
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		names := make([]string, 0, len(ch.people))
+		for p := range ch.people {
+			names = append(names, p.name)
+		}
+		h.mu.Unlock()
+		sortNames(names)
+		for _, name := range names {
 			fmt.Fprintln(stdout, name)
 		}
 		return nil
+	case "rooms":
+		h.mu.Lock()
+		var lines []string
+		for _, ch := range h.rooms {
+			if !ch.private {
+				lines = append(lines, fmt.Sprintf("%s\t%d\t%s", ch.name, len(ch.people), ch.topic))
+			}
+		}
+		h.mu.Unlock()
+		slices.Sort(lines)
+		for _, l := range lines {
+			fmt.Fprintln(stdout, l)
+		}
+		return nil
 	case "history":
-		arg := ""
-		if len(args) > 1 {
-			arg = args[1]
+		h.mu.Lock()
+		ch, n := h.rooms[h.cfg.DefaultRoom], 20
+		h.mu.Unlock()
+		for _, a := range args[1:] {
+			if a != "" && a[0] >= '0' && a[0] <= '9' {
+				var err error
+				if n, err = parseCount(a, 20); err != nil {
+					return fmt.Errorf("usage: history [ROOM] [N]: %w", err)
+				}
+				continue
+			}
+			var err error
+			if ch, err = h.publicRoom(a); err != nil {
+				return err
+			}
 		}
-		n, err := parseCount(arg, 20)
-		if err != nil {
-			return fmt.Errorf("usage: history [N]: %w", err)
-		}
-		return r.writeHistory(stdout, n)
+		return h.writeHistory(stdout, ch, n)
 	case "help":
-		fmt.Fprintln(stdout, "commands: who (who is online, one name per line), history [N] (the last N messages), help")
-		fmt.Fprintln(stdout, "without a command you join the chat")
+		fmt.Fprintln(stdout, "commands: who [ROOM] (who is online, or in ROOM: one name per line), rooms (the public rooms: name, people online, topic, tab-separated), history [ROOM] [N] (ROOM's last N messages; the default room's 20), help")
+		fmt.Fprintln(stdout, "without a command you join the chat; with join ROOM, in that room")
 		return nil
 	}
 	return fmt.Errorf("%w %s (try: help)", ErrUnknownCommand, chat.QuoteName(args[0]))
+}
+
+// publicRoom finds the room arg names for a one-shot command, which sees public rooms only.
+func (h *Hub) publicRoom(arg string) (*channel, error) {
+	ch, err := h.roomNamed(arg)
+	if err != nil {
+		return nil, err
+	}
+	if ch.private {
+		return nil, fmt.Errorf("%s is invite-only", ch.name)
+	}
+	return ch, nil
 }

@@ -3,28 +3,13 @@ package room
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"chatd/chat"
 )
-
-// Store keeps what the room needs beyond the life of the process: which keys own which names,
-// the history, and private messages for people who are offline. Package store/sqlite implements it
-// with SQLite; a nil Store keeps history in memory and pins no names.
-type Store interface {
-	Identity(name string) (chat.Identity, bool, error)
-	Claim(name string, k chat.Key) (chat.Identity, bool, error)
-	ProposeKey(name string, k chat.Key, expires time.Time) error
-	ConfirmKey(name, fingerprint string) (chat.Identity, bool, error)
-	RemoveKey(name, fingerprint string) error
-	NamesOfKey(fingerprint string) ([]string, error)
-	Append(m chat.Message)
-	Recent(n int) ([]chat.Message, error)
-	QueueDM(dm chat.DM) (chat.DM, error)
-	TakeDMs(name string) ([]chat.DM, error)
-}
 
 // ErrRegistered is wrapped by the *chat.NameError for a name that belongs to someone else's key.
 var ErrRegistered = errors.New("name is registered")
@@ -57,9 +42,31 @@ type person struct {
 	key        string // folded
 	registered bool   // logged in with one of the name's keys
 	since      time.Time
-	members    []*Member
-	limit      limiter           // the message rate, shared by every session
-	ignores    map[string]string // folded name -> name of whoever this person ignores; under room.mu
+	remote     netip.Addr // the first session's address: rooms created count against it
+	limit      limiter    // the message rate, shared by every session
+
+	// Under the hub's lock.
+	sessions []*Member
+	rooms    []*channel        // the rooms the person is in, in the order they joined them
+	ignores  map[string]string // folded name -> name of whoever this person ignores
+	away     string            // why they are away (/away); "" when they are not
+	awayTold map[string]bool   // folded names of those told, since they went away
+	lastDM   string            // who last sent them a private message, for /reply
+}
+
+// roomNames are the names of the rooms p is in, in the order they joined them.
+func (p *person) roomNames() []string {
+	names := make([]string, len(p.rooms))
+	for i, ch := range p.rooms {
+		names[i] = ch.name
+	}
+	return names
+}
+
+// in reports whether p is in room ch.
+func (p *person) in(ch *channel) bool {
+	_, ok := ch.people[p]
+	return ok
 }
 
 // ignoring reports whether p ignores whoever sent ev. Called with room.mu held.
@@ -78,81 +85,81 @@ func registeredError(name, reason string) error {
 // Authorize decides whether a login with key may use name: a registered name only with one of its
 // keys, an unclaimed one with any key, which then claims it (trust on first use). Invalid names
 // are not refused here, so that the session can explain them. The error is fit to show the user.
-func (r *Room) Authorize(name string, key chat.Key) error {
-	if r.cfg.Store == nil || chat.ValidateName(name) != nil {
+func (h *Hub) Authorize(name string, key chat.Key) error {
+	if h.cfg.Store == nil || chat.ValidateName(name) != nil {
 		return nil
 	}
-	_, err := r.claim(name, key)
+	_, err := h.claim(name, key)
 	return err
 }
 
 // claim returns the identity behind name for a login with key, claiming the name if it is free.
 // A key pending for name (added with /keys add) is confirmed by this login, which proves that
 // whoever logs in holds it; until then it is not one of name's keys.
-func (r *Room) claim(name string, key chat.Key) (chat.Identity, error) {
+func (h *Hub) claim(name string, key chat.Key) (chat.Identity, error) {
 	if key.Added.IsZero() {
-		key.Added = r.now()
+		key.Added = h.now()
 	}
 	// Most logins are by people whose name is theirs already: a read answers those, and only a
 	// free name needs the write transaction of a claim.
-	if id, ok, err := r.cfg.Store.Identity(name); err == nil && ok {
-		return r.admit(id, name, key)
+	if id, ok, err := h.cfg.Store.Identity(name); err == nil && ok {
+		return h.admit(id, name, key)
 	}
-	id, claimedNow, err := r.cfg.Store.Claim(name, key)
+	id, claimedNow, err := h.cfg.Store.Claim(name, key)
 	switch {
 	case errors.Is(err, chat.ErrNameLimit):
-		r.log.Info("claim refused: the key holds too many names", "user", name, "key", key.Fingerprint)
+		h.log.Info("claim refused: the key holds too many names", "user", name, "key", key.Fingerprint)
 		return id, namesError(err)
 	case err != nil:
-		r.log.Error("store: claim", "user", name, "err", err)
+		h.log.Error("store: claim", "user", name, "err", err)
 		return id, ErrUnavailable
 	case claimedNow:
-		r.log.Info("name claimed", "user", id.Name, "key", key.Fingerprint)
+		h.log.Info("name claimed", "user", id.Name, "key", key.Fingerprint)
 		return id, nil
 	}
-	return r.admit(id, name, key)
+	return h.admit(id, name, key)
 }
 
 // admit lets a login with key in as id, the identity behind name, if key is one of its keys, or
 // pending for it: then this login confirms it.
-func (r *Room) admit(id chat.Identity, name string, key chat.Key) (chat.Identity, error) {
+func (h *Hub) admit(id chat.Identity, name string, key chat.Key) (chat.Identity, error) {
 	if hasKey(id.Keys, key.Fingerprint) {
 		return id, nil
 	}
 	if !hasKey(id.Pending, key.Fingerprint) {
 		return id, registeredError(name, "is registered to another key")
 	}
-	confirmed, ok, err := r.cfg.Store.ConfirmKey(id.Name, key.Fingerprint)
+	confirmed, ok, err := h.cfg.Store.ConfirmKey(id.Name, key.Fingerprint)
 	switch {
 	case errors.Is(err, chat.ErrNameLimit):
-		r.log.Info("key not confirmed: it holds too many names", "user", id.Name, "key", key.Fingerprint)
+		h.log.Info("key not confirmed: it holds too many names", "user", id.Name, "key", key.Fingerprint)
 		return id, namesError(err)
 	case err != nil:
-		r.log.Error("store: confirm key", "user", id.Name, "err", err)
+		h.log.Error("store: confirm key", "user", id.Name, "err", err)
 		return id, ErrUnavailable
 	case !ok: // it expired, or was removed, a moment ago
 		return id, registeredError(name, "is registered to another key")
 	}
-	r.log.Info("key confirmed", "user", confirmed.Name, "key", key.Fingerprint)
+	h.log.Info("key confirmed", "user", confirmed.Name, "key", key.Fingerprint)
 	return confirmed, nil
 }
 
 // identify resolves the name a session may join under: its registered display form, whether it
 // is registered to this session's key, or an error for a name that belongs to someone else.
-func (r *Room) identify(name string, key *chat.Key) (display string, registered bool, err error) {
-	if r.cfg.Store == nil {
+func (h *Hub) identify(name string, key *chat.Key) (display string, registered bool, err error) {
+	if h.cfg.Store == nil {
 		return name, false, nil
 	}
 	if key != nil {
-		id, err := r.claim(name, *key)
+		id, err := h.claim(name, *key)
 		if err != nil {
 			return name, false, err
 		}
 		return id.Name, true, nil
 	}
-	id, ok, err := r.cfg.Store.Identity(name)
+	id, ok, err := h.cfg.Store.Identity(name)
 	if err != nil {
-		r.log.Error("store: identity", "user", name, "err", err)
+		h.log.Error("store: identity", "user", name, "err", err)
 		return name, false, ErrUnavailable
 	}
 	if ok {
@@ -166,36 +173,42 @@ func hasKey(keys []chat.Key, fingerprint string) bool {
 }
 
 // whois describes name for /whois: online sessions, or when it was last registered.
-func (r *Room) whois(name string) (string, error) {
+func (h *Hub) whois(name string) (string, error) {
 	key := chat.Fold(name)
-	r.mu.Lock()
-	p := r.people[key]
+	h.mu.Lock()
+	p := h.people[key]
 	var lines []string
 	if p != nil {
-		transports := make([]string, len(p.members))
-		for i, m := range p.members {
+		transports := make([]string, len(p.sessions))
+		for i, m := range p.sessions {
 			transports[i] = m.opts.Transport
 		}
 		sessions := "1 session"
-		if len(p.members) > 1 {
-			sessions = fmt.Sprintf("%d sessions", len(p.members))
+		if len(p.sessions) > 1 {
+			sessions = fmt.Sprintf("%d sessions", len(p.sessions))
 		}
-		lines = append(lines, fmt.Sprintf("%s: online since %s (%s: %s)", p.name, r.stamp(p.since), sessions, strings.Join(transports, ", ")))
+		lines = append(lines, fmt.Sprintf("%s: online since %s (%s: %s)", p.name, h.stamp(p.since), sessions, strings.Join(transports, ", ")))
+		if p.away != "" {
+			lines = append(lines, "away: "+p.away)
+		}
+		if rooms := h.visibleRoomsLocked(p); len(rooms) > 0 {
+			lines = append(lines, "in "+strings.Join(rooms, ", "))
+		}
 		name = p.name
 	}
-	r.mu.Unlock()
+	h.mu.Unlock()
 
-	if r.cfg.Store != nil {
-		id, ok, err := r.cfg.Store.Identity(name)
+	if h.cfg.Store != nil {
+		id, ok, err := h.cfg.Store.Identity(name)
 		if err != nil {
-			r.log.Error("store: identity", "user", name, "err", err)
+			h.log.Error("store: identity", "user", name, "err", err)
 			return "", ErrUnavailable
 		}
 		if ok {
 			if p == nil {
 				lines = append(lines, id.Name+": offline")
 			}
-			lines = append(lines, fmt.Sprintf("registered %s, keys:", r.stamp(id.Created)))
+			lines = append(lines, fmt.Sprintf("registered %s, keys:", h.stamp(id.Created)))
 			for _, k := range id.Keys {
 				lines = append(lines, "  "+k.Type+" "+k.Fingerprint)
 			}
@@ -210,4 +223,4 @@ func (r *Room) whois(name string) (string, error) {
 }
 
 // stamp is a date and time as the room shows them, in its time zone.
-func (r *Room) stamp(t time.Time) string { return t.In(r.cfg.Location).Format("2006-01-02 15:04") }
+func (h *Hub) stamp(t time.Time) string { return t.In(h.cfg.Location).Format("2006-01-02 15:04") }

@@ -62,7 +62,7 @@ func parseKey(line string) (chat.Key, error) {
 	return chat.Key{Fingerprint: gossh.FingerprintSHA256(pk), Type: pk.Type(), AuthorizedKey: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(pk)))}, nil
 }
 
-func storedRoom(t *testing.T, st Store) *Room {
+func storedRoom(t *testing.T, st Store) *Hub {
 	t.Helper()
 	return newTestRoom(t, Config{Store: st, ParseKey: parseKey})
 }
@@ -126,16 +126,16 @@ func TestSeveralSessionsAreOnePerson(t *testing.T) {
 	_, bobOut := join(t, r, "bob", JoinOptions{})
 	first, firstOut := join(t, r, "alice", JoinOptions{Key: &key})
 	second, secondOut := join(t, r, "alice", JoinOptions{Key: &key})
-	secondOut.waitLine(t, "* welcome back, alice: this is your session #2; every session gets every line.")
+	secondOut.waitLine(t, "* welcome back, alice: this is your session #2, in #lobby; every session gets every line.")
 
 	first.Handle("from the first terminal")
 	secondOut.waitLine(t, "alice: from the first terminal")
 	bobOut.waitLine(t, "alice: from the first terminal")
-	r.lookup("bob").members[0].Handle("/msg alice hi both")
+	r.lookup("bob").sessions[0].Handle("/msg alice hi both")
 	firstOut.waitLine(t, "[dm from bob] hi both")
 	secondOut.waitLine(t, "[dm from bob] hi both")
 	second.Handle("/who")
-	secondOut.waitLine(t, "* 2 online: alice, bob")
+	secondOut.waitLine(t, "* 2 online in #lobby: alice, bob")
 
 	// A keyless login cannot join a registered person, nor take its name while it is online.
 	if _, err := r.Join("alice", newRecorder(), JoinOptions{}); !errors.Is(err, ErrRegistered) {
@@ -146,11 +146,11 @@ func TestSeveralSessionsAreOnePerson(t *testing.T) {
 	second.Handle("still here")
 	bobOut.waitLine(t, "alice: still here")
 	second.Leave(ReasonQuit)
-	lines := bobOut.waitLine(t, "* alice left")
+	lines := bobOut.waitLine(t, "* alice left #lobby")
 	if n := strings.Count(strings.Join(lines, "\n"), "* alice joined"); n != 1 {
 		t.Errorf("bob saw %d joins for two sessions, want 1", n)
 	}
-	if n := strings.Count(strings.Join(bobOut.lines(), "\n"), "* alice left"); n != 1 {
+	if n := strings.Count(strings.Join(bobOut.lines(), "\n"), "* alice left #lobby"); n != 1 {
 		t.Errorf("bob saw %d leaves for two sessions, want 1", n)
 	}
 }
@@ -177,24 +177,24 @@ func TestHistory(t *testing.T) {
 	alice.Handle("/msg nobody private") // not history
 
 	_, bobOut := join(t, r, "bob", JoinOptions{})
-	got := bobOut.waitLine(t, "* bob joined (2 online)")
+	got := bobOut.waitLine(t, "* bob joined #lobby (2 online)")
 	want := []string{
-		"* welcome to chatd, bob! /help lists the commands; bye leaves.",
-		"* the last 3 messages:",
+		"* welcome to chatd, bob! you are in #lobby; /help lists the commands; bye leaves.",
+		"* the last 3 messages of #lobby:",
 		"[history 2026-11-25 09:41] alice: message 3",
 		"[history 2026-11-25 09:41] alice: message 4",
 		"[history 2026-11-25 09:41] ** alice waves",
-		"* bob joined (2 online)",
+		"* bob joined #lobby (2 online)",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("bob's first lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
-	bob := r.lookup("bob").members[0]
+	bob := r.lookup("bob").sessions[0]
 	bob.Handle("/history 2")
-	bobOut.waitLine(t, "* the last 2 messages:")
+	bobOut.waitLine(t, "* the last 2 messages of #lobby:")
 	bob.Handle("/history 1001")
-	bobOut.waitLine(t, "error: usage: /history [N]: N must be a whole number from 1 to 1000")
+	bobOut.waitLine(t, "error: usage: /history [ROOM] [N]: N must be a whole number from 1 to 1000")
 
 	var out strings.Builder
 	if err := r.Exec([]string{"history", "2"}, &out, ExecOptions{Name: "reader"}); err != nil {
@@ -234,14 +234,14 @@ func TestOfflineDMs(t *testing.T) {
 
 	_, aliceOut := join(t, r, "alice", JoinOptions{Key: &key})
 	lines := aliceOut.waitLine(t, "[dm from bob] (sent 2026-11-25 09:41) see you tomorrow")
-	if i, j := index(lines, "* alice joined (2 online)"), index(lines, "* 1 private message(s) arrived while you were away:"); i < 0 || j < i {
+	if i, j := index(lines, "* alice joined #lobby (2 online)"), index(lines, "* 1 private message(s) arrived while you were away:"); i < 0 || j < i {
 		t.Errorf("queued messages must follow the join notice: %q", lines)
 	}
 	// Delivered once: a second session does not get them again.
 	_, again := join(t, r, "alice", JoinOptions{Key: &key})
-	again.waitLine(t, "* welcome back, alice: this is your session #2; every session gets every line.")
-	r.lookup("bob").members[0].Handle("/who") // a marker
-	bobOut.waitLine(t, "* 2 online: alice, bob")
+	again.waitLine(t, "* welcome back, alice: this is your session #2, in #lobby; every session gets every line.")
+	r.lookup("bob").sessions[0].Handle("/who") // a marker
+	bobOut.waitLine(t, "* 2 online in #lobby: alice, bob")
 	if strings.Contains(strings.Join(again.lines(), "\n"), "see you tomorrow") {
 		t.Error("queued message delivered twice")
 	}
@@ -284,7 +284,9 @@ func TestOfflineDMCapsPerSender(t *testing.T) {
 			m.Handle(fmt.Sprintf("/msg alice %s %d", name, i))
 		}
 		m.Handle("/who") // a marker: every /msg above has been answered
-		out.waitFor(t, "the marker", func(ls []string) bool { return len(ls) > 0 && strings.HasSuffix(ls[len(ls)-1], "online: "+name) })
+		out.waitFor(t, "the marker", func(ls []string) bool {
+			return len(ls) > 0 && strings.HasSuffix(ls[len(ls)-1], "online in #lobby: "+name)
+		})
 		m.Leave(ReasonQuit)
 		return out
 	}
@@ -605,7 +607,7 @@ func BenchmarkStoredFanOut1000(b *testing.B) {
 	for b.Loop() {
 		sender.Handle("the quick brown fox jumps over the lazy dog")
 	}
-	sender.room.flushers.Wait() // every line written, not just queued
+	sender.hub.flushers.Wait() // every line written, not just queued
 	if err := st.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}

@@ -65,6 +65,16 @@ func (r Reason) String() string {
 // Slow reports whether the member was disconnected for not keeping up.
 func (r Reason) Slow() bool { return r == ReasonSlow || r == ReasonStalled }
 
+// dropsQueue reports the ends after which nothing queued can be written: the client is not
+// reading, or its connection failed.
+func (r Reason) dropsQueue() bool {
+	return r.Slow() || r == ReasonWriteError || r == ReasonFailed
+}
+
+// byTransport reports the ends a member's transport decides (its client quit or went): the
+// transport waits for the last lines and closes the connection itself.
+func (r Reason) byTransport() bool { return r == ReasonQuit || r == ReasonEOF }
+
 // noticeSuffix is what the left notice says about the reason, if anything.
 func (r Reason) noticeSuffix() string {
 	switch {
@@ -76,17 +86,24 @@ func (r Reason) noticeSuffix() string {
 	return ""
 }
 
-// Member is one connection in the room. Its transport hands it input lines with Handle and calls
+// Member is one session in the chat: a connection of a person, in every room the person is in,
+// with a current room its lines go to. Its transport hands it input lines with Handle and calls
 // Leave when the connection ends.
 type Member struct {
-	room   *Room
+	hub    *Hub
+	id     uint64 // unique in the hub: a relayed line's origin
 	name   string
 	key    string // folded name
 	out    Output
 	opts   JoinOptions
 	format Format
-	index  int     // position in room.members, -1 once removed; guarded by room.mu
 	person *person // who this session belongs to; set once by Join
+
+	// Under the hub's lock.
+	index int              // position in hub.sessions, -1 once removed
+	slots map[*channel]int // position in each room's sessions
+
+	current atomic.Pointer[channel] // where plain lines go; lines of other rooms come tagged
 
 	showTime  atomic.Bool  // lines start with HH:MM (/timestamps)
 	width     atomic.Int32 // the terminal's width, to wrap ANSI lines to; 0: not wrapped
@@ -103,16 +120,19 @@ type Member struct {
 
 	writeStarted atomic.Int64 // UnixNano when the current write began, 0 when none
 
-	pendingBan []chat.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
-	pendingAt  time.Time
+	pendingBan    []chat.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
+	pendingAt     time.Time
+	pendingDelete string // a room an operator asked to delete, waiting for confirmation; under mu
+	pendingDelAt  time.Time
 
 	finishOnce sync.Once
 	done       chan struct{}
 }
 
-func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
+func newMember(h *Hub, name string, out Output, opts JoinOptions) *Member {
 	m := &Member{
-		room:    r,
+		hub:     h,
+		slots:   make(map[*channel]int),
 		name:    name,
 		key:     chat.Fold(name),
 		out:     out,
@@ -124,7 +144,7 @@ func newMember(r *Room, name string, out Output, opts JoinOptions) *Member {
 	}
 	m.showTime.Store(opts.Format == ANSI) // terminals show times; plain lines stay plain
 	m.SetWidth(opts.Width)
-	m.lastInput.Store(r.cfg.Now().UnixNano())
+	m.lastInput.Store(h.cfg.Now().UnixNano())
 	return m
 }
 
@@ -153,25 +173,12 @@ func (m *Member) Errorf(format string, args ...any) {
 	m.reply(kindError, chat.Sanitize(fmt.Sprintf(format, args...)))
 }
 
-// Leave takes the member out of the room and tells the others. Lines already queued for it (a
-// goodbye, an error) are written first, for at most the room's drain timeout. Leave is idempotent,
-// and safe to call after the room ended the member itself.
-func (m *Member) Leave(reason Reason) {
-	m.room.remove(m, reason)
-	m.closeOutbox(reason)
-	t := time.NewTimer(m.room.cfg.DrainTimeout)
-	defer t.Stop()
-	select {
-	case <-m.drained:
-		m.finish(false)
-	case <-t.C:
-		m.finish(true)
-	}
-}
+// Leave takes the member out of the chat when its connection ends (quit, EOF): see end.
+func (m *Member) Leave(reason Reason) { m.end(reason, nil, "") }
 
 // reply queues a line for this member alone.
 func (m *Member) reply(k kind, text string) {
-	m.deliver(newEvent(k, m.room.now(), m.name, "", text))
+	m.deliver(newEvent(k, m.hub.now(), m.name, "", text))
 }
 
 // deliver queues ev for this member.
@@ -188,23 +195,23 @@ func (m *Member) enqueue(ev *event) {
 	if m.closed {
 		return // leaving: whatever comes now has no one to read it
 	}
-	if len(m.queue) >= m.room.cfg.OutboxSize {
+	if len(m.queue) >= m.hub.cfg.OutboxSize {
 		m.closed = true
 		m.reason = ReasonSlow
 		clear(m.queue)
 		m.queue = m.queue[:0]
 		m.checkDrainedLocked()
-		m.room.flushers.Add(1)
+		m.hub.flushers.Add(1)
 		go func() {
-			defer m.room.flushers.Done()
-			m.kill(ReasonSlow)
+			defer m.hub.flushers.Done()
+			m.end(ReasonSlow, nil, "")
 		}()
 		return
 	}
 	m.queue = append(m.queue, ev)
 	if !m.flushing {
 		m.flushing = true
-		m.room.flushers.Add(1)
+		m.hub.flushers.Add(1)
 		go m.flush()
 	}
 }
@@ -216,7 +223,7 @@ func (m *Member) outboxRoom() int {
 	if m.closed {
 		return 0
 	}
-	return m.room.cfg.OutboxSize - len(m.queue)
+	return m.hub.cfg.OutboxSize - len(m.queue)
 }
 
 // flush is the member's writer: it runs while the outbox has lines, renders everything queued
@@ -226,10 +233,10 @@ func (m *Member) outboxRoom() int {
 // written to rarely is written to at once. The writer lingers for one gap after a write, in case
 // more comes, then exits: idle members hold no goroutine.
 func (m *Member) flush() {
-	defer m.room.flushers.Done()
-	bp := m.room.getBuffer()
-	defer m.room.putBuffer(bp)
-	gap := m.room.cfg.WriteGap
+	defer m.hub.flushers.Done()
+	bp := m.hub.getBuffer()
+	defer m.hub.putBuffer(bp)
+	gap := m.hub.cfg.WriteGap
 	var last time.Time // of the last write; zero before the first
 	for {
 		m.mu.Lock()
@@ -267,7 +274,7 @@ func (m *Member) flush() {
 		if err == nil {
 			done := time.Now()
 			for _, ev := range batch {
-				m.room.cfg.Metrics.Delivered(done.Sub(ev.born))
+				m.hub.cfg.Metrics.Delivered(done.Sub(ev.born))
 			}
 		}
 		clear(batch)
@@ -277,20 +284,64 @@ func (m *Member) flush() {
 		m.spare = batch[:0]
 		m.mu.Unlock()
 		if err != nil {
-			m.kill(ReasonWriteError)
+			m.end(ReasonWriteError, nil, "")
 		}
 	}
 }
 
-// closeOutbox stops the outbox taking new lines; what is queued still gets written.
-func (m *Member) closeOutbox(reason Reason) {
+// end takes the member out of the chat for good, whoever ends it: its transport (quit, EOF), the
+// room (too slow, a failed write, idle, kicked, banned) or the server's shutdown. It is the one
+// way out; later calls only wait as the first did.
+//
+// last, when set, is the member's last line (why it ends); notice replaces the usual
+// "alice left #go" the rooms get when this was the person's last session. Lines already queued
+// are written first, within DrainTimeout, unless the member is too slow or its connection failed:
+// then they are dropped and the connection closed at once. When the transport ends the member
+// (quit, EOF) end waits for the drain and leaves the connection to the transport; otherwise the
+// connection is closed once the lines are out, without waiting.
+func (m *Member) end(reason Reason, last *event, notice string) {
+	if last != nil {
+		m.enqueue(last)
+	}
+	drop := reason.dropsQueue()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.closed = true
 	if m.reason == 0 {
 		m.reason = reason
 	}
+	if drop {
+		clear(m.queue)
+		m.queue = m.queue[:0]
+	}
 	m.checkDrainedLocked()
+	m.mu.Unlock()
+
+	m.hub.remove(m, reason, notice)
+	switch {
+	case drop:
+		m.finish(true)
+	case reason.byTransport():
+		t := time.NewTimer(m.hub.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-m.drained:
+			m.finish(false)
+		case <-t.C:
+			m.finish(true)
+		}
+	default:
+		m.hub.flushers.Add(1)
+		go func() {
+			defer m.hub.flushers.Done()
+			t := time.NewTimer(m.hub.cfg.DrainTimeout)
+			defer t.Stop()
+			select {
+			case <-m.drained:
+			case <-t.C:
+			}
+			m.finish(true)
+		}()
+	}
 }
 
 func (m *Member) checkDrainedLocked() {
@@ -298,40 +349,6 @@ func (m *Member) checkDrainedLocked() {
 		m.isDrained = true
 		close(m.drained)
 	}
-}
-
-// kill disconnects the member at once, dropping whatever is still queued for it. The room uses it
-// for members that are too slow or whose connection failed. It never blocks on the client.
-func (m *Member) kill(reason Reason) {
-	m.mu.Lock()
-	m.closed = true
-	if m.reason == 0 {
-		m.reason = reason
-	}
-	reason = m.reason
-	clear(m.queue)
-	m.queue = m.queue[:0]
-	m.checkDrainedLocked()
-	m.mu.Unlock()
-
-	m.room.remove(m, reason)
-	m.finish(true)
-}
-
-// closeWhenDrained closes the connection once the lines queued for the member are written, or
-// after the drain timeout: for members the room sends away (kicked, banned, idle).
-func (m *Member) closeWhenDrained() {
-	m.room.flushers.Add(1)
-	go func() {
-		defer m.room.flushers.Done()
-		t := time.NewTimer(m.room.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-m.drained:
-		case <-t.C:
-		}
-		m.finish(true)
-	}()
 }
 
 // finish marks the member done, closing its connection when the room ends it.

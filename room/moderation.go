@@ -48,17 +48,17 @@ type moderation struct {
 
 // Banned returns the ban that keeps out a login from ip, with a key of fingerprint (may be empty)
 // and name (may be empty), if any.
-func (r *Room) Banned(ip netip.Addr, fingerprint, name string) error {
-	now := r.now()
+func (h *Hub) Banned(ip netip.Addr, fingerprint, name string) error {
+	now := h.now()
 	key := chat.Fold(name)
-	r.mod.mu.Lock()
-	defer r.mod.mu.Unlock()
-	for _, b := range r.mod.bans {
+	h.mod.mu.Lock()
+	defer h.mod.mu.Unlock()
+	for _, b := range h.mod.bans {
 		if !b.Active(now) {
 			continue
 		}
 		if banMatches(b, ip, fingerprint, key) {
-			return &BanError{Ban: b, loc: r.cfg.Location}
+			return &BanError{Ban: b, loc: h.cfg.Location}
 		}
 	}
 	return nil
@@ -86,34 +86,25 @@ func remoteIP(remote string) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// loadModeration reads the bans and the message of the day from the sqlite.
-func (r *Room) loadModeration() error {
-	r.mod.mutes = make(map[string]time.Time)
-	r.mod.motd = r.cfg.Motd
-	st, ok := r.cfg.Store.(ModerationStore)
-	if !ok {
+// loadModeration reads the bans and the message of the day from the store.
+func (h *Hub) loadModeration() error {
+	h.mod.mutes = make(map[string]time.Time)
+	h.mod.motd = h.cfg.Motd
+	st := h.cfg.Store
+	if st == nil {
 		return nil
 	}
 	bans, err := st.Bans()
 	if err != nil {
 		return fmt.Errorf("load bans: %w", err)
 	}
-	r.mod.bans = bans
+	h.mod.bans = bans
 	if motd, set, err := st.Setting("motd"); err != nil {
 		return fmt.Errorf("load motd: %w", err)
 	} else if set {
-		r.mod.motd = motd
+		h.mod.motd = motd
 	}
 	return nil
-}
-
-// ModerationStore is what the room needs of the store to keep bans and settings across restarts.
-type ModerationStore interface {
-	AddBan(b chat.Ban) (chat.Ban, error)
-	RemoveBan(id int64) (chat.Ban, error)
-	Bans() ([]chat.Ban, error)
-	Setting(key string) (string, bool, error)
-	SetSetting(key, value string) error
 }
 
 // limiter is a person's token bucket: Rate lines a second, Burst at once. Lines over the rate
@@ -172,14 +163,14 @@ func (l *limiter) reserveLocked(now time.Time, rate float64, burst int) (wait ti
 // releaseHeld, or refused (and the member told). Lines keep their order: while any line of the
 // person waits, later ones wait behind it.
 func (m *Member) pace(line string) bool {
-	r := m.room
-	if r.cfg.MsgRate <= 0 {
+	h := m.hub
+	if h.cfg.MsgRate <= 0 {
 		return true
 	}
 	l := &m.person.limit
-	now := r.cfg.Now()
+	now := h.cfg.Now()
 	l.mu.Lock()
-	wait, first, ok := l.reserveLocked(now, r.cfg.MsgRate, r.cfg.MsgBurst)
+	wait, first, ok := l.reserveLocked(now, h.cfg.MsgRate, h.cfg.MsgBurst)
 	if ok && wait == 0 && len(l.held) == 0 && !l.running {
 		l.mu.Unlock()
 		return true
@@ -187,45 +178,45 @@ func (m *Member) pace(line string) bool {
 	if ok {
 		l.held = append(l.held, heldLine{m: m, line: line, due: now.Add(wait)})
 		if l.timer == nil && !l.running {
-			l.timer = time.AfterFunc(wait, func() { r.releaseHeld(l) })
+			l.timer = time.AfterFunc(wait, func() { h.releaseHeld(l) })
 		}
 	}
 	l.mu.Unlock()
 
 	if !ok {
-		r.cfg.Metrics.RateLimited(true)
-		r.log.Debug("rate limit: refused", "user", m.name)
+		h.cfg.Metrics.RateLimited(true)
+		h.log.Debug("rate limit: refused", "user", m.name)
 		m.reply(kindError, "slow down: this line was not sent: "+chat.Excerpt(line, 60))
 		return false
 	}
-	r.cfg.Metrics.RateLimited(false)
+	h.cfg.Metrics.RateLimited(false)
 	if first {
-		r.log.Info("rate limit", "user", m.name)
-		m.reply(kindInfo, fmt.Sprintf("slow down: you may send %s lines a second (%d at once); your lines are delayed", strconv.FormatFloat(r.cfg.MsgRate, 'f', -1, 64), r.cfg.MsgBurst))
+		h.log.Info("rate limit", "user", m.name)
+		m.reply(kindInfo, fmt.Sprintf("slow down: you may send %s lines a second (%d at once); your lines are delayed", strconv.FormatFloat(h.cfg.MsgRate, 'f', -1, 64), h.cfg.MsgBurst))
 	}
 	return false
 }
 
 // releaseHeld hands on the held lines that are due, in order, and schedules itself for the next.
 // A line whose session has left meanwhile is dropped with it.
-func (r *Room) releaseHeld(l *limiter) {
+func (h *Hub) releaseHeld(l *limiter) {
 	l.mu.Lock()
 	l.timer = nil
 	l.running = true
 	for len(l.held) > 0 {
-		h := l.held[0]
+		next := l.held[0]
 		l.held[0] = heldLine{}
 		l.held = l.held[1:]
 		l.mu.Unlock()
 		select {
-		case <-h.m.done:
+		case <-next.m.done:
 		default:
-			h.m.run(h.line)
+			next.m.run(next.line)
 		}
 		l.mu.Lock()
 		if len(l.held) > 0 {
-			if wait := l.held[0].due.Sub(r.cfg.Now()); wait > 0 {
-				l.timer = time.AfterFunc(wait, func() { r.releaseHeld(l) })
+			if wait := l.held[0].due.Sub(h.cfg.Now()); wait > 0 {
+				l.timer = time.AfterFunc(wait, func() { h.releaseHeld(l) })
 				break
 			}
 		}
@@ -239,12 +230,12 @@ func (r *Room) releaseHeld(l *limiter) {
 
 // muted returns how long the member's person is muted for, if at all.
 func (m *Member) muted() (until time.Time, muted bool) {
-	r := m.room
-	r.mod.mu.Lock()
-	defer r.mod.mu.Unlock()
-	until, muted = r.mod.mutes[m.key]
-	if muted && !until.IsZero() && !r.cfg.Now().Before(until) {
-		delete(r.mod.mutes, m.key)
+	h := m.hub
+	h.mod.mu.Lock()
+	defer h.mod.mu.Unlock()
+	until, muted = h.mod.mutes[m.key]
+	if muted && !until.IsZero() && !h.cfg.Now().Before(until) {
+		delete(h.mod.mutes, m.key)
 		return time.Time{}, false
 	}
 	return until, muted
@@ -259,7 +250,7 @@ func (m *Member) checkMuted() bool {
 	if until.IsZero() {
 		m.reply(kindError, "you are muted: nobody sees what you say")
 	} else {
-		m.reply(kindError, "you are muted until "+until.In(m.room.cfg.Location).Format("15:04")+": nobody sees what you say")
+		m.reply(kindError, "you are muted until "+until.In(m.hub.cfg.Location).Format("15:04")+": nobody sees what you say")
 	}
 	return true
 }

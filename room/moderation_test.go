@@ -156,7 +156,7 @@ func TestMotd(t *testing.T) {
 	opOut.waitLine(t, "* message of the day set")
 	_, bobOut := join(t, r, "bob", JoinOptions{})
 	bobOut.waitLine(t, "* be kind, rewind")
-	bob := r.lookup("bob").members[0]
+	bob := r.lookup("bob").sessions[0]
 	bob.Handle("/motd I rule")
 	bobOut.waitLine(t, "error: /motd TEXT is for operators")
 	// The operator's motd outlives a restart.
@@ -171,10 +171,10 @@ func TestIdleTimeout(t *testing.T) {
 	sleepy, sleepyOut := join(t, r, "sleepy", JoinOptions{})
 	_, bobOut := join(t, r, "bob", JoinOptions{})
 	clock.Add(30 * time.Second)
-	r.lookup("bob").members[0].Handle("still here")
+	r.lookup("bob").sessions[0].Handle("still here")
 	clock.Add(31 * time.Second) // sleepy: 61 s without a line; bob: 31 s
 	sleepyOut.waitLine(t, "error: you sent nothing for 1m0s; goodbye")
-	bobOut.waitLine(t, "* sleepy left (idle)")
+	bobOut.waitLine(t, "* sleepy left #lobby (idle)")
 	sleepyOut.waitClosed(t)
 	if sleepy.Reason() != ReasonIdle {
 		t.Errorf("reason %v", sleepy.Reason())
@@ -243,7 +243,7 @@ func FuzzHandle(f *testing.F) {
 		op.Handle(line)
 		op.Handle("/ban confirm")
 		if r.lookup("bob") != nil {
-			r.lookup("bob").members[0].Handle("end")
+			r.lookup("bob").sessions[0].Handle("end")
 		}
 		for _, l := range bobOut.lines() {
 			if !utf8.ValidString(l) || chat.Sanitize(l) != l {

@@ -21,16 +21,16 @@ type notices struct {
 // noticeWindow is how often gathered notices go out during a storm.
 const noticeWindow = time.Second
 
-// announceLocked tells everyone that name joined or left, now or with the next batch.
-func (r *Room) announceLocked(joined bool, name, line string) {
-	n := &r.notices
+// announceLocked tells room ch that name joined or left it, now or with the next batch.
+func (h *Hub) announceLocked(ch *channel, joined bool, name, line string) {
+	n := &ch.notices
 	now := time.Now()
 	if now.Sub(n.windowStart) >= noticeWindow {
 		n.windowStart, n.count = now, 0
 	}
 	n.count++
-	if r.cfg.NoticeBurst < 0 || n.count <= r.cfg.NoticeBurst && n.timer == nil {
-		r.broadcastLocked(newEvent(kindNotice, r.now(), "", "", line), nil)
+	if h.cfg.NoticeBurst < 0 || n.count <= h.cfg.NoticeBurst && n.timer == nil {
+		h.noticeLocked(ch, line)
 		return
 	}
 	if joined {
@@ -39,40 +39,51 @@ func (r *Room) announceLocked(joined bool, name, line string) {
 		n.left = append(n.left, name)
 	}
 	if n.timer == nil {
-		n.timer = time.AfterFunc(noticeWindow, r.flushNotices)
+		n.timer = time.AfterFunc(noticeWindow, func() { h.flushNotices(ch) })
 	}
 }
 
-// flushNotices sends the gathered notices.
-func (r *Room) flushNotices() {
-	r.mu.Lock()
-	r.flushNoticesLocked()
-	r.mu.Unlock()
+// noticeLocked tells every member of ch something that happened there.
+func (h *Hub) noticeLocked(ch *channel, text string) {
+	ev := newEvent(kindNotice, h.now(), "", "", text)
+	ev.room = ch.name
+	ch.broadcastLocked(ev, nil)
 }
 
-// flushNoticesLocked sends the gathered notices now: before anything anyone says, so that a
-// join notice always comes before the newcomer's first line.
-func (r *Room) flushNoticesLocked() {
-	n := &r.notices
+// flushNotices sends the notices gathered in ch.
+func (h *Hub) flushNotices(ch *channel) {
+	h.mu.Lock()
+	h.flushNoticesLocked(ch)
+	h.mu.Unlock()
+}
+
+// flushNoticesLocked sends ch's gathered notices now: before anything anyone says there, so
+// that a join notice always comes before the newcomer's first line.
+func (h *Hub) flushNoticesLocked(ch *channel) {
+	n := &ch.notices
 	if n.timer == nil {
 		return
 	}
-	n.timer.Stop()
-	n.timer = nil
-	if r.closed {
+	n.stop()
+	if h.closed {
 		n.joined, n.left = nil, nil
 		return
 	}
-	now := r.now()
 	if len(n.joined) > 0 {
-		line := nameList(n.joined) + " joined (" + strconv.Itoa(len(r.people)) + " online)"
-		r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)
+		h.noticeLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)))
 	}
 	if len(n.left) > 0 {
-		line := nameList(n.left) + " left"
-		r.broadcastLocked(newEvent(kindNotice, now, "", "", line), nil)
+		h.noticeLocked(ch, nameList(n.left)+" left "+ch.name)
 	}
 	n.joined, n.left = n.joined[:0], n.left[:0]
+}
+
+// stop cancels the pending flush.
+func (n *notices) stop() {
+	if n.timer != nil {
+		n.timer.Stop()
+		n.timer = nil
+	}
 }
 
 // nameList names the first few and counts the rest: "alice, bob, carol and 97 others".

@@ -22,7 +22,7 @@ func (m *Member) requireOp(cmd string) bool {
 
 // opLog records what an operator did, and who.
 func (m *Member) opLog(action string, kv ...any) {
-	m.room.log.Info("operator: "+action, append([]any{"op", m.name, "op_key", fingerprintOf(m.opts.Key)}, kv...)...)
+	m.hub.log.Info("operator: "+action, append([]any{"op", m.name, "op_key", fingerprintOf(m.opts.Key)}, kv...)...)
 }
 
 func (m *Member) cmdKick(args string) Action {
@@ -31,16 +31,30 @@ func (m *Member) cmdKick(args string) Action {
 	}
 	name, reason := nameFields(args)
 	if name == "" {
-		m.reply(kindError, "usage: /kick NAME [reason]")
+		m.reply(kindError, "usage: /kick NAME [#ROOM] [reason]")
 		return Continue
 	}
-	p := m.room.lookup(name)
+	p := m.hub.lookup(name)
 	if p == nil {
 		m.reply(kindError, chat.QuoteName(name)+" is not online")
 		return Continue
 	}
+	if strings.HasPrefix(reason, "#") { // out of one room only
+		arg, why := nameFields(reason)
+		ch, err := m.hub.roomNamed(arg)
+		if err == nil {
+			err = m.hub.kickFromRoom(p, ch, m.name, why)
+		}
+		if err != nil {
+			m.reply(kindError, err.Error())
+			return Continue
+		}
+		m.opLog("kick", "user", p.name, "room", ch.name, "reason", why)
+		m.reply(kindInfo, p.name+" is out of "+ch.name)
+		return Continue
+	}
 	m.opLog("kick", "user", p.name, "reason", reason)
-	m.room.expel(p, ReasonKicked, "you were kicked by "+m.name+withReason(reason), p.name+" was kicked by "+m.name+withReason(reason))
+	m.hub.expel(p, ReasonKicked, "you were kicked by "+m.name+withReason(reason), p.name+" was kicked by "+m.name+withReason(reason))
 	return Continue
 }
 
@@ -55,17 +69,17 @@ func (m *Member) cmdBan(args string) Action {
 	if !m.requireOp("ban") {
 		return Continue
 	}
-	r := m.room
+	h := m.hub
 	if strings.TrimSpace(args) == "confirm" {
 		m.mu.Lock()
 		bans, at := m.pendingBan, m.pendingAt
 		m.pendingBan = nil
 		m.mu.Unlock()
-		if bans == nil || r.cfg.Now().Sub(at) > time.Minute {
+		if bans == nil || h.cfg.Now().Sub(at) > time.Minute {
 			m.reply(kindError, "no ban is waiting for confirmation")
 			return Continue
 		}
-		r.applyBans(m, bans)
+		h.applyBans(m, bans)
 		return Continue
 	}
 	target, rest := nameFields(args)
@@ -79,21 +93,21 @@ func (m *Member) cmdBan(args string) Action {
 		return Continue
 	}
 	dur, reason := splitDuration(rest)
-	now := r.now()
+	now := h.now()
 	var expires time.Time
 	if dur > 0 {
 		expires = now.Add(dur)
 	}
 	bans := []chat.Ban{{Kind: kind, Value: value, Reason: reason, By: m.name, Created: now, Expires: expires}}
-	if kind == chat.BanName && r.cfg.Store != nil {
+	if kind == chat.BanName && h.cfg.Store != nil {
 		// A name is a person: their keys are banned too, or they come back as someone else. Not
 		// a key that another name holds as well, though: that would shut out whoever else holds
 		// it, for something they may not have done. The operator is told, and can ban it by
 		// fingerprint. (Pending keys are not the name's: a ban of it never covers them.)
-		if id, ok, err := r.cfg.Store.Identity(value); err == nil && ok {
+		if id, ok, err := h.cfg.Store.Identity(value); err == nil && ok {
 			bans[0].Value = id.Name
 			for _, k := range id.Keys {
-				if others := r.otherNamesOfKey(id.Name, k.Fingerprint); len(others) > 0 {
+				if others := h.otherNamesOfKey(id.Name, k.Fingerprint); len(others) > 0 {
 					m.reply(kindInfo, "key "+k.Fingerprint+" is also "+others+": not banned (ban it by fingerprint to keep it out)")
 					continue
 				}
@@ -103,22 +117,22 @@ func (m *Member) cmdBan(args string) Action {
 	}
 	if m.coveredBy(bans) {
 		m.mu.Lock()
-		m.pendingBan, m.pendingAt = bans, r.cfg.Now()
+		m.pendingBan, m.pendingAt = bans, h.cfg.Now()
 		m.mu.Unlock()
 		m.reply(kindError, "this ban would cover you too ("+describeSelf(m)+"): send /ban confirm within a minute to go ahead")
 		return Continue
 	}
-	r.applyBans(m, bans)
+	h.applyBans(m, bans)
 	return Continue
 }
 
 // otherNamesOfKey says whose key, besides name's, the key with fingerprint is: "bob's",
 // "bob's and carol's", or "" when it is name's alone. When the store cannot tell, the key is
 // treated as shared: not banning a key is the mistake an operator can put right.
-func (r *Room) otherNamesOfKey(name, fingerprint string) string {
-	names, err := r.cfg.Store.NamesOfKey(fingerprint)
+func (h *Hub) otherNamesOfKey(name, fingerprint string) string {
+	names, err := h.cfg.Store.NamesOfKey(fingerprint)
 	if err != nil {
-		r.log.Error("store: names of key", "key", fingerprint, "err", err)
+		h.log.Error("store: names of key", "key", fingerprint, "err", err)
 		return "maybe someone else's (the server cannot tell right now)"
 	}
 	var others []string
@@ -154,36 +168,37 @@ func describeSelf(m *Member) string {
 }
 
 // applyBans stores the bans and ends the sessions they cover.
-func (r *Room) applyBans(op *Member, bans []chat.Ban) {
-	st, persistent := r.cfg.Store.(ModerationStore)
+func (h *Hub) applyBans(op *Member, bans []chat.Ban) {
+	st := h.cfg.Store
+	persistent := st != nil
 	for i, b := range bans {
 		if persistent {
 			stored, err := st.AddBan(b)
 			if err != nil {
-				r.log.Error("store: add ban", "err", err)
+				h.log.Error("store: add ban", "err", err)
 				op.reply(kindError, ErrUnavailable.Error())
 				return
 			}
 			bans[i] = stored
 		} else {
-			r.mod.mu.Lock()
-			r.mod.nextID++
-			bans[i].ID = r.mod.nextID
-			r.mod.mu.Unlock()
+			h.mod.mu.Lock()
+			h.mod.nextID++
+			bans[i].ID = h.mod.nextID
+			h.mod.mu.Unlock()
 		}
 	}
-	r.mod.mu.Lock()
-	r.mod.bans = append(r.mod.bans, bans...)
-	r.mod.mu.Unlock()
+	h.mod.mu.Lock()
+	h.mod.bans = append(h.mod.bans, bans...)
+	h.mod.mu.Unlock()
 	for _, b := range bans {
 		op.opLog("ban", "ban", b.ID, "kind", string(b.Kind), "value", b.Value, "expires", expiry(b), "reason", b.Reason)
-		op.reply(kindInfo, "banned "+describeBan(b, r.cfg.Location))
+		op.reply(kindInfo, "banned "+describeBan(b, h.cfg.Location))
 	}
 
 	// Whoever the bans cover leaves now.
-	r.mu.Lock()
+	h.mu.Lock()
 	var covered []*person
-	for _, m := range r.members {
+	for _, m := range h.sessions {
 		fp := ""
 		if m.opts.Key != nil {
 			fp = m.opts.Key.Fingerprint
@@ -193,10 +208,10 @@ func (r *Room) applyBans(op *Member, bans []chat.Ban) {
 			covered = append(covered, m.person)
 		}
 	}
-	r.mu.Unlock()
+	h.mu.Unlock()
 	reason := withReason(bans[0].Reason)
 	for _, p := range covered {
-		r.expel(p, ReasonBanned, "you were banned by "+op.name+reason, p.name+" was banned by "+op.name+reason)
+		h.expel(p, ReasonBanned, "you were banned by "+op.name+reason, p.name+" was banned by "+op.name+reason)
 	}
 }
 
@@ -226,28 +241,28 @@ func (m *Member) cmdUnban(args string) Action {
 		m.reply(kindError, "usage: /unban ID (/bans lists them)")
 		return Continue
 	}
-	r := m.room
-	if st, ok := r.cfg.Store.(ModerationStore); ok {
+	h := m.hub
+	if st := h.cfg.Store; st != nil {
 		if _, err := st.RemoveBan(id); err != nil && !errors.Is(err, chat.ErrNotFound) {
-			r.log.Error("store: remove ban", "err", err)
+			h.log.Error("store: remove ban", "err", err)
 			m.reply(kindError, ErrUnavailable.Error())
 			return Continue
 		}
 	}
-	r.mod.mu.Lock()
-	i := slices.IndexFunc(r.mod.bans, func(b chat.Ban) bool { return b.ID == id })
+	h.mod.mu.Lock()
+	i := slices.IndexFunc(h.mod.bans, func(b chat.Ban) bool { return b.ID == id })
 	var b chat.Ban
 	if i >= 0 {
-		b = r.mod.bans[i]
-		r.mod.bans = slices.Delete(r.mod.bans, i, i+1)
+		b = h.mod.bans[i]
+		h.mod.bans = slices.Delete(h.mod.bans, i, i+1)
 	}
-	r.mod.mu.Unlock()
+	h.mod.mu.Unlock()
 	if i < 0 {
 		m.reply(kindError, fmt.Sprintf("no ban #%d (/bans lists them)", id))
 		return Continue
 	}
 	m.opLog("unban", "ban", id, "kind", string(b.Kind), "value", b.Value)
-	m.reply(kindInfo, "lifted "+describeBan(b, r.cfg.Location))
+	m.reply(kindInfo, "lifted "+describeBan(b, h.cfg.Location))
 	return Continue
 }
 
@@ -255,16 +270,16 @@ func (m *Member) cmdBans(string) Action {
 	if !m.requireOp("bans") {
 		return Continue
 	}
-	r := m.room
-	now := r.cfg.Now()
-	r.mod.mu.Lock()
+	h := m.hub
+	now := h.cfg.Now()
+	h.mod.mu.Lock()
 	lines := []string{"bans:"}
-	for _, b := range r.mod.bans {
+	for _, b := range h.mod.bans {
 		if b.Active(now) {
-			lines = append(lines, "  "+describeBan(b, r.cfg.Location))
+			lines = append(lines, "  "+describeBan(b, h.cfg.Location))
 		}
 	}
-	r.mod.mu.Unlock()
+	h.mod.mu.Unlock()
 	if len(lines) == 1 {
 		lines[0] = "no bans"
 	}
@@ -281,7 +296,7 @@ func (m *Member) cmdMute(args string) Action {
 		m.reply(kindError, "usage: /mute NAME [DURATION]")
 		return Continue
 	}
-	r := m.room
+	h := m.hub
 	var until time.Time
 	if rest != "" {
 		d, err := ParseDuration(rest)
@@ -289,9 +304,9 @@ func (m *Member) cmdMute(args string) Action {
 			m.reply(kindError, "usage: /mute NAME [DURATION]: "+err.Error())
 			return Continue
 		}
-		until = r.cfg.Now().Add(d)
+		until = h.cfg.Now().Add(d)
 	}
-	p := r.lookup(name)
+	p := h.lookup(name)
 	display := name
 	if p != nil {
 		display = p.name
@@ -299,17 +314,17 @@ func (m *Member) cmdMute(args string) Action {
 		m.reply(kindError, err.Error())
 		return Continue
 	}
-	r.mod.mu.Lock()
-	r.mod.mutes[chat.Fold(name)] = until
-	r.mod.mu.Unlock()
+	h.mod.mu.Lock()
+	h.mod.mutes[chat.Fold(name)] = until
+	h.mod.mu.Unlock()
 	howLong := "until unmuted"
 	if !until.IsZero() {
-		howLong = "until " + until.In(r.cfg.Location).Format("15:04")
+		howLong = "until " + until.In(h.cfg.Location).Format("15:04")
 	}
 	m.opLog("mute", "user", display, "until", howLong)
 	m.reply(kindInfo, display+" is muted "+howLong)
 	if p != nil {
-		r.deliverTo(p, newEvent(kindInfo, r.now(), "", "", "you were muted by "+m.name+" "+howLong+": nobody sees what you say"))
+		h.deliverTo(p, newEvent(kindInfo, h.now(), "", "", "you were muted by "+m.name+" "+howLong+": nobody sees what you say"))
 	}
 	return Continue
 }
@@ -319,30 +334,30 @@ func (m *Member) cmdUnmute(args string) Action {
 		return Continue
 	}
 	name, _ := nameFields(args)
-	r := m.room
-	r.mod.mu.Lock()
-	_, was := r.mod.mutes[chat.Fold(name)]
-	delete(r.mod.mutes, chat.Fold(name))
-	r.mod.mu.Unlock()
+	h := m.hub
+	h.mod.mu.Lock()
+	_, was := h.mod.mutes[chat.Fold(name)]
+	delete(h.mod.mutes, chat.Fold(name))
+	h.mod.mu.Unlock()
 	if !was {
 		m.reply(kindError, chat.QuoteName(name)+" is not muted")
 		return Continue
 	}
 	m.opLog("unmute", "user", name)
 	m.reply(kindInfo, name+" is no longer muted")
-	if p := r.lookup(name); p != nil {
-		r.deliverTo(p, newEvent(kindInfo, r.now(), "", "", "you were unmuted by "+m.name))
+	if p := h.lookup(name); p != nil {
+		h.deliverTo(p, newEvent(kindInfo, h.now(), "", "", "you were unmuted by "+m.name))
 	}
 	return Continue
 }
 
 func (m *Member) cmdMotd(args string) Action {
-	r := m.room
+	h := m.hub
 	text := strings.TrimSpace(args)
 	if text == "" {
-		r.mod.mu.Lock()
-		motd := r.mod.motd
-		r.mod.mu.Unlock()
+		h.mod.mu.Lock()
+		motd := h.mod.motd
+		h.mod.mu.Unlock()
 		if motd == "" {
 			motd = "(no message of the day)"
 		}
@@ -355,16 +370,16 @@ func (m *Member) cmdMotd(args string) Action {
 	if text == "-" {
 		text = ""
 	}
-	if st, ok := r.cfg.Store.(ModerationStore); ok {
+	if st := h.cfg.Store; st != nil {
 		if err := st.SetSetting("motd", text); err != nil {
-			r.log.Error("store: set motd", "err", err)
+			h.log.Error("store: set motd", "err", err)
 			m.reply(kindError, ErrUnavailable.Error())
 			return Continue
 		}
 	}
-	r.mod.mu.Lock()
-	r.mod.motd = text
-	r.mod.mu.Unlock()
+	h.mod.mu.Lock()
+	h.mod.motd = text
+	h.mod.mu.Unlock()
 	m.opLog("motd", "text", text)
 	m.reply(kindInfo, "message of the day set")
 	return Continue
@@ -372,15 +387,15 @@ func (m *Member) cmdMotd(args string) Action {
 
 func (m *Member) cmdIgnore(args string) Action {
 	name, _ := nameFields(args)
-	r := m.room
-	r.mu.Lock()
+	h := m.hub
+	h.mu.Lock()
 	p := m.person
 	if name == "" {
 		var names []string
 		for _, n := range p.ignores {
 			names = append(names, n)
 		}
-		r.mu.Unlock()
+		h.mu.Unlock()
 		slices.Sort(names)
 		if len(names) == 0 {
 			m.reply(kindInfo, "you ignore nobody; /ignore NAME hides what NAME says")
@@ -391,12 +406,12 @@ func (m *Member) cmdIgnore(args string) Action {
 	}
 	key := chat.Fold(name)
 	if key == p.key {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		m.reply(kindError, "you cannot ignore yourself")
 		return Continue
 	}
 	if err := chat.ValidateName(name); err != nil {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		m.reply(kindError, err.Error())
 		return Continue
 	}
@@ -404,18 +419,18 @@ func (m *Member) cmdIgnore(args string) Action {
 		p.ignores = make(map[string]string)
 	}
 	p.ignores[key] = name
-	r.mu.Unlock()
+	h.mu.Unlock()
 	m.reply(kindInfo, "you ignore "+name+": you will not see what they say (/unignore "+name+" undoes it)")
 	return Continue
 }
 
 func (m *Member) cmdUnignore(args string) Action {
 	name, _ := nameFields(args)
-	r := m.room
-	r.mu.Lock()
+	h := m.hub
+	h.mu.Lock()
 	_, was := m.person.ignores[chat.Fold(name)]
 	delete(m.person.ignores, chat.Fold(name))
-	r.mu.Unlock()
+	h.mu.Unlock()
 	if !was {
 		m.reply(kindError, "you do not ignore "+chat.QuoteName(name))
 		return Continue
@@ -424,16 +439,13 @@ func (m *Member) cmdUnignore(args string) Action {
 	return Continue
 }
 
-// expel ends every session of p for a moderation reason: each gets toThem, everyone else toAll,
-// and the connections close once that last line is written.
-func (r *Room) expel(p *person, reason Reason, toThem, toAll string) {
-	r.mu.Lock()
-	members := slices.Clone(p.members)
-	r.mu.Unlock()
-	for _, m := range members {
-		m.reply(kindError, toThem)
-		r.removeWithNotice(m, reason, toAll) // toAll goes out when the last session leaves
-		m.closeOutbox(reason)
-		m.closeWhenDrained()
+// expel ends every session of p for a moderation reason: each gets toThem, the rooms p was in
+// toAll, and the connections close once that last line is written.
+func (h *Hub) expel(p *person, reason Reason, toThem, toAll string) {
+	h.mu.Lock()
+	sessions := slices.Clone(p.sessions)
+	h.mu.Unlock()
+	for _, m := range sessions {
+		m.end(reason, newEvent(kindError, h.now(), "", "", toThem), toAll) // toAll: when the last one goes
 	}
 }

@@ -92,7 +92,7 @@ func TestHeldLinesOfALeaverAreDropped(t *testing.T) {
 	alice.Handle("held") // 0.1 s away
 	l := &alice.person.limit
 	alice.Leave(ReasonQuit)
-	bobOut.waitLine(t, "* alice left")
+	bobOut.waitLine(t, "* alice left #lobby")
 	// Wait for the held line's turn to have come and gone (polled: nothing announces it).
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -43,6 +43,7 @@ type event struct {
 	from    string    // the sending member's name (messages, actions, DMs)
 	peer    string    // the other side of a DM
 	text    string    // sanitised; info text may hold several lines
+	room    string    // the room it was said in; "" for what is not a room's (DMs, replies)
 	earlier bool      // replayed history: dated and dimmed
 	born    time.Time // when it was made (the local clock, for delivery times)
 	plain   []byte    // with a timestamp prefix of plainStampLen bytes (none when earlier)
@@ -59,6 +60,7 @@ type event struct {
 type wrappedLine struct {
 	width    int
 	showTime bool
+	tagged   bool
 	b        []byte
 }
 
@@ -98,21 +100,49 @@ func earlierEvent(ev *event, now time.Time) *event {
 	return h
 }
 
+// tagged reports whether m gets ev with its room's name in front: a message or an action of
+// one of m's rooms other than its current one, so that nobody mistakes where it was said.
+func (ev *event) tagged(m *Member) bool {
+	if ev.room == "" || ev.earlier || ev.kind != kindMessage && ev.kind != kindAction {
+		return false
+	}
+	cur := m.current.Load()
+	return cur == nil || cur.name != ev.room
+}
+
 // appendTo appends the event as the member m should see it.
 func (ev *event) appendTo(b []byte, m *Member) []byte {
+	tagged := ev.tagged(m)
+	showTime := ev.earlier || m.showTime.Load()
 	if m.format != ANSI {
-		if !ev.earlier && !m.showTime.Load() {
-			return append(b, ev.plain[plainStampLen:]...)
+		line, stamp := ev.plain, 0
+		switch {
+		case !ev.earlier && !showTime:
+			line = line[plainStampLen:]
+		case !ev.earlier:
+			stamp = plainStampLen
 		}
-		return append(b, ev.plain...)
+		if !tagged {
+			return append(b, line...)
+		}
+		b = append(b, line[:stamp]...)
+		b = append(b, ev.room...)
+		b = append(b, ' ')
+		return append(b, line[stamp:]...)
 	}
 	line, personal := ev.ansi, false
 	if ev.lower != "" && ev.from != m.name && mentions(ev.lower, m.key) {
 		line, personal = ev.render(ANSI, m.name), true
 	}
-	showTime := ev.earlier || m.showTime.Load()
+	stamp := ansiStampLen
 	if !showTime {
-		line = line[ansiStampLen:]
+		line, stamp = line[ansiStampLen:], 0
+	}
+	if tagged {
+		t := make([]byte, 0, len(line)+len(ev.room)+len(sgrDim)+len(sgrReset)+1)
+		t = append(t, line[:stamp]...)
+		t = append(append(append(t, sgrDim...), ev.room...), sgrReset+" "...)
+		line = append(t, line[stamp:]...)
 	}
 	width := int(m.width.Load())
 	switch {
@@ -121,12 +151,12 @@ func (ev *event) appendTo(b []byte, m *Member) []byte {
 	case personal:
 		return termwrap.WrapLines(b, line, width)
 	}
-	if w := ev.wrapped.Load(); w != nil && w.width == width && w.showTime == showTime {
+	if w := ev.wrapped.Load(); w != nil && w.width == width && w.showTime == showTime && w.tagged == tagged {
 		return append(b, w.b...)
 	}
 	start := len(b)
 	b = termwrap.WrapLines(b, line, width)
-	ev.wrapped.Store(&wrappedLine{width: width, showTime: showTime, b: slices.Clone(b[start:])})
+	ev.wrapped.Store(&wrappedLine{width: width, showTime: showTime, tagged: tagged, b: slices.Clone(b[start:])})
 	return b
 }
 

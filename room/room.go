@@ -16,230 +16,120 @@ import (
 	"chatd/chat"
 )
 
-// ErrClosed is returned by Join once the room is shutting down.
-var ErrClosed = errors.New("room is closed")
+// ErrClosed is returned by Join once the hub is shutting down.
+var ErrClosed = errors.New("the server is shutting down")
 
-// Config holds the room's limits. The zero value of each field means its default.
-type Config struct {
-	// Name is what the room calls itself in the welcome line.
-	Name string
-	// MaxMessageBytes is the longest message a member may send, after sanitising. Default 1000.
-	MaxMessageBytes int
-	// OutboxSize is how many lines may wait for a member before it is disconnected as too slow.
-	// Default 1024.
-	OutboxSize int
-	// WriteTimeout is how long one write to a member may block before it is disconnected as too
-	// slow. Default 10s.
-	WriteTimeout time.Duration
-	// DrainTimeout bounds how long a leaving member's last lines (a goodbye, an error) may take to
-	// be written before its connection is closed anyway. Default 2s.
-	DrainTimeout time.Duration
-	// WriteGap is the least time between two writes to one member under load; lines arriving in
-	// between are written together. Default 10ms; negative: write as soon as possible.
-	WriteGap time.Duration
-	// Now is the clock, for tests. Default time.Now.
-	Now func() time.Time
-	// Location is the time zone of every timestamp shown. Default time.Local.
-	Location *time.Location
-	// Store keeps name pins, history and queued private messages. Nil: history in memory only.
-	Store Store
-	// HistoryOnJoin is how many earlier messages a joining member is shown. Default 20; negative
-	// for none. At most HistorySize.
-	HistoryOnJoin int
-	// ParseKey reads an authorized_keys line for /keys add; nil disables /keys add. The room knows
-	// no SSH: the SSH layer provides it.
-	ParseKey func(line string) (chat.Key, error)
-	// MsgRate is how many lines a second a person may send, MsgBurst how many at once; lines over
-	// the rate are delayed. 0 disables the limit (unlike the other fields, 0 is not a default).
-	MsgRate  float64
-	MsgBurst int // default 10 when MsgRate is set
-	// IdleTimeout disconnects a session that sends nothing for this long; 0 never does.
-	IdleTimeout time.Duration
-	// Motd is the message of the day shown on joining, until an operator sets another (/motd).
-	Motd string
-	// Metrics receives counts and timings; nil for none. Package metrics implements it.
-	Metrics Metrics
-	// NoticeBurst is how many join and leave notices a second go out one by one; past it they
-	// are gathered and sent once a second as one line. Default 10; negative: never gathered.
-	NoticeBurst int
-}
-
-// Metrics is what the room reports about itself.
-type Metrics interface {
-	Joined(transport string)
-	Left(transport string, reason Reason)
-	Said(kind string) // "message", "action", "dm"
-	Delivered(delay time.Duration)
-	RateLimited(refused bool)
-}
-
-type noMetrics struct{}
-
-func (noMetrics) Joined(string)           {}
-func (noMetrics) Left(string, Reason)     {}
-func (noMetrics) Said(string)             {}
-func (noMetrics) Delivered(time.Duration) {}
-func (noMetrics) RateLimited(bool)        {}
-
-// HistorySize is how many public messages the room keeps at hand for joins and /history.
-const HistorySize = 1000
-
-// DefaultConfig returns the defaults.
-func DefaultConfig() Config {
-	return Config{
-		Name:            "chatd",
-		MaxMessageBytes: 1000,
-		OutboxSize:      1024,
-		WriteTimeout:    10 * time.Second,
-		DrainTimeout:    2 * time.Second,
-		WriteGap:        10 * time.Millisecond,
-		Now:             time.Now,
-		Location:        time.Local,
-		HistoryOnJoin:   20,
-		NoticeBurst:     10,
-	}
-}
-
-// withDefaults fills in every unset field.
-func (c Config) withDefaults() Config {
-	d := DefaultConfig()
-	if c.Name == "" {
-		c.Name = d.Name
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = d.MaxMessageBytes
-	}
-	if c.OutboxSize == 0 {
-		c.OutboxSize = d.OutboxSize
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = d.WriteTimeout
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = d.DrainTimeout
-	}
-	switch {
-	case c.WriteGap == 0:
-		c.WriteGap = d.WriteGap
-	case c.WriteGap < 0:
-		c.WriteGap = 0
-	}
-	if c.Now == nil {
-		c.Now = d.Now
-	}
-	if c.Location == nil {
-		c.Location = d.Location
-	}
-	if c.Metrics == nil {
-		c.Metrics = noMetrics{}
-	}
-	if c.NoticeBurst == 0 {
-		c.NoticeBurst = d.NoticeBurst
-	}
-	if c.MsgRate > 0 && c.MsgBurst == 0 {
-		c.MsgBurst = 10
-	}
-	switch {
-	case c.HistoryOnJoin == 0:
-		c.HistoryOnJoin = d.HistoryOnJoin
-	case c.HistoryOnJoin < 0:
-		c.HistoryOnJoin = 0
-	}
-	return c
-}
-
-// Validate reports a setting that cannot work.
-func (c Config) Validate() error {
-	switch {
-	case c.MaxMessageBytes < 1:
-		return fmt.Errorf("max message bytes must be positive, got %d", c.MaxMessageBytes)
-	case c.OutboxSize < 16:
-		return fmt.Errorf("outbox size must be at least 16 lines, got %d", c.OutboxSize)
-	case c.WriteTimeout < 100*time.Millisecond:
-		return fmt.Errorf("write timeout must be at least 100ms, got %s", c.WriteTimeout)
-	case c.DrainTimeout <= 0:
-		return fmt.Errorf("drain timeout must be positive, got %s", c.DrainTimeout)
-	case c.HistoryOnJoin > HistorySize:
-		return fmt.Errorf("history on join must be at most %d, got %d", HistorySize, c.HistoryOnJoin)
-	case c.MsgRate < 0 || c.MsgBurst < 0:
-		return fmt.Errorf("message rate and burst must be 0 (off) or more")
-	case c.IdleTimeout < 0:
-		return fmt.Errorf("idle timeout must be 0 (off) or more, got %s", c.IdleTimeout)
-	}
-	return nil
-}
-
-// MaxLineBytes is the longest input line a transport should read before discarding it as too
-// long: well above the message limit, so that a long message gets the precise "message too long"
-// answer, and bounded so that reading a line costs bounded memory.
-func (c Config) MaxLineBytes() int { return 4*c.MaxMessageBytes + 64 }
-
-// Room is one chat room: its members and the order of everything said in it. Every method is safe
-// for concurrent use.
-type Room struct {
+// Hub is the chat: its rooms, the people in them and their sessions, and the order of everything
+// said in each room. Every method is safe for concurrent use.
+type Hub struct {
 	cfg      Config
 	log      *log.Logger
+	relay    Relay
 	commands map[string]*command
 	help     string // /help for everyone
 	opHelp   string // what /help adds for operators
 
-	mu      sync.Mutex
-	members []*Member          // every session; a member knows its index (order changes on leave)
-	people  map[string]*person // who is online, by folded name
-	history history            // the last HistorySize public messages, in the room's order
-	closed  bool
+	// mu guards the rooms, the people and the sessions: one lock, held across a room's
+	// broadcast, is what gives every member of a room the same order of lines.
+	mu        sync.Mutex
+	sessions  []*Member           // every session; a member knows its index
+	people    map[string]*person  // who is online, by folded name
+	rooms     map[string]*channel // every room, by name
+	creations creations           // rooms created lately, by person and by address
+	nextID    uint64              // session IDs
+	closed    bool
 
-	mod     moderation // bans, mutes, the message of the day: under mod.mu
-	notices notices    // join and leave notices gathered during a storm: under mu
+	mod moderation // bans, mutes, the message of the day: under mod.mu
 
 	buffers  sync.Pool      // render buffers, shared so that idle members hold none
-	flushers sync.WaitGroup // every running writer goroutine
+	flushers sync.WaitGroup // every running writer goroutine, and every member's last drain
 	janitor  sync.WaitGroup
 	stop     chan struct{} // closed by Shutdown: stops the janitor
 	shutdown sync.Once
 	done     chan struct{} // closed when Shutdown has finished
 }
 
-// New returns an empty room. logger may be nil.
-func New(cfg Config, logger *log.Logger) (*Room, error) {
+// New returns a hub with the rooms the store keeps, and the default room. logger may be nil.
+func New(cfg Config, logger *log.Logger) (*Hub, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("room config: %w", err)
 	}
+	cfg.DefaultRoom, _ = chat.ParseRoom(cfg.DefaultRoom)
 	if logger == nil {
 		logger = log.New(discard{})
 	}
-	r := &Room{
+	h := &Hub{
 		cfg:    cfg,
 		log:    logger,
+		relay:  cfg.Relay,
 		people: make(map[string]*person),
+		rooms:  make(map[string]*channel),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	if cfg.Store != nil {
-		recent, err := cfg.Store.Recent(HistorySize)
-		if err != nil {
-			return nil, fmt.Errorf("room history: %w", err)
-		}
-		for _, m := range recent {
-			k := kindMessage
-			if m.Kind == chat.KindAction {
-				k = kindAction
-			}
-			r.history.add(newEvent(k, m.At.In(cfg.Location), m.From, "", m.Text))
-		}
+	if h.relay == nil {
+		h.relay = &LocalRelay{}
 	}
-	if err := r.loadModeration(); err != nil {
+	h.relay.Receive(h.deliver)
+	if err := h.loadRooms(); err != nil {
 		return nil, fmt.Errorf("room: %w", err)
 	}
-	r.commands, r.help, r.opHelp = newCommands(cfg)
-	r.janitor.Add(1)
-	go r.watchWrites()
-	return r, nil
+	if err := h.loadModeration(); err != nil {
+		return nil, fmt.Errorf("room: %w", err)
+	}
+	h.commands, h.help, h.opHelp = newCommands(cfg)
+	h.janitor.Add(1)
+	go h.watch()
+	return h, nil
 }
 
-// Config returns the room's effective configuration.
-func (r *Room) Config() Config { return r.cfg }
+// loadRooms reads the rooms and their recent history from the store, and makes sure the
+// default room exists.
+func (h *Hub) loadRooms() error {
+	if h.cfg.Store != nil {
+		rooms, err := h.cfg.Store.Rooms()
+		if err != nil {
+			return fmt.Errorf("load rooms: %w", err)
+		}
+		for _, sr := range rooms {
+			ch := newChannel(sr, h.tailLen())
+			recent, err := h.cfg.Store.Recent(sr.Name, h.tailLen())
+			if err != nil {
+				return fmt.Errorf("load the history of %s: %w", sr.Name, err)
+			}
+			for _, m := range recent {
+				ch.history.add(storedEvent(m, h.cfg.Location))
+			}
+			h.rooms[ch.name] = ch
+		}
+	}
+	if h.rooms[h.cfg.DefaultRoom] == nil {
+		sr := chat.Room{Name: h.cfg.DefaultRoom, Created: h.now()}
+		if h.cfg.Store != nil {
+			if err := h.cfg.Store.SaveRoom(sr); err != nil {
+				return fmt.Errorf("create %s: %w", sr.Name, err)
+			}
+		}
+		h.rooms[sr.Name] = newChannel(sr, h.tailLen())
+	}
+	return nil
+}
+
+// tailLen is how many of each room's newest lines are kept in memory: what a join replays, and
+// /history answers without asking the store. Without a store the memory is all there is.
+func (h *Hub) tailLen() int {
+	if h.cfg.Store == nil {
+		return HistorySize
+	}
+	return max(h.cfg.historyOnJoin(), minTail)
+}
+
+// minTail is the least of each room's history kept in memory when a store keeps the rest.
+const minTail = 50
+
+// Config returns the hub's effective configuration.
+func (h *Hub) Config() Config { return h.cfg }
 
 // JoinOptions describe a member's connection.
 type JoinOptions struct {
@@ -250,68 +140,169 @@ type JoinOptions struct {
 	Key       *chat.Key // the key the session proved it holds; nil for keyless logins
 	Operator  bool      // may use the operator commands (/kick, /ban, ...)
 	Width     int       // the terminal's width, for ANSI lines: see Member.SetWidth
+	// Room is the room the session starts in (joining it if need be); "" for the person's
+	// current rooms, or the default room.
+	Room string
 }
 
-// Join admits name into the room, writing to out. The name must be valid, not registered to
+// Join admits name to the chat, writing to out. The name must be valid, not registered to
 // another key, and not in use by anyone online (compared case-insensitively), unless this is
-// another session of the same registered person; the error is then a *chat.NameError fit to show the
-// user. The welcome, the history and everyone's join notice are queued before Join returns, so
-// the join notice always precedes anything the member says.
-func (r *Room) Join(name string, out Output, opts JoinOptions) (*Member, error) {
-	display, registered, err := r.checkLogin(name, opts.Key, opts.Remote)
+// another session of the same registered person; the error is then a *chat.NameError fit to
+// show the user. A person comes back to the rooms they were in when they last left (if their
+// name is registered), or starts in the default room; another session of someone online joins
+// the rooms they are in. The welcome, the room's history and everyone's join notice are queued
+// before Join returns, so the join notice always precedes anything the member says.
+func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
+	display, registered, err := h.checkLogin(name, opts.Key, opts.Remote)
 	if err != nil {
 		return nil, err
 	}
-	m := newMember(r, display, out, opts)
-	now := r.now()
+	var start string
+	if opts.Room != "" {
+		if start, err = chat.ParseRoom(opts.Room); err != nil {
+			return nil, err
+		}
+	}
+	var saved []string
+	if registered && h.cfg.Store != nil {
+		if saved, err = h.cfg.Store.Memberships(display); err != nil {
+			h.log.Error("store: memberships", "user", display, "err", err)
+			saved = nil // they start in the default room; their rooms are kept for next time
+		}
+	}
+	m := newMember(h, display, out, opts)
+	now := h.now()
 
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
 		return nil, ErrClosed
 	}
-	p := r.people[m.key]
+	p := h.people[m.key]
 	first := p == nil
 	if !first && !(registered && p.registered) {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		return nil, takenError(name)
 	}
 	if first {
-		p = &person{name: display, key: m.key, registered: registered, since: now}
-		r.people[m.key] = p
+		p = &person{name: display, key: m.key, registered: registered, since: now, remote: remoteIP(opts.Remote)}
+		h.people[m.key] = p
 	}
-	p.members = append(p.members, m)
+	h.nextID++
+	m.id = h.nextID
 	m.person = p
-	m.index = len(r.members)
-	r.members = append(r.members, m)
-	online, sessions := len(r.people), len(p.members)
+	p.sessions = append(p.sessions, m)
+	m.index = len(h.sessions)
+	h.sessions = append(h.sessions, m)
+	for _, ch := range p.rooms {
+		ch.addSession(m)
+	}
 
-	welcome := fmt.Sprintf("welcome to %s, %s! /help lists the commands; bye leaves.", r.cfg.Name, display)
+	// Where the person goes: back to their rooms (or the default room) when they arrive, and to
+	// the room this session asked for. The session is greeted first (the welcome, the room's
+	// topic and history), and the rooms are told after, so that its own join notice follows the
+	// welcome and precedes anything it says.
+	var enter []*channel
+	if first {
+		for _, name := range saved {
+			if ch := h.rooms[name]; ch != nil {
+				enter = append(enter, ch)
+			}
+		}
+		if len(enter) == 0 {
+			enter = append(enter, h.rooms[h.cfg.DefaultRoom])
+		}
+	}
+	var ops storeOps
+	var refused string
+	var startCh *channel
+	if start != "" {
+		startCh = h.rooms[start]
+		if startCh == nil {
+			if startCh, err = h.createLocked(p, start, &ops); err != nil {
+				refused = err.Error()
+			}
+		}
+		if startCh != nil && !slices.Contains(enter, startCh) && !p.in(startCh) {
+			if err := startCh.mayEnter(p, opts.Operator); err != nil {
+				refused, startCh = err.Error(), nil
+			}
+		}
+	}
+	current := startCh
+	if current == nil {
+		if len(enter) > 0 {
+			current = enter[0]
+			for _, ch := range enter {
+				if ch.name == h.cfg.DefaultRoom {
+					current = ch
+				}
+			}
+		} else {
+			current = h.currentFor(p)
+		}
+	}
+	m.current.Store(current)
+	sessions := len(p.sessions)
+	welcome := fmt.Sprintf("welcome to %s, %s! you are in %s; /help lists the commands; bye leaves.", h.cfg.Name, display, current.name)
 	if !first {
-		welcome = fmt.Sprintf("welcome back, %s: this is your session #%d; every session gets every line.", display, sessions)
+		welcome = fmt.Sprintf("welcome back, %s: this is your session #%d, in %s; every session gets every line.", display, sessions, current.name)
 	}
 	m.enqueue(newEvent(kindInfo, now, "", "", welcome))
-	if motd := r.motd(); motd != "" && first {
+	if motd := h.motd(); motd != "" && first {
 		m.enqueue(newEvent(kindInfo, now, "", "", motd))
 	}
-	r.replayLocked(m, r.cfg.HistoryOnJoin, now)
-	if first {
-		r.announceLocked(true, display, display+" joined ("+strconv.Itoa(online)+" online)")
+	if refused != "" {
+		m.enqueue(newEvent(kindError, now, "", "", refused))
 	}
-	r.mu.Unlock()
+	current.greetLocked(m, h, now)
+	for _, ch := range enter {
+		if _, err := h.enterLocked(p, ch, false, &ops); err != nil {
+			m.enqueue(newEvent(kindError, now, "", "", err.Error()))
+			ops.part(p, ch.name)
+		}
+	}
+	if startCh != nil && !p.in(startCh) {
+		if _, err := h.enterLocked(p, startCh, true, &ops); err != nil {
+			m.enqueue(newEvent(kindError, now, "", "", err.Error()))
+		}
+	}
+	if !p.in(m.current.Load()) { // a room it could not enter after all
+		m.current.Store(h.currentFor(p))
+	}
+	if rooms := p.roomNames(); len(rooms) > 1 && first {
+		m.enqueue(newEvent(kindInfo, now, "", "", "your rooms: "+strings.Join(rooms, ", ")+" (lines from rooms but the current one start with the room's name)"))
+	}
+	online := len(h.people)
+	h.mu.Unlock()
 
-	r.cfg.Metrics.Joined(opts.Transport)
-	r.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online)
+	h.runStoreOps(ops)
+	h.cfg.Metrics.Joined(opts.Transport)
+	h.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online, "room", m.current.Load().name)
 	if first && registered {
-		r.deliverQueued(m)
+		h.deliverQueued(m)
 	}
 	return m, nil
+}
+
+// currentFor is the room a session of p goes to when it needs one: the default room if p is in
+// it (or in no room at all), else the first of p's rooms.
+func (h *Hub) currentFor(p *person) *channel {
+	for _, ch := range p.rooms {
+		if ch.name == h.cfg.DefaultRoom {
+			return ch
+		}
+	}
+	if len(p.rooms) == 0 {
+		return h.rooms[h.cfg.DefaultRoom]
+	}
+	return p.rooms[0]
 }
 
 // checkLogin is what every login must pass, joins and one-shot commands alike: a valid name, no
 // ban on the name, the key or the address, and a name that is not registered to someone else.
 // It returns the name's display form and whether the login holds one of its keys.
-func (r *Room) checkLogin(name string, key *chat.Key, remote string) (display string, registered bool, err error) {
+func (h *Hub) checkLogin(name string, key *chat.Key, remote string) (display string, registered bool, err error) {
 	if err := chat.ValidateName(name); err != nil {
 		return name, false, err
 	}
@@ -319,10 +310,10 @@ func (r *Room) checkLogin(name string, key *chat.Key, remote string) (display st
 	if key != nil {
 		fingerprint = key.Fingerprint
 	}
-	if err := r.Banned(remoteIP(remote), fingerprint, name); err != nil {
+	if err := h.Banned(remoteIP(remote), fingerprint, name); err != nil {
 		return name, false, err
 	}
-	return r.identify(name, key)
+	return h.identify(name, key)
 }
 
 func fingerprintOf(k *chat.Key) string {
@@ -333,129 +324,121 @@ func fingerprintOf(k *chat.Key) string {
 }
 
 // motd is the current message of the day.
-func (r *Room) motd() string {
-	r.mod.mu.Lock()
-	defer r.mod.mu.Unlock()
-	return r.mod.motd
+func (h *Hub) motd() string {
+	h.mod.mu.Lock()
+	defer h.mod.mu.Unlock()
+	return h.mod.motd
 }
 
-// now is the room's clock in its time zone.
-func (r *Room) now() time.Time { return r.cfg.Now().In(r.cfg.Location) }
+// now is the hub's clock in its time zone.
+func (h *Hub) now() time.Time { return h.cfg.Now().In(h.cfg.Location) }
 
 // Names returns the names of everyone online, sorted case-insensitively.
-func (r *Room) Names() []string {
-	r.mu.Lock()
-	names := make([]string, 0, len(r.people))
-	for _, p := range r.people {
+func (h *Hub) Names() []string {
+	h.mu.Lock()
+	names := make([]string, 0, len(h.people))
+	for _, p := range h.people {
 		names = append(names, p.name)
 	}
-	r.mu.Unlock()
-	slices.SortFunc(names, func(a, b string) int {
-		return cmp.Or(strings.Compare(chat.Fold(a), chat.Fold(b)), strings.Compare(a, b))
-	})
+	h.mu.Unlock()
+	sortNames(names)
 	return names
 }
 
-// Online returns how many people are in the room (a person may have several sessions).
-func (r *Room) Online() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.people)
+func sortNames(names []string) {
+	slices.SortFunc(names, func(a, b string) int {
+		return cmp.Or(strings.Compare(chat.Fold(a), chat.Fold(b)), strings.Compare(a, b))
+	})
 }
 
-// broadcastLocked queues ev for every member but except. Holding r.mu across the loop is what
-// gives every member the same order of events.
-func (r *Room) broadcastLocked(ev *event, except *Member) {
-	for _, m := range r.members {
-		if m == except || m.person.ignores != nil && m.person.ignoring(ev) {
-			continue
-		}
-		m.enqueue(ev)
-	}
+// Online returns how many people are online (a person may have several sessions).
+func (h *Hub) Online() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.people)
 }
 
-// remove takes m out of the room, and tells everyone the person left when it was their last
-// session, unless the room is shutting down. It reports false when m had already been removed.
-func (r *Room) remove(m *Member, reason Reason) bool { return r.removeWithNotice(m, reason, "") }
-
-// removeWithNotice is remove with the notice everyone gets when the person is gone; "" for the
-// usual "alice left".
-func (r *Room) removeWithNotice(m *Member, reason Reason, notice string) bool {
-	r.mu.Lock()
+// remove takes m out of the hub: out of every room's sessions, and when it was its person's
+// last session, the person out of every room, each telling its members (notice, when set,
+// instead of the usual "alice left #go"), unless the hub is shutting down. It reports false when
+// m had already been removed.
+func (h *Hub) remove(m *Member, reason Reason, notice string) bool {
+	h.mu.Lock()
 	if m.index < 0 {
-		r.mu.Unlock()
+		h.mu.Unlock()
 		return false
 	}
-	last := len(r.members) - 1
-	r.members[m.index] = r.members[last]
-	r.members[m.index].index = m.index
-	r.members[last] = nil
-	r.members = r.members[:last]
+	last := len(h.sessions) - 1
+	h.sessions[m.index] = h.sessions[last]
+	h.sessions[m.index].index = m.index
+	h.sessions[last] = nil
+	h.sessions = h.sessions[:last]
 	m.index = -1
 	p := m.person
-	if i := slices.Index(p.members, m); i >= 0 {
-		p.members = slices.Delete(p.members, i, i+1)
+	if i := slices.Index(p.sessions, m); i >= 0 {
+		p.sessions = slices.Delete(p.sessions, i, i+1)
 	}
-	gone := len(p.members) == 0
+	for _, ch := range p.rooms {
+		ch.removeSession(m)
+	}
+	gone := len(p.sessions) == 0
 	if gone {
-		delete(r.people, p.key)
-		if notice == "" {
-			notice = m.name + " left" + reason.noticeSuffix()
-		}
-		if !r.closed {
-			r.announceLocked(false, m.name, notice)
+		delete(h.people, p.key)
+		for _, ch := range slices.Clone(p.rooms) {
+			text := notice
+			if text == "" {
+				text = p.name + " left " + ch.name + reason.noticeSuffix()
+			}
+			h.exitLocked(p, ch, text)
 		}
 	}
-	online, sessions := len(r.people), len(p.members)
-	r.mu.Unlock()
+	online, sessions := len(h.people), len(p.sessions)
+	h.mu.Unlock()
 
-	r.cfg.Metrics.Left(m.opts.Transport, reason)
-	r.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "sessions_left", sessions, "online", online)
+	h.cfg.Metrics.Left(m.opts.Transport, reason)
+	h.log.Info("leave", "user", m.name, "transport", m.opts.Transport, "remote", m.opts.Remote, "reason", reason.String(), "sessions_left", sessions, "online", online)
 	return true
 }
 
 // lookup returns who is online as name (any case), or nil.
-func (r *Room) lookup(name string) *person {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.people[chat.Fold(name)]
+func (h *Hub) lookup(name string) *person {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.people[chat.Fold(name)]
 }
 
-// watchWrites disconnects members whose current write has been blocked longer than WriteTimeout
-// (a client that stopped reading must not hold its writer, and its queued lines, forever), and
+// watch disconnects members whose current write has been blocked longer than WriteTimeout (a
+// client that stopped reading must not hold its writer, and its queued lines, forever), and
 // members that sent nothing for the idle timeout.
-func (r *Room) watchWrites() {
-	defer r.janitor.Done()
-	period := min(r.cfg.WriteTimeout/4, time.Second)
+func (h *Hub) watch() {
+	defer h.janitor.Done()
+	period := min(h.cfg.WriteTimeout/4, time.Second)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var stalled, idle []*Member
 	for {
 		select {
-		case <-r.stop:
+		case <-h.stop:
 			return
 		case <-t.C:
 		}
-		deadline := time.Now().Add(-r.cfg.WriteTimeout).UnixNano()
-		idleSince := r.cfg.Now().Add(-r.cfg.IdleTimeout).UnixNano()
+		deadline := time.Now().Add(-h.cfg.WriteTimeout).UnixNano()
+		idleSince := h.cfg.Now().Add(-h.cfg.IdleTimeout).UnixNano()
 		stalled, idle = stalled[:0], idle[:0]
-		r.mu.Lock()
-		for _, m := range r.members {
+		h.mu.Lock()
+		for _, m := range h.sessions {
 			if started := m.writeStarted.Load(); started != 0 && started < deadline {
 				stalled = append(stalled, m)
-			} else if r.cfg.IdleTimeout > 0 && m.lastInput.Load() < idleSince {
+			} else if h.cfg.IdleTimeout > 0 && m.lastInput.Load() < idleSince {
 				idle = append(idle, m)
 			}
 		}
-		r.mu.Unlock()
+		h.mu.Unlock()
 		for _, m := range stalled {
-			m.kill(ReasonStalled)
+			m.end(ReasonStalled, nil, "")
 		}
 		for _, m := range idle {
-			m.reply(kindError, "you sent nothing for "+r.cfg.IdleTimeout.String()+"; goodbye")
-			r.remove(m, ReasonIdle)
-			m.closeOutbox(ReasonIdle)
-			m.closeWhenDrained()
+			m.end(ReasonIdle, newEvent(kindError, h.now(), "", "", "you sent nothing for "+h.cfg.IdleTimeout.String()+"; goodbye"), "")
 		}
 	}
 }
@@ -463,69 +446,63 @@ func (r *Room) watchWrites() {
 // Shutdown tells every member the server is going down, gives their writers until ctx expires to
 // deliver that, then disconnects everyone. Later joins fail with ErrClosed. It is idempotent:
 // every call returns once the first has finished.
-func (r *Room) Shutdown(ctx context.Context) error {
+func (h *Hub) Shutdown(ctx context.Context) error {
 	var err error
-	r.shutdown.Do(func() {
-		err = r.shutdownOnce(ctx)
-		close(r.done)
+	h.shutdown.Do(func() {
+		err = h.shutdownOnce(ctx)
+		close(h.done)
 	})
-	<-r.done
+	<-h.done
 	return err
 }
 
-func (r *Room) shutdownOnce(ctx context.Context) error {
-	r.mu.Lock()
-	r.closed = true
-	members := slices.Clone(r.members)
-	if r.notices.timer != nil {
-		r.notices.timer.Stop()
-		r.notices.timer = nil
+func (h *Hub) shutdownOnce(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	members := slices.Clone(h.sessions)
+	for _, ch := range h.rooms {
+		ch.notices.stop()
 	}
-	r.mu.Unlock()
-	close(r.stop)
-	r.janitor.Wait()
+	h.mu.Unlock()
+	close(h.stop)
+	h.janitor.Wait()
 
-	bye := newEvent(kindNotice, r.now(), "", "", "server is shutting down, goodbye")
+	bye := newEvent(kindNotice, h.now(), "", "", "server is shutting down, goodbye")
 	for _, m := range members {
-		m.enqueue(bye)
-		m.closeOutbox(ReasonShutdown)
-	}
-	for _, m := range members {
-		select {
-		case <-m.drained:
-		case <-ctx.Done():
-		}
-	}
-	for _, m := range members {
-		r.remove(m, ReasonShutdown)
-		m.finish(true)
+		m.end(ReasonShutdown, bye, "")
 	}
 	flushed := make(chan struct{})
-	go func() { r.flushers.Wait(); close(flushed) }()
+	go func() { h.flushers.Wait(); close(flushed) }()
 	select {
 	case <-flushed:
 		return nil
 	case <-ctx.Done():
+		for _, m := range members {
+			m.finish(true)
+		}
 		return fmt.Errorf("room shutdown: %w", ctx.Err())
 	}
 }
 
-func (r *Room) getBuffer() *[]byte {
-	if b, ok := r.buffers.Get().(*[]byte); ok {
+func (h *Hub) getBuffer() *[]byte {
+	if b, ok := h.buffers.Get().(*[]byte); ok {
 		return b
 	}
 	b := make([]byte, 0, 4096)
 	return &b
 }
 
-func (r *Room) putBuffer(b *[]byte) {
+func (h *Hub) putBuffer(b *[]byte) {
 	if cap(*b) > 64<<10 {
 		return // a rare huge batch: let it go rather than pin it in the pool
 	}
 	*b = (*b)[:0]
-	r.buffers.Put(b)
+	h.buffers.Put(b)
 }
 
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// onlineIn is the "(3 online)" of a join notice.
+func onlineIn(n int) string { return "(" + strconv.Itoa(n) + " online)" }

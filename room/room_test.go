@@ -121,10 +121,13 @@ func index(ls []string, s string) int {
 	return -1
 }
 
-func newTestRoom(t testing.TB, cfg Config) *Room {
+func newTestRoom(t testing.TB, cfg Config) *Hub {
 	t.Helper()
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return time.Date(2026, 11, 25, 9, 41, 0, 0, time.UTC) }
+	}
+	if cfg.MsgRate == 0 {
+		cfg.MsgRate = -1 // the tests that are about the rate limit set one
 	}
 	r, err := New(cfg, nil)
 	if err != nil {
@@ -140,7 +143,7 @@ func newTestRoom(t testing.TB, cfg Config) *Room {
 	return r
 }
 
-func join(t testing.TB, r *Room, name string, opts JoinOptions) (*Member, *recorder) {
+func join(t testing.TB, r *Hub, name string, opts JoinOptions) (*Member, *recorder) {
 	t.Helper()
 	out := newRecorder()
 	m, err := r.Join(name, out, opts)
@@ -219,16 +222,16 @@ func TestBroadcastOrderIsTheSameForEveryone(t *testing.T) {
 func TestJoinAndLeaveNotices(t *testing.T) {
 	r := newTestRoom(t, Config{})
 	_, aliceOut := join(t, r, "alice", JoinOptions{})
-	got := aliceOut.waitLine(t, "* alice joined (1 online)")
+	got := aliceOut.waitLine(t, "* alice joined #lobby (1 online)")
 	if !strings.HasPrefix(got[0], "* welcome to chatd, alice!") {
 		t.Errorf("first line %q, want the welcome", got[0])
 	}
 	bob, bobOut := join(t, r, "bob", JoinOptions{})
-	aliceOut.waitLine(t, "* bob joined (2 online)")
+	aliceOut.waitLine(t, "* bob joined #lobby (2 online)")
 	bob.Handle("hi")
 	bob.Leave(ReasonEOF)
-	lines := aliceOut.waitLine(t, "* bob left")
-	if i, j := index(lines, "bob: hi"), index(lines, "* bob joined (2 online)"); i < 0 || j > i {
+	lines := aliceOut.waitLine(t, "* bob left #lobby")
+	if i, j := index(lines, "bob: hi"), index(lines, "* bob joined #lobby (2 online)"); i < 0 || j > i {
 		t.Errorf("join notice must come before bob's first message: %q", lines)
 	}
 	if bob.Reason() != ReasonEOF {
@@ -303,10 +306,10 @@ func TestCommands(t *testing.T) {
 		{name: "message", line: "hello", others: []string{"alice: hello"}},
 		{name: "trimmed", line: "  hello  ", others: []string{"alice: hello"}},
 		{name: "empty", line: "   ", notOthers: true},
-		{name: "help", line: "/help", self: []string{"* commands:", "*   /who, /names           list who is online"}, notOthers: true},
-		{name: "who", line: "/who", self: []string{"* 3 online: alice, bob, carol"}, notOthers: true},
-		{name: "names alias", line: "/names", self: []string{"* 3 online: alice, bob, carol"}, notOthers: true},
-		{name: "commands ignore case", line: "/WHO", self: []string{"* 3 online: alice, bob, carol"}, notOthers: true},
+		{name: "help", line: "/help", self: []string{"* commands:", "*   /who, /names [ROOM]    who is in this room (or ROOM)"}, notOthers: true},
+		{name: "who", line: "/who", self: []string{"* 3 online in #lobby: alice, bob, carol"}, notOthers: true},
+		{name: "names alias", line: "/names", self: []string{"* 3 online in #lobby: alice, bob, carol"}, notOthers: true},
+		{name: "commands ignore case", line: "/WHO", self: []string{"* 3 online in #lobby: alice, bob, carol"}, notOthers: true},
 		{name: "me", line: "/me waves", others: []string{"** alice waves"}},
 		{name: "me without action", line: "/me", self: []string{"error: usage: /me ACTION"}, notOthers: true},
 		{name: "double slash", line: "//shrug", others: []string{"alice: /shrug"}},
@@ -326,19 +329,19 @@ func TestCommands(t *testing.T) {
 			alice, aliceOut := join(t, r, "alice", JoinOptions{})
 			_, bobOut := join(t, r, "bob", JoinOptions{})
 			_, carolOut := join(t, r, "carol", JoinOptions{Echo: true}) // she sees her own marker
-			aliceOut.waitLine(t, "* carol joined (3 online)")
+			aliceOut.waitLine(t, "* carol joined #lobby (3 online)")
 
 			if got := alice.Handle(tt.line); got != tt.action {
 				t.Fatalf("Handle(%q) = %v, want %v", tt.line, got, tt.action)
 			}
 			// A marker after the line under test: once it arrives, everything before it has.
-			r.lookup("carol").members[0].Handle("marker")
+			r.lookup("carol").sessions[0].Handle("marker")
 			mark := "carol: marker"
 			self := aliceOut.waitLine(t, mark)
 			if tt.action == Quit {
 				self = aliceOut.lines()
 			}
-			self = self[index(self, "* carol joined (3 online)")+1:]
+			self = self[index(self, "* carol joined #lobby (3 online)")+1:]
 			for _, want := range tt.self {
 				if index(self, want) < 0 {
 					t.Errorf("alice did not get %q; got %q", want, self)
@@ -346,7 +349,7 @@ func TestCommands(t *testing.T) {
 			}
 			for _, out := range []*recorder{bobOut, carolOut} {
 				got := out.waitLine(t, mark)
-				got = got[index(got, "* carol joined (3 online)")+1 : len(got)-1]
+				got = got[index(got, "* carol joined #lobby (3 online)")+1 : len(got)-1]
 				if tt.notOthers && len(got) > 0 {
 					t.Errorf("others got %q, want nothing", got)
 				}
@@ -370,7 +373,7 @@ func TestPrivateMessagesReachOnlyTheRecipient(t *testing.T) {
 	carol.Handle("marker")
 	bobOut.waitLine(t, "[dm from alice] the cake is in the fridge")
 	aliceOut.waitLine(t, "[dm to bob] the cake is in the fridge")
-	for _, l := range carolOut.waitLine(t, "* carol joined (3 online)") {
+	for _, l := range carolOut.waitLine(t, "* carol joined #lobby (3 online)") {
 		if strings.Contains(l, "cake") {
 			t.Fatalf("carol saw the private message: %q", l)
 		}
@@ -423,7 +426,7 @@ func TestSlowMemberIsDroppedWhileOthersKeepReceiving(t *testing.T) {
 		alice.Handle(fmt.Sprintf("line %d", i))
 		bobOut.waitLine(t, fmt.Sprintf("alice: line %d", i))
 	}
-	bobOut.waitLine(t, "* slow left (too slow)")
+	bobOut.waitLine(t, "* slow left #lobby (too slow)")
 	slowOut.waitClosed(t)
 	<-slow.Done()
 	if got := slow.Reason(); got != ReasonSlow {
@@ -465,7 +468,7 @@ func TestDeafMemberIsDropped(t *testing.T) {
 			t.Fatal("a member that reads nothing is still in the room after 1000 lines")
 		}
 	}
-	bobOut.waitLine(t, "* deaf left (too slow)")
+	bobOut.waitLine(t, "* deaf left #lobby (too slow)")
 	deafOut.waitClosed(t)
 	if got := deaf.Reason(); got != ReasonSlow {
 		t.Errorf("reason %v, want %v", got, ReasonSlow)
@@ -482,7 +485,7 @@ func TestReplayIsCutToWhatFits(t *testing.T) {
 	}
 	_, out := join(t, r, "reader", JoinOptions{})
 	lines := out.waitLine(t, "[history 2026-11-25 09:41] alice: m199")
-	if i := index(lines, "* the last 46 messages (of the 100 asked for: more would not fit until you have read these):"); i < 0 {
+	if i := index(lines, "* the last 46 messages of #lobby (of the 100 asked for: more would not fit until you have read these):"); i < 0 {
 		t.Fatalf("no header saying the replay was cut: %q", lines)
 	}
 	if index(lines, "[history 2026-11-25 09:41] alice: m153") >= 0 || index(lines, "[history 2026-11-25 09:41] alice: m154") < 0 {
@@ -499,7 +502,7 @@ func TestStalledWriteIsDropped(t *testing.T) {
 	stuckOut.block = true
 	stuckOut.mu.Unlock()
 	alice.Handle("are you there?")
-	bobOut.waitLine(t, "* stuck left (too slow)")
+	bobOut.waitLine(t, "* stuck left #lobby (too slow)")
 	stuckOut.waitClosed(t)
 	if got := stuck.Reason(); got != ReasonStalled {
 		t.Errorf("reason %v, want %v", got, ReasonStalled)
@@ -510,7 +513,7 @@ func TestWritesAreCoalesced(t *testing.T) {
 	r := newTestRoom(t, Config{})
 	alice, _ := join(t, r, "alice", JoinOptions{})
 	_, out := join(t, r, "bob", JoinOptions{})
-	out.waitLine(t, "* bob joined (2 online)")
+	out.waitLine(t, "* bob joined #lobby (2 online)")
 	out.mu.Lock()
 	out.block = true
 	out.mu.Unlock()
@@ -570,7 +573,7 @@ func TestANSIRendering(t *testing.T) {
 	if strings.Count(carol, "\a") != 1 {
 		t.Errorf("carol's bell rang %d times, want once (the DM)", strings.Count(carol, "\a"))
 	}
-	if !strings.Contains(carol, sgrDim+"* carol joined (3 online)"+sgrReset) {
+	if !strings.Contains(carol, sgrDim+"* carol joined #lobby (3 online)"+sgrReset) {
 		t.Errorf("notices are not dimmed:\n%q", carol)
 	}
 }
@@ -681,14 +684,14 @@ func BenchmarkFanOut1000(b *testing.B) {
 	for b.Loop() {
 		sender.Handle("the quick brown fox jumps over the lazy dog")
 	}
-	sender.room.flushers.Wait() // every line written, not just queued
+	sender.hub.flushers.Wait() // every line written, not just queued
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*999)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
 // fanOutRoom fills r with 1000 members, half plain, half ANSI on 80-column terminals, and
 // returns the first.
-func fanOutRoom(b *testing.B, r *Room) *Member {
+func fanOutRoom(b *testing.B, r *Hub) *Member {
 	b.Helper()
 	var first *Member
 	for i := range 1000 {
@@ -734,16 +737,16 @@ func TestJoinStormNoticesAreGathered(t *testing.T) {
 	lines := watch.waitLine(t, "user29: made it")
 	var notices []string
 	for _, l := range lines {
-		if strings.Contains(l, " joined (") {
+		if strings.Contains(l, " joined #lobby (") {
 			notices = append(notices, l)
 		}
 	}
 	// watch, 2 more one by one (the burst of 3 includes watch), then one gathered line.
 	want := []string{
-		"* watch joined (1 online)",
-		"* user00 joined (2 online)",
-		"* user01 joined (3 online)",
-		"* user02, user03, user04, user05, user06 and 23 others joined (31 online)",
+		"* watch joined #lobby (1 online)",
+		"* user00 joined #lobby (2 online)",
+		"* user01 joined #lobby (3 online)",
+		"* user02, user03, user04, user05, user06 and 23 others joined #lobby (31 online)",
 	}
 	if strings.Join(notices, "\n") != strings.Join(want, "\n") {
 		t.Errorf("notices:\n%s\nwant:\n%s", strings.Join(notices, "\n"), strings.Join(want, "\n"))
@@ -758,7 +761,7 @@ func TestGatheredNoticesGoOutWithinASecond(t *testing.T) {
 	_, watch := join(t, r, "watch", JoinOptions{})
 	join(t, r, "late1", JoinOptions{})
 	join(t, r, "late2", JoinOptions{})
-	watch.waitLine(t, "* late1 and late2 joined (3 online)") // by the timer, nobody spoke
+	watch.waitLine(t, "* late1 and late2 joined #lobby (3 online)") // by the timer, nobody spoke
 }
 
 // TestLinesWrapToTheMembersWidth: a terminal member gets long lines wrapped to its width, every
@@ -770,7 +773,7 @@ func TestLinesWrapToTheMembersWidth(t *testing.T) {
 	_, narrowOut := join(t, r, "narrow", JoinOptions{Format: ANSI, Width: 40})
 	wide, wideOut := join(t, r, "wide", JoinOptions{Format: ANSI, Width: 60})
 	_, plainOut := join(t, r, "plain", JoinOptions{})
-	msg := "hi" + strings.Repeat(" ", 40) + "* bob left (too slow) and more words after it"
+	msg := "hi" + strings.Repeat(" ", 40) + "* bob left #lobby (too slow) and more words after it"
 	alice.Handle(msg)
 	plainOut.waitLine(t, "alice: "+msg)
 	for _, tt := range []struct {

@@ -112,7 +112,7 @@ func TestPerAddressCap(t *testing.T) {
 		c := ts.dial(t, fmt.Sprintf("user%d", i), false)
 		conns = append(conns, c)
 		cl := open(t, c, false)
-		cl.stdout.WaitContains(t, "joined (")
+		cl.stdout.WaitContains(t, "joined #lobby (")
 		in = append(in, cl)
 	}
 	_, banner, err := ts.dialKey(t, "fourth", newSigner(t))
@@ -126,7 +126,7 @@ func TestPerAddressCap(t *testing.T) {
 	in[0].send(t, "still fine")
 	in[1].stdout.WaitLine(t, "user0: still fine")
 	conns[2].Close()
-	in[0].stdout.WaitLine(t, "* user2 left")
+	in[0].stdout.WaitLine(t, "* user2 left #lobby")
 	waitFor(t, "the slot to free up", func() bool { _, n := limiter.Open(addrOf(t, ts.addr)); return n == 2 })
 	ts.joinAs(t, "fourth", false)
 }
@@ -159,9 +159,9 @@ func TestOperatorsBanAndKick(t *testing.T) {
 		c.Operators = map[string]bool{gossh.FingerprintSHA256(opKey.PublicKey()): true}
 	})
 	op := ts.openWithKey(t, "op", opKey)
-	op.stdout.WaitLine(t, "* op joined (1 online)")
+	op.stdout.WaitLine(t, "* op joined #lobby (1 online)")
 	troll := ts.openWithKey(t, "troll", trollKey)
-	op.stdout.WaitLine(t, "* troll joined (2 online)")
+	op.stdout.WaitLine(t, "* troll joined #lobby (2 online)")
 
 	troll.send(t, "/kick op")
 	troll.stdout.WaitLine(t, "error: /kick is for operators")

@@ -24,7 +24,7 @@ const hangGuard = roomtest.HangGuard
 
 type testServer struct {
 	addr    string
-	room    *room.Room
+	room    *room.Hub
 	srv     *Server
 	served  chan error
 	hostKey gossh.PublicKey
@@ -40,6 +40,9 @@ func startServer(t *testing.T, cfg room.Config) *testServer {
 // startServerWith is startServer with the SSH server's configuration changed by configure.
 func startServerWith(t *testing.T, cfg room.Config, configure func(*Config)) *testServer {
 	t.Helper()
+	if cfg.MsgRate == 0 {
+		cfg.MsgRate = -1 // the tests that are about the rate limit set one
+	}
 	rm, err := room.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +171,7 @@ func newClient(t testing.TB, sess *gossh.Session) *client {
 func (ts *testServer) joinAs(t testing.TB, user string, pty bool) *client {
 	t.Helper()
 	cl := open(t, ts.dial(t, user, false), pty)
-	cl.stdout.WaitContains(t, "joined (")
+	cl.stdout.WaitContains(t, "joined #lobby (")
 	return cl
 }
 

@@ -65,7 +65,7 @@ func TestNamesArePinnedToTheFirstKey(t *testing.T) {
 	aliceKey, otherKey := newSigner(t), newSigner(t)
 
 	first := ts.openWithKey(t, "alice", aliceKey)
-	observer.stdout.WaitLine(t, "* alice joined (2 online)")
+	observer.stdout.WaitLine(t, "* alice joined #lobby (2 online)")
 
 	// Another key for alice is refused at authentication, with a message saying why.
 	_, banner, err := ts.dialKey(t, "ALICE", otherKey)
@@ -85,7 +85,7 @@ func TestNamesArePinnedToTheFirstKey(t *testing.T) {
 
 	// A second session with alice's key is alice again: no second join notice.
 	second := ts.openWithKey(t, "alice", aliceKey)
-	second.stdout.WaitLine(t, "* welcome back, alice: this is your session #2; every session gets every line.")
+	second.stdout.WaitLine(t, "* welcome back, alice: this is your session #2, in #lobby; every session gets every line.")
 	first.send(t, "said once, seen twice")
 	second.stdout.WaitLine(t, "alice: said once, seen twice")
 	observer.stdout.WaitLine(t, "alice: said once, seen twice")
@@ -93,11 +93,11 @@ func TestNamesArePinnedToTheFirstKey(t *testing.T) {
 	second.send(t, "still here")
 	observer.stdout.WaitLine(t, "alice: still here")
 	second.stdin.Close()
-	observer.stdout.WaitLine(t, "* alice left")
+	observer.stdout.WaitLine(t, "* alice left #lobby")
 	if n := strings.Count(observer.stdout.Text(), "* alice joined"); n != 1 {
 		t.Errorf("%d join notices for two sessions, want 1", n)
 	}
-	if n := strings.Count(observer.stdout.Text(), "* alice left"); n != 1 {
+	if n := strings.Count(observer.stdout.Text(), "* alice left #lobby"); n != 1 {
 		t.Errorf("%d leave notices for two sessions, want 1", n)
 	}
 }

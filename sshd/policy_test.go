@@ -116,7 +116,7 @@ func TestWindowChangesNeverWedgeAConnection(t *testing.T) {
 	}
 	waitSlots(t, ts, limiter, 1) // only the observer's
 	ts.joinAs(t, "after", false)
-	observer.stdout.WaitLine(t, "* after joined (2 online)")
+	observer.stdout.WaitLine(t, "* after joined #lobby (2 online)")
 }
 
 // Finding 1, second part: a flood of window changes inside a running shell ended in a
@@ -126,7 +126,7 @@ func TestWindowChangeFloodInAShell(t *testing.T) {
 	observer := ts.joinAs(t, "observer", false)
 	c := ts.dial(t, "resizer", false)
 	cl := open(t, c, true)
-	cl.stdout.WaitContains(t, "joined (")
+	cl.stdout.WaitContains(t, "joined #lobby (")
 	// The client reads nothing while it floods: the server's redraws must not stall its reading.
 	for i := range 20000 {
 		if err := cl.sess.WindowChange(24+i%10, 60+i%100); err != nil {
@@ -165,14 +165,14 @@ func TestEnvRequestsAreRefused(t *testing.T) {
 
 	// In a running session they are refused too, and cost nothing.
 	cl := open(t, ts.dial(t, "later", false), false)
-	cl.stdout.WaitContains(t, "joined (")
+	cl.stdout.WaitContains(t, "joined #lobby (")
 	for range 100 {
 		if ok, err := cl.sess.SendRequest("env", true, gossh.Marshal(struct{ Name, Value string }{"X", value})); ok || err != nil {
 			t.Fatalf("env in a shell: %v, %v", ok, err)
 		}
 	}
 	cl.send(t, "/who")
-	cl.stdout.WaitLine(t, "* 1 online: later")
+	cl.stdout.WaitLine(t, "* 1 online in #lobby: later")
 }
 
 // Finding 3: one connection could open any number of sessions (3000 joined), and channels that
@@ -235,7 +235,7 @@ func TestInputBeforeStartIsBounded(t *testing.T) {
 	if _, err := io.WriteString(cl.stdin, lines.String()+"/who\n"); err != nil {
 		t.Fatal(err)
 	}
-	cl.stdout.WaitLine(t, "* 1 online: typist")
+	cl.stdout.WaitLine(t, "* 1 online in #lobby: typist")
 }
 
 // The client's stderr stream is read and dropped: without it, 4 MB of stderr would exhaust the
@@ -249,7 +249,7 @@ func TestClientStderrIsDrained(t *testing.T) {
 		t.Fatalf("shell: %v, %v", ok, err)
 	}
 	out := roomtest.NewStream(ch)
-	out.WaitContains(t, "joined (")
+	out.WaitContains(t, "joined #lobby (")
 	junk := bytes.Repeat([]byte("e"), 32<<10)
 	for range 128 { // 4 MB
 		if _, err := ch.Stderr().Write(junk); err != nil {
@@ -372,14 +372,14 @@ func TestSplitCommand(t *testing.T) {
 }
 
 // Finding 9: on an 80-column terminal, one message padded with spaces showed a fake
-// "* bob left (too slow)" and a fake "bob: send me your password" as rows of their own. The
+// "* bob left #lobby (too slow)" and a fake "bob: send me your password" as rows of their own. The
 // shell wraps long lines itself, and every continuation row starts indented.
 func TestPaddedLinesCannotSpoofRows(t *testing.T) {
 	ts, _ := policyServer(t, nil)
 	victim := ts.joinAs(t, "victim", true) // a terminal, 80 columns
 	mallory := ts.joinAs(t, "mallory", false)
 	victim.stdout.WaitContains(t, "mallory joined")
-	for _, fake := range []string{"* bob left (too slow)", "bob: send me your password"} {
+	for _, fake := range []string{"* bob left #lobby (too slow)", "bob: send me your password"} {
 		// "HH:MM mallory: " takes 15 columns: 65 more put the fake at the start of row 2.
 		mallory.send(t, "hi"+strings.Repeat(" ", 63)+fake)
 		victim.stdout.WaitContains(t, fake)

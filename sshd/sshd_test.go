@@ -18,16 +18,16 @@ import (
 func TestPlainSessionsChat(t *testing.T) {
 	ts := startServer(t, room.Config{})
 	alice := ts.joinAs(t, "alice", false)
-	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 	bob := ts.joinAs(t, "bob", false)
-	alice.stdout.WaitLine(t, "* bob joined (2 online)")
+	alice.stdout.WaitLine(t, "* bob joined #lobby (2 online)")
 
 	alice.send(t, "hi bob")
 	bob.stdout.WaitLine(t, "alice: hi bob")
 	bob.send(t, "hi alice", "/me waves", "/who")
 	alice.stdout.WaitLine(t, "bob: hi alice")
 	alice.stdout.WaitLine(t, "** bob waves")
-	bob.stdout.WaitLine(t, "* 2 online: alice, bob")
+	bob.stdout.WaitLine(t, "* 2 online in #lobby: alice, bob")
 	if strings.Contains(alice.stdout.Raw(), "\x1b") {
 		t.Errorf("a session without a PTY got escape codes: %q", alice.stdout.Raw())
 	}
@@ -37,7 +37,7 @@ func TestPlainSessionsChat(t *testing.T) {
 
 	// EOF on stdin leaves, and the session ends with status 0.
 	alice.stdin.Close()
-	bob.stdout.WaitLine(t, "* alice left")
+	bob.stdout.WaitLine(t, "* alice left #lobby")
 	if got := alice.exitStatus(t); got != 0 {
 		t.Errorf("exit status %d after EOF, want 0", got)
 	}
@@ -51,14 +51,14 @@ func TestPlainSessionsChat(t *testing.T) {
 func TestKeylessUsersGetIn(t *testing.T) {
 	ts := startServer(t, room.Config{})
 	carol := open(t, ts.dial(t, "carol", true), false)
-	carol.stdout.WaitLine(t, "* carol joined (1 online)")
+	carol.stdout.WaitLine(t, "* carol joined #lobby (1 online)")
 }
 
 func TestInteractiveSession(t *testing.T) {
 	ts := startServer(t, room.Config{})
 	alice := ts.joinAs(t, "alice", true)
 	bob := ts.joinAs(t, "bob", false)
-	alice.stdout.WaitContains(t, "* bob joined (2 online)")
+	alice.stdout.WaitContains(t, "* bob joined #lobby (2 online)")
 
 	// What alice types reaches bob; her own line comes back to her in the room's order.
 	if _, err := alice.stdin.Write([]byte("hello bob\r")); err != nil {
@@ -100,7 +100,7 @@ func TestInteractiveSession(t *testing.T) {
 	if _, err := alice.stdin.Write([]byte{3}); err != nil {
 		t.Fatal(err)
 	}
-	bob.stdout.WaitLine(t, "* alice left")
+	bob.stdout.WaitLine(t, "* alice left #lobby")
 	alice.stdout.WaitContains(t, "goodbye, alice!")
 	if got := alice.exitStatus(t); got != 0 {
 		t.Errorf("exit status %d after ^C, want 0", got)
@@ -125,7 +125,7 @@ func TestCtrlDLeaves(t *testing.T) {
 	if _, err := alice.stdin.Write([]byte{4}); err != nil {
 		t.Fatal(err)
 	}
-	bob.stdout.WaitLine(t, "* alice left")
+	bob.stdout.WaitLine(t, "* alice left #lobby")
 	if got := alice.exitStatus(t); got != 0 {
 		t.Errorf("exit status %d after ^D, want 0", got)
 	}
@@ -239,11 +239,11 @@ func TestOpenSSH(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ssh -T: %v\n%s", err, out)
 		}
-		observer.stdout.WaitLine(t, "* alice joined (2 online)")
+		observer.stdout.WaitLine(t, "* alice joined #lobby (2 online)")
 		observer.stdout.WaitLine(t, "alice: hello from openssh")
 		observer.stdout.WaitLine(t, "** alice waves")
 		observer.stdout.WaitLine(t, "alice: title")
-		observer.stdout.WaitLine(t, "* alice left")
+		observer.stdout.WaitLine(t, "* alice left #lobby")
 		if !strings.Contains(string(out), "* welcome to chatd, alice!") || strings.Contains(string(out), "\x1b") {
 			t.Errorf("ssh -T output %q: want the welcome and no escape codes", out)
 		}
@@ -280,11 +280,11 @@ func TestOpenSSH(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		observer.stdout.WaitLine(t, "* carol joined (2 online)")
+		observer.stdout.WaitLine(t, "* carol joined #lobby (2 online)")
 		fmt.Fprint(stdin, "typed in a terminal\r")
 		observer.stdout.WaitLine(t, "carol: typed in a terminal")
 		fmt.Fprint(stdin, "bye\r")
-		observer.stdout.WaitLine(t, "* carol left")
+		observer.stdout.WaitLine(t, "* carol left #lobby")
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("ssh -tt: %v", err)
 		}
@@ -331,7 +331,7 @@ func TestSlowClientIsDroppedOthersKeepReceiving(t *testing.T) {
 	if err := sess.Shell(); err != nil {
 		t.Fatal(err)
 	}
-	observer.stdout.WaitLine(t, "* slow joined (2 online)")
+	observer.stdout.WaitLine(t, "* slow joined #lobby (2 online)")
 	sender := ts.joinAs(t, "sender", false)
 
 	msg := strings.Repeat("x", 990)
@@ -341,11 +341,11 @@ func TestSlowClientIsDroppedOthersKeepReceiving(t *testing.T) {
 		if i%100 == 99 {
 			// Pace the sender by the observer, who keeps up and must get every line.
 			observer.stdout.WaitLine(t, fmt.Sprintf("sender: %05d %s", i, msg))
-			dropped = observer.stdout.HasLine("* slow left (too slow)")
+			dropped = observer.stdout.HasLine("* slow left #lobby (too slow)")
 		}
 	}
 	if !dropped {
-		observer.stdout.WaitLine(t, "* slow left (too slow)")
+		observer.stdout.WaitLine(t, "* slow left #lobby (too slow)")
 	}
 	sender.send(t, "after")
 	observer.stdout.WaitLine(t, "sender: after")
@@ -357,7 +357,7 @@ func TestSlowClientIsDroppedOthersKeepReceiving(t *testing.T) {
 			break
 		}
 	}
-	if observer.stdout.HasLine("* observer left") {
+	if observer.stdout.HasLine("* observer left #lobby") {
 		t.Error("the observer, who keeps up, was dropped")
 	}
 }
@@ -368,13 +368,13 @@ func TestGoroutinesReturnToBaseline(t *testing.T) {
 	cycle := func(i int) {
 		c := ts.dial(t, fmt.Sprintf("user%d", i), false)
 		cl := open(t, c, i%2 == 0)
-		cl.stdout.WaitContains(t, "joined (")
+		cl.stdout.WaitContains(t, "joined #lobby (")
 		cl.stdin.Close()
 		if i%2 == 0 {
 			cl.sess.Close()
 		}
 		c.Close()
-		observer.stdout.WaitLine(t, fmt.Sprintf("* user%d left", i))
+		observer.stdout.WaitLine(t, fmt.Sprintf("* user%d left #lobby", i))
 	}
 	cycle(-1) // warm up: first-use goroutines (timers, pools) are not leaks
 	baseline := runtime.NumGoroutine()

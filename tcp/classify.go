@@ -44,6 +44,9 @@ func (k Kind) String() string {
 // Line is a server line taken apart.
 type Line struct {
 	Kind Kind
+	// Room is the room a Message or an Action was said in when it is not the client's current
+	// room ("#go alice: hi"); empty for the current room and for every other kind.
+	Room string
 	// Name is the member the line is from (Message, Action, DMIn) or to (DMOut); empty otherwise.
 	Name string
 	// Text is the rest: the message, the action, the notice or error without its prefix. For
@@ -56,8 +59,11 @@ func Classify(line string) Kind { return Parse(line).Kind }
 
 // Parse takes a server line apart. The shapes cannot be confused: a member's name is letters,
 // digits, '_', '.' and '-', starting with a letter or digit, and never "error", so no one's
-// message can pass for an error, a notice or a private message.
+// message can pass for an error, a notice, a private message or another room's line.
 func Parse(line string) Line {
+	if strings.HasPrefix(line, "#") {
+		return parseTagged(line)
+	}
 	switch {
 	case strings.HasPrefix(line, "error: "):
 		return Line{Kind: Error, Text: line[len("error: "):]}
@@ -80,6 +86,19 @@ func Parse(line string) Line {
 	default:
 		if name, text, ok := cutName(line, ": "); ok {
 			return Line{Kind: Message, Name: name, Text: text}
+		}
+	}
+	return Line{Kind: Other, Text: line}
+}
+
+// parseTagged takes apart a message or an action from a room other than the current one:
+// "#go alice: hi", "#go ** bob waves".
+func parseTagged(line string) Line {
+	room, rest, ok := strings.Cut(line, " ")
+	if ok && chat.IsRoom(room) && !strings.HasPrefix(rest, "#") {
+		if l := Parse(rest); l.Kind == Message || l.Kind == Action {
+			l.Room = room
+			return l
 		}
 	}
 	return Line{Kind: Other, Text: line}

@@ -13,29 +13,35 @@ func TestParse(t *testing.T) {
 		line string
 		want Line
 	}{
-		{"alice: hi there", Line{Message, "alice", "hi there"}},
-		{"a.b-c_d: x: y", Line{Message, "a.b-c_d", "x: y"}},
-		{"alice: ", Line{Message, "alice", ""}},
-		{"** bob waves", Line{Action, "bob", "waves"}},
-		{"* bob joined (2 online)", Line{Notice, "", "bob joined (2 online)"}},
-		{"* 2 online: alice, bob", Line{Notice, "", "2 online: alice, bob"}},
-		{"[dm from alice] psst", Line{DMIn, "alice", "psst"}},
-		{"[dm to bob] psst", Line{DMOut, "bob", "psst"}},
-		{"error: message too long", Line{Error, "", "message too long"}},
-		{"error:", Line{Error, "", ""}},
+		{"alice: hi there", Line{Message, "", "alice", "hi there"}},
+		{"a.b-c_d: x: y", Line{Message, "", "a.b-c_d", "x: y"}},
+		{"alice: ", Line{Message, "", "alice", ""}},
+		{"** bob waves", Line{Action, "", "bob", "waves"}},
+		{"* bob joined #lobby (2 online)", Line{Notice, "", "", "bob joined #lobby (2 online)"}},
+		{"* 2 online in #lobby: alice, bob", Line{Notice, "", "", "2 online in #lobby: alice, bob"}},
+		{"#go alice: hi", Line{Message, "#go", "alice", "hi"}},
+		{"#go ** bob waves", Line{Action, "#go", "bob", "waves"}},
+		{"[dm from alice] psst", Line{DMIn, "", "alice", "psst"}},
+		{"[dm to bob] psst", Line{DMOut, "", "bob", "psst"}},
+		{"error: message too long", Line{Error, "", "", "message too long"}},
+		{"error:", Line{Error, "", "", ""}},
 		// Shapes that are not quite any of the above.
-		{"", Line{Other, "", ""}},
-		{"alice:hi", Line{Other, "", "alice:hi"}},
-		{"two words: hi", Line{Other, "", "two words: hi"}},
-		{"-x: hi", Line{Other, "", "-x: hi"}},
-		{"error:x", Line{Other, "", "error:x"}},
-		{"server: restarting", Line{Other, "", "server: restarting"}}, // a reserved name is no one
-		{strings.Repeat("n", 33) + ": long name", Line{Other, "", strings.Repeat("n", 33) + ": long name"}},
-		{"**bob waves", Line{Other, "", "**bob waves"}},
-		{"** bob", Line{Other, "", "** bob"}},
-		{"[dm from al ice] x", Line{Other, "", "[dm from al ice] x"}},
-		{"[dm to bob]x", Line{Other, "", "[dm to bob]x"}},
-		{"*", Line{Other, "", "*"}},
+		{"", Line{Other, "", "", ""}},
+		{"alice:hi", Line{Other, "", "", "alice:hi"}},
+		{"two words: hi", Line{Other, "", "", "two words: hi"}},
+		{"-x: hi", Line{Other, "", "", "-x: hi"}},
+		{"error:x", Line{Other, "", "", "error:x"}},
+		{"server: restarting", Line{Other, "", "", "server: restarting"}}, // a reserved name is no one
+		{strings.Repeat("n", 33) + ": long name", Line{Other, "", "", strings.Repeat("n", 33) + ": long name"}},
+		{"**bob waves", Line{Other, "", "", "**bob waves"}},
+		{"** bob", Line{Other, "", "", "** bob"}},
+		{"[dm from al ice] x", Line{Other, "", "", "[dm from al ice] x"}},
+		{"[dm to bob]x", Line{Other, "", "", "[dm to bob]x"}},
+		{"*", Line{Other, "", "", "*"}},
+		{"#go * bob joined", Line{Other, "", "", "#go * bob joined"}}, // only messages and actions are tagged
+		{"#go #go alice: hi", Line{Other, "", "", "#go #go alice: hi"}},
+		{"#Go alice: hi", Line{Other, "", "", "#Go alice: hi"}},
+		{"#go", Line{Other, "", "", "#go"}},
 	}
 	for _, tt := range tests {
 		if got := Parse(tt.line); got != tt.want {
@@ -51,8 +57,9 @@ func TestParse(t *testing.T) {
 // one the room would accept, and that no text a member sends can change what their line is.
 func FuzzClassify(f *testing.F) {
 	for _, s := range []string{
-		"alice: hi", "** bob waves", "* alice joined (1 online)", "[dm from a] x", "[dm to b] y",
+		"alice: hi", "** bob waves", "* alice joined #lobby (1 online)", "[dm from a] x", "[dm to b] y",
 		"error: no", "error:", "", "x", "alice:", "a: b: c", "** a", "* ", "[dm from ] x",
+		"#go alice: hi", "#go ** bob waves", "#go #go a: b", "# a: b",
 	} {
 		f.Add(s)
 	}
@@ -83,6 +90,12 @@ func FuzzClassify(f *testing.F) {
 		default:
 			t.Fatalf("unknown kind %v", l.Kind)
 		}
+		if l.Room != "" {
+			if l.Kind != Message && l.Kind != Action || !chat.IsRoom(l.Room) {
+				t.Fatalf("Parse(%q) = %+v: a room on a line that cannot have one", line, l)
+			}
+			rebuilt = l.Room + " " + rebuilt
+		}
 		if rebuilt != line {
 			t.Fatalf("Parse(%q) = %+v, which rebuilds %q", line, l, rebuilt)
 		}
@@ -109,10 +122,12 @@ func FuzzClassify(f *testing.F) {
 			line string
 			want Line
 		}{
-			{"alice: " + text, Line{Message, "alice", text}},
-			{"** alice " + text, Line{Action, "alice", text}},
-			{"[dm from alice] " + text, Line{DMIn, "alice", text}},
-			{"[dm to alice] " + text, Line{DMOut, "alice", text}},
+			{"alice: " + text, Line{Message, "", "alice", text}},
+			{"** alice " + text, Line{Action, "", "alice", text}},
+			{"[dm from alice] " + text, Line{DMIn, "", "alice", text}},
+			{"[dm to alice] " + text, Line{DMOut, "", "alice", text}},
+			{"#go alice: " + text, Line{Message, "#go", "alice", text}},
+			{"#go ** alice " + text, Line{Action, "#go", "alice", text}},
 		} {
 			if got := Parse(tt.line); got != tt.want {
 				t.Fatalf("Parse(%q) = %+v, want %+v", tt.line, got, tt.want)

@@ -40,7 +40,7 @@ func TestClientJoin(t *testing.T) {
 	if line, err := c.ReadLine(); err != nil || line != welcome("alice") {
 		t.Fatalf("first line %q, %v; want the welcome", line, err)
 	}
-	if line, err := c.ReadLine(); err != nil || line != "* alice joined (2 online)" {
+	if line, err := c.ReadLine(); err != nil || line != "* alice joined #lobby (2 online)" {
 		t.Fatalf("second line %q, %v", line, err)
 	}
 	if err := c.Send("two\nlines"); err == nil {

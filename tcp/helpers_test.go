@@ -22,12 +22,15 @@ const hangGuard = 20 * time.Second
 const greeting = "* welcome to chatd: what is your name?"
 
 func welcome(name string) string {
-	return "* welcome to chatd, " + name + "! /help lists the commands; bye leaves."
+	return "* welcome to chatd, " + name + "! you are in #lobby; /help lists the commands; bye leaves."
 }
 
 // newRoom returns a real room, shut down when the test ends.
-func newRoom(t testing.TB, cfg room.Config) *room.Room {
+func newRoom(t testing.TB, cfg room.Config) *room.Hub {
 	t.Helper()
+	if cfg.MsgRate == 0 {
+		cfg.MsgRate = -1 // the tests that are about the rate limit set one
+	}
 	rm, err := room.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -58,37 +58,37 @@ func TestNamePhase(t *testing.T) {
 		{
 			name: "good name",
 			send: []string{"alice\n"},
-			want: []string{greeting, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "CRLF and surrounding spaces",
 			send: []string{"  alice \r\n"},
-			want: []string{greeting, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "taken name, then another",
 			send: []string{"BOB\n", "alice\n"},
-			want: []string{greeting, `error: name "BOB" is taken by someone online`, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, `error: name "BOB" is taken by someone online`, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "invalid name, then another",
 			send: []string{"x y\n", "alice\n"},
-			want: []string{greeting, `error: name "x y" may only contain letters, digits, '_', '.' and '-'`, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, `error: name "x y" may only contain letters, digits, '_', '.' and '-'`, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "reserved and empty names",
 			send: []string{"error\n", "\n", "alice\n"},
-			want: []string{greeting, `error: name "error" is reserved`, `error: name "" is empty`, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, `error: name "error" is reserved`, `error: name "" is empty`, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "escape codes in a refused name are not echoed",
 			send: []string{"\x1b[31mred\x07\n", "alice\n"},
-			want: []string{greeting, `error: name "red" must start with a letter or a digit`, welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, `error: name "red" must start with a letter or a digit`, welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "over-long name line",
 			send: []string{strings.Repeat("n", 100_000) + "\n", "alice\n"},
-			want: []string{greeting, "error: name is too long (at most 32 characters)", welcome("alice"), "* alice joined (2 online)"},
+			want: []string{greeting, "error: name is too long (at most 32 characters)", welcome("alice"), "* alice joined #lobby (2 online)"},
 		},
 		{
 			name: "three bad names",
@@ -161,7 +161,7 @@ func TestTwoUsersChat(t *testing.T) {
 	srv := startServer(t, testConfig(), rm)
 	alice := dialClient(t, srv.addr, "alice")
 	bob := dialClient(t, srv.addr, "bob")
-	alice.waitLine("* bob joined (2 online)")
+	alice.waitLine("* bob joined #lobby (2 online)")
 
 	alice.send("hi bob")
 	bob.waitLine("alice: hi bob")
@@ -170,14 +170,14 @@ func TestTwoUsersChat(t *testing.T) {
 	alice.waitLine("** bob waves")
 
 	got := alice.waitLine("** bob waves")
-	want := []string{welcome("alice"), "* alice joined (1 online)", "* bob joined (2 online)", "bob: hello alice", "** bob waves"}
+	want := []string{welcome("alice"), "* alice joined #lobby (1 online)", "* bob joined #lobby (2 online)", "bob: hello alice", "** bob waves"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("alice got:\n%s\nwant (no echo of her own line):\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
 	// Commands are the room's: /who answers with the room's info line.
 	bob.send("/who")
-	bob.waitLine("* 2 online: alice, bob")
+	bob.waitLine("* 2 online in #lobby: alice, bob")
 	bob.send("/nope")
 	bob.waitLine(`error: unknown command "/nope" (/help lists the commands)`)
 }
@@ -188,7 +188,7 @@ func TestPrivateMessagesStayPrivate(t *testing.T) {
 	alice := dialClient(t, srv.addr, "alice")
 	bob := dialClient(t, srv.addr, "bob")
 	carol := dialClient(t, srv.addr, "carol")
-	alice.waitLine("* carol joined (3 online)")
+	alice.waitLine("* carol joined #lobby (3 online)")
 
 	alice.send("/msg bob the secret")
 	bob.waitLine("[dm from alice] the secret")
@@ -212,14 +212,14 @@ func TestQuit(t *testing.T) {
 			srv := startServer(t, testConfig(), rm)
 			bob := joinRaw(t, srv.addr, "bob")
 			alice := joinRaw(t, srv.addr, "alice")
-			bob.waitLine("* alice joined (2 online)")
+			bob.waitLine("* alice joined #lobby (2 online)")
 
 			alice.send(cmd)
 			got := alice.waitClosed()
 			if last := got[len(got)-1]; last != "* goodbye, alice!" {
 				t.Fatalf("last line %q, want the goodbye", last)
 			}
-			bob.waitLine("* alice left")
+			bob.waitLine("* alice left #lobby")
 			if strings.Contains(srv.logs.String(), "reason=eof") {
 				t.Fatalf("logged as eof, want quit:\n%s", srv.logs.String())
 			}
@@ -235,7 +235,7 @@ func TestEOFLeaves(t *testing.T) {
 	alice.send("last words")
 	alice.conn.(*net.TCPConn).CloseWrite()
 	bob.waitLine("alice: last words")
-	bob.waitLine("* alice left")
+	bob.waitLine("* alice left #lobby")
 	alice.waitClosed()
 }
 
@@ -337,7 +337,7 @@ func TestHostileInput(t *testing.T) {
 	srv := startServer(t, testConfig(), rm)
 	alice := joinRaw(t, srv.addr, "alice")
 	bob := joinRaw(t, srv.addr, "bob")
-	alice.waitLine("* bob joined (2 online)")
+	alice.waitLine("* bob joined #lobby (2 online)")
 
 	tests := []struct {
 		name string
@@ -383,7 +383,7 @@ func TestHugeLine(t *testing.T) {
 	srv := startServer(t, testConfig(), rm)
 	alice := joinRaw(t, srv.addr, "alice")
 	bob := joinRaw(t, srv.addr, "bob")
-	alice.waitLine("* bob joined (2 online)")
+	alice.waitLine("* bob joined #lobby (2 online)")
 
 	huge := strings.Repeat("A", 10<<20)
 	alice.send(huge)
@@ -421,7 +421,7 @@ func TestSilentConnectionsDoNotBlockOthers(t *testing.T) {
 	}
 	alice := joinRaw(t, srv.addr, "alice")
 	bob := joinRaw(t, srv.addr, "bob")
-	alice.waitLine("* bob joined (2 online)")
+	alice.waitLine("* bob joined #lobby (2 online)")
 	alice.send("anyone there?")
 	bob.waitLine("alice: anyone there?")
 	bob.send("yes")
@@ -480,13 +480,13 @@ func TestSlowReaderIsDropped(t *testing.T) {
 	if _, err := slow.Write([]byte("slow\n")); err != nil {
 		t.Fatal(err)
 	}
-	readUntil("* slow joined (2 online)")
+	readUntil("* slow joined #lobby (2 online)")
 	alice := joinRaw(t, srv.addr, "alice")
 
 	// alice talks in rounds of long lines until the kernel's buffers towards slow are full and
 	// its outbox overflows (or its writer stalls).
 	text := strings.Repeat("x", 990)
-	gone := "* slow left (too slow)"
+	gone := "* slow left #lobby (too slow)"
 	for round := 0; ; round++ {
 		if round > 2000 { // ≈ 200 MB: far more than any socket buffers
 			t.Fatal("slow was never dropped")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/charmbracelet/log"
 
+	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/store/sqlite"
 )
@@ -29,6 +30,12 @@ type config struct {
 	LogFormat   string
 	MetricsAddr string
 	Pprof       bool
+
+	// Rooms.
+	DefaultRoom       string // where newcomers and /part land
+	MaxRooms          int    // 0: no limit
+	MaxRoomsPerPerson int    // rooms one person may be in at once; 0: no limit
+	RoomsPerHour      int    // rooms one person or address may create an hour; 0: no limit
 
 	// Abuse limits; 0 disables each.
 	MsgRate          float64
@@ -70,6 +77,11 @@ func defaultConfig() config {
 		NameTimeout:      60 * time.Second,
 		LogLevel:         "info",
 		LogFormat:        "text",
+
+		DefaultRoom:       "#lobby",
+		MaxRooms:          1000,
+		MaxRoomsPerPerson: 50,
+		RoomsPerHour:      10,
 	}
 }
 
@@ -86,6 +98,10 @@ func (c *config) options() []option {
 		{"data-dir", "CHAT_DATA_DIR", "DIR", "directory for host keys and the database, chat.db (created if missing)", (*stringValue)(&c.DataDir)},
 		{"history", "CHAT_HISTORY", "N", "earlier messages shown to someone joining, 0 for none (at most 1000)", (*intValue)(&c.History)},
 		{"history-keep", "CHAT_HISTORY_KEEP", "N,AGE", "history kept: the newest N messages, none older than AGE (e.g. 100000,365d; 30d; all)", (*stringValue)(&c.HistoryKeep)},
+		{"default-room", "CHAT_DEFAULT_ROOM", "#ROOM", "the room everyone is in on first joining, and the one /part falls back to", (*stringValue)(&c.DefaultRoom)},
+		{"max-rooms", "CHAT_MAX_ROOMS", "N", "most rooms the server holds; 0 for no limit", (*intValue)(&c.MaxRooms)},
+		{"max-rooms-per-person", "CHAT_MAX_ROOMS_PER_PERSON", "N", "most rooms one person may be in at once; 0 for no limit", (*intValue)(&c.MaxRoomsPerPerson)},
+		{"rooms-per-hour", "CHAT_ROOMS_PER_HOUR", "N", "most rooms one person, or one address, may create an hour; 0 for no limit", (*intValue)(&c.RoomsPerHour)},
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
 		{"msg-rate", "CHAT_MSG_RATE", "N", "lines a second one person may send (over it, lines wait); 0 for no limit", (*floatValue)(&c.MsgRate)},
 		{"msg-burst", "CHAT_MSG_BURST", "N", "lines one person may send at once before the rate applies", (*intValue)(&c.MsgBurst)},
@@ -159,7 +175,8 @@ func (c *config) validate() error {
 	for _, n := range []struct {
 		flag string
 		v    int
-	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}, {"conn-rate-per-ip", c.ConnRatePerIP}, {"msg-burst", c.MsgBurst}} {
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}, {"conn-rate-per-ip", c.ConnRatePerIP}, {"msg-burst", c.MsgBurst},
+		{"max-rooms", c.MaxRooms}, {"max-rooms-per-person", c.MaxRoomsPerPerson}, {"rooms-per-hour", c.RoomsPerHour}} {
 		if n.v < 0 {
 			return fmt.Errorf("--%s %d: want 0 (no limit) or more", n.flag, n.v)
 		}
@@ -200,6 +217,9 @@ func (c *config) validate() error {
 	}
 	if c.History < 0 || c.History > 1000 {
 		return fmt.Errorf("--history %d: want 0 to 1000", c.History)
+	}
+	if _, err := chat.ParseRoom(c.DefaultRoom); err != nil {
+		return fmt.Errorf("--default-room: %w", err)
 	}
 	if _, _, err := sqlite.ParseKeep(c.HistoryKeep); err != nil {
 		return fmt.Errorf("--history-keep: %w", err)

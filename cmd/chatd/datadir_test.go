@@ -59,7 +59,7 @@ func TestDataDirInUse(t *testing.T) {
 		t.Errorf("ssh to the first chatd: %v\n%s", err, out)
 	}
 	chat := startProc(t, chatBin, "-addr", first.tcpAddr, "-name", "bob")
-	chat.stdout.WaitLine(t, "* bob joined (1 online)")
+	chat.stdout.WaitLine(t, "* bob joined #lobby (1 online)")
 	if code, _ := first.stop(t); code != 0 {
 		t.Errorf("the first chatd exited %d", code)
 	}

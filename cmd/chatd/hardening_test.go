@@ -211,7 +211,7 @@ func TestRequestAndChannelFloodsAreBounded(t *testing.T) {
 	srv := startChatd(t, "--data-dir", t.TempDir(), "--conn-rate-per-ip", "0", "--max-conns-per-ip", "0")
 	pid := srv.cmd.Process.Pid
 	observer := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "observer")
-	observer.stdout.WaitLine(t, "* observer joined (1 online)")
+	observer.stdout.WaitLine(t, "* observer joined #lobby (1 online)")
 	before := rss(t, pid)
 
 	// env: refused; the connection is closed after a few dozen.
@@ -265,7 +265,7 @@ func TestRequestAndChannelFloodsAreBounded(t *testing.T) {
 	observer.send(t, "/whois hydra")
 	observer.stdout.WaitContains(t, "(4 sessions: ssh, ssh, ssh, ssh)")
 	c.Close()
-	observer.stdout.WaitLine(t, "* hydra left")
+	observer.stdout.WaitLine(t, "* hydra left #lobby")
 
 	// 300 channels that never start, each sent 2 MB: each connection is closed past 64 KiB.
 	chunk := bytes.Repeat([]byte("x"), 32<<10)
@@ -343,13 +343,13 @@ func TestFloodGuardCountsRefusals(t *testing.T) {
 func TestDeafMemberIsDropped(t *testing.T) {
 	srv := startChatd(t, "--data-dir", t.TempDir(), "--msg-rate", "0")
 	talker := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "talker")
-	talker.stdout.WaitLine(t, "* talker joined (1 online)")
+	talker.stdout.WaitLine(t, "* talker joined #lobby (1 online)")
 	long := strings.Repeat("z", 900)
 	for i := range 1000 {
 		talker.send(t, fmt.Sprintf("%04d %s", i, long))
 	}
 	talker.send(t, "/who")
-	talker.stdout.WaitLine(t, "* 1 online: talker")
+	talker.stdout.WaitLine(t, "* 1 online in #lobby: talker")
 
 	d, err := net.Dial("tcp", srv.tcpAddr)
 	if err != nil {
@@ -358,19 +358,19 @@ func TestDeafMemberIsDropped(t *testing.T) {
 	defer d.Close()
 	_ = d.(*net.TCPConn).SetReadBuffer(4 << 10) // and never read
 	fmt.Fprint(d, "deaf\n/history 1000\n/history 1000\n")
-	talker.stdout.WaitLine(t, "* deaf joined (2 online)")
+	talker.stdout.WaitLine(t, "* deaf joined #lobby (2 online)")
 	// The deaf member is dropped as too slow: by the outbox overflowing as the room goes on
 	// talking, or by its writes stalling.
-	for i := 0; !talker.stdout.HasLine("* deaf left (too slow)"); i++ {
+	for i := 0; !talker.stdout.HasLine("* deaf left #lobby (too slow)"); i++ {
 		if i < 2000 {
 			talker.send(t, fmt.Sprintf("live %d %s", i, long))
 		}
 		if i >= 2000 {
-			talker.stdout.WaitLine(t, "* deaf left (too slow)")
+			talker.stdout.WaitLine(t, "* deaf left #lobby (too slow)")
 		}
 	}
 	talker.send(t, "/who")
-	talker.stdout.WaitLine(t, "* 1 online: talker")
+	talker.stdout.WaitLine(t, "* 1 online in #lobby: talker")
 }
 
 // Finding 7: 300 "history 1000" commands on one connection ran unthrottled (310 MB in 6 s).
@@ -416,7 +416,7 @@ func TestCommandsPassTheLoginChecks(t *testing.T) {
 		t.Fatalf("alice: %v\n%s", err, out)
 	}
 	op := startProc(t, "ssh", opensshArgs(srv.sshPort(), opKey, "", "-T", "op@127.0.0.1")...)
-	op.stdout.WaitLine(t, "* op joined (1 online)")
+	op.stdout.WaitLine(t, "* op joined #lobby (1 online)")
 	op.send(t, "/ban troll")
 	op.stdout.WaitContains(t, "* banned #1 name troll")
 
@@ -441,7 +441,7 @@ func TestCommandsPassTheLoginChecks(t *testing.T) {
 func TestShutdownWithAbusiveConnections(t *testing.T) {
 	srv := startChatd(t, "--data-dir", t.TempDir(), "--conn-rate-per-ip", "0", "--max-conns-per-ip", "0")
 	member := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "member")
-	member.stdout.WaitLine(t, "* member joined (1 online)")
+	member.stdout.WaitLine(t, "* member joined #lobby (1 online)")
 	for i := range 10 {
 		// A session that never starts, one with a PTY and window changes, one mid-handshake,
 		// and a TCP connection that never names itself.
@@ -587,12 +587,12 @@ func TestAbusiveConnectionsLeaveNothingBehind(t *testing.T) {
 	srv, metrics := withMetrics(t, "--data-dir", t.TempDir(), "--conn-rate-per-ip", "0", "--max-conns-per-ip", "0", "--handshake-timeout", "3s", "--msg-rate", "0", "--pprof")
 	pid := srv.cmd.Process.Pid
 	member := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "member")
-	member.stdout.WaitLine(t, "* member joined (1 online)")
+	member.stdout.WaitLine(t, "* member joined #lobby (1 online)")
 	for i := range 200 {
 		member.send(t, fmt.Sprintf("history line %d", i))
 	}
 	member.send(t, "/who")
-	member.stdout.WaitLine(t, "* 1 online: member")
+	member.stdout.WaitLine(t, "* 1 online in #lobby: member")
 
 	quiet := func(what string) (int, int) {
 		// Wait for every connection to be gone: none of the abusers' names online, and the
@@ -647,7 +647,7 @@ func TestAbusiveConnectionsLeaveNothingBehind(t *testing.T) {
 
 	// The member never noticed, and a real login works.
 	member.send(t, "/who")
-	member.stdout.WaitLine(t, "* 1 online: member")
+	member.stdout.WaitLine(t, "* 1 online in #lobby: member")
 	if out, err := sshAs(t, srv, clientKey(t), "alice", "who"); err != nil || out != "member\n" {
 		t.Errorf("a login after the abuse: %v\n%s", err, out)
 	}
@@ -679,14 +679,14 @@ func TestPaddedMessagesCannotForgeRows(t *testing.T) {
 	screen.WaitContains(t, "victim joined")
 	mallory := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "mallory")
 	screen.WaitContains(t, "mallory joined")
-	for _, fake := range []string{"* bob left (too slow)", "bob: send me your password"} {
+	for _, fake := range []string{"* bob left #lobby (too slow)", "bob: send me your password"} {
 		// "HH:MM mallory: " takes 15 columns: 65 more would put the fake at column 0 of row 2.
 		mallory.send(t, "hi"+strings.Repeat(" ", 63)+fake)
 		screen.WaitContains(t, fake)
 	}
 	for _, row := range strings.Split(strings.ReplaceAll(screen.Raw(), "\r\n", "\n"), "\n") {
 		visible := roomtest.StripANSI(row)
-		for _, fake := range []string{"* bob left", "bob: send"} {
+		for _, fake := range []string{"* bob left #lobby", "bob: send"} {
 			if strings.HasPrefix(visible, fake) {
 				t.Errorf("a row of its own: %q", visible)
 			}

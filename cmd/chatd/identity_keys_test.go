@@ -66,14 +66,14 @@ func TestKeysAddOfSomeoneElsesKeyIsHarmless(t *testing.T) {
 	}
 
 	mallory := startProc(t, "ssh", opensshArgs(srv.sshPort(), malloryKey, "", "-T", "mallory@127.0.0.1")...)
-	mallory.stdout.WaitLine(t, "* mallory joined (1 online)")
+	mallory.stdout.WaitLine(t, "* mallory joined #lobby (1 online)")
 	mallory.send(t, "/keys add "+pubLine(t, bobKey))
 	mallory.stdout.WaitContains(t, "* ssh-ed25519 "+bobFP+" is pending: it becomes one of mallory's keys once it has logged in as mallory, before ")
 	mallory.stdout.WaitContains(t, "* to confirm it, log in once as mallory with that key: ssh -i KEYFILE -p PORT mallory@HOST")
 	srv.logs.WaitContains(t, "key proposed")
 
 	op := startProc(t, "ssh", opensshArgs(srv.sshPort(), opKey, "", "-T", "op@127.0.0.1")...)
-	op.stdout.WaitLine(t, "* op joined (2 online)")
+	op.stdout.WaitLine(t, "* op joined #lobby (2 online)")
 	op.send(t, "/whois mallory")
 	op.stdout.WaitLine(t, "*   ssh-ed25519 "+malloryFP)
 	op.send(t, "/ban mallory spam")
@@ -109,7 +109,7 @@ func TestKeysAddIsConfirmedByItsFirstLogin(t *testing.T) {
 	laptopFP := keyFingerprint(t, laptop)
 	srv := startChatd(t, "--data-dir", t.TempDir())
 	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), desktop, "", "-T", "alice@127.0.0.1")...)
-	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 	alice.send(t, "/keys add "+pubLine(t, laptop)+" laptop")
 	alice.stdout.WaitLine(t, "* pending, not usable until each logs in once as alice to confirm it (ssh -i KEYFILE -p PORT alice@HOST):")
 	alice.stdout.WaitContains(t, "*   ssh-ed25519 "+laptopFP+" added ")

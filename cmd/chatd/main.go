@@ -117,20 +117,21 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			logger.Error("store close", "err", err)
 		}
 	}()
-	history := cfg.History
-	if history == 0 {
-		history = -1 // none
-	}
+
 	mx := metrics.New()
 	rm, err := room.New(room.Config{
-		Metrics:       mx,
-		Store:         st,
-		HistoryOnJoin: history,
-		ParseKey:      sshd.ParseAuthorizedKey,
-		MsgRate:       cfg.MsgRate,
-		MsgBurst:      cfg.MsgBurst,
-		IdleTimeout:   cfg.IdleTimeout,
-		Motd:          access.motd,
+		Metrics:           mx,
+		Store:             st,
+		HistoryOnJoin:     off(cfg.History),
+		ParseKey:          sshd.ParseAuthorizedKey,
+		MsgRate:           offFloat(cfg.MsgRate),
+		MsgBurst:          cfg.MsgBurst,
+		IdleTimeout:       cfg.IdleTimeout,
+		Motd:              access.motd,
+		DefaultRoom:       cfg.DefaultRoom,
+		MaxRooms:          off(cfg.MaxRooms),
+		MaxRoomsPerPerson: off(cfg.MaxRoomsPerPerson),
+		RoomsPerHour:      off(cfg.RoomsPerHour),
 	}, logger.WithPrefix("room"))
 	if err != nil {
 		return err
@@ -244,6 +245,21 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	stopped.Wait()
 	logger.Info("stopped")
 	return serveErr
+}
+
+// off turns a flag's "0: none" into the room's "negative: off" (its zero means the default).
+func off(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func offFloat(f float64) float64 {
+	if f == 0 {
+		return -1
+	}
+	return f
 }
 
 // server is what serve needs of the SSH and TCP servers.

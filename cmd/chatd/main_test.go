@@ -305,11 +305,11 @@ func TestSSHAndTCPShareTheRoom(t *testing.T) {
 	key := clientKey(t)
 	// TestHostKeys checks host keys; here any will do.
 	ssh := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
-	ssh.stdout.WaitLine(t, "* alice joined (1 online)")
+	ssh.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 
 	chat := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "bob")
-	ssh.stdout.WaitLine(t, "* bob joined (2 online)")
-	chat.stdout.WaitLine(t, "* bob joined (2 online)")
+	ssh.stdout.WaitLine(t, "* bob joined #lobby (2 online)")
+	chat.stdout.WaitLine(t, "* bob joined #lobby (2 online)")
 
 	chat.send(t, "hello alice, from tcp")
 	ssh.stdout.WaitLine(t, "bob: hello alice, from tcp")
@@ -319,7 +319,7 @@ func TestSSHAndTCPShareTheRoom(t *testing.T) {
 	chat.stdout.WaitLine(t, "[dm from alice] over here")
 	ssh.stdout.WaitLine(t, "[dm to bob] over here")
 	chat.send(t, "/who")
-	chat.stdout.WaitLine(t, "* 2 online: alice, bob")
+	chat.stdout.WaitLine(t, "* 2 online in #lobby: alice, bob")
 
 	code, took := srv.stop(t)
 	if code != 0 {
@@ -435,7 +435,7 @@ func TestRestartKeepsNamesHistoryAndQueuedMessages(t *testing.T) {
 		t.Fatalf("bob: %v\n%s", err, out)
 	}
 	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), aliceKey, "", "-T", "alice@127.0.0.1")...)
-	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 	alice.send(t, "remember me")
 	alice.send(t, "/msg bob see you after the restart")
 	alice.stdout.WaitLine(t, "* bob is offline: they get your message when they next log in")
@@ -475,9 +475,9 @@ func TestKillKeepsWhatWasSaid(t *testing.T) {
 	key := clientKey(t)
 	srv := startChatd(t, "--data-dir", dataDir, "--msg-rate", "0") // a burst, not paced
 	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
-	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 	watcher := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "watcher@127.0.0.1")...)
-	watcher.stdout.WaitLine(t, "* watcher joined (2 online)")
+	watcher.stdout.WaitLine(t, "* watcher joined #lobby (2 online)")
 	const burst = 300
 	for i := range burst {
 		alice.send(t, fmt.Sprintf("burst %03d", i))
@@ -537,7 +537,7 @@ func TestOperatorBanSurvivesRestart(t *testing.T) {
 
 	srv := startChatd(t, "--data-dir", dataDir, "--ops", ops)
 	op := startProc(t, "ssh", opensshArgs(srv.sshPort(), opKey, "", "-T", "op@127.0.0.1")...)
-	op.stdout.WaitLine(t, "* op joined (1 online)")
+	op.stdout.WaitLine(t, "* op joined #lobby (1 online)")
 	op.send(t, "/ban "+trollFP+" spamming")
 	op.stdout.WaitContains(t, "* banned #1 key "+trollFP+" by op, for ever: spamming")
 	if !strings.Contains(srv.logs.Text(), "operator: ban") {
@@ -590,7 +590,7 @@ func TestAllowlistMode(t *testing.T) {
 
 	srv = startChatd(t, "--data-dir", t.TempDir(), "--allow", allow, "--allow-tcp")
 	chat := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "tcpuser")
-	chat.stdout.WaitLine(t, "* tcpuser joined (1 online)")
+	chat.stdout.WaitLine(t, "* tcpuser joined #lobby (1 online)")
 }
 
 // TestMetrics: --metrics-addr serves Prometheus metrics that follow what happens, and /healthz.
@@ -617,9 +617,9 @@ func TestMetrics(t *testing.T) {
 	}
 	key := clientKey(t)
 	alice := startProc(t, "ssh", opensshArgs(srv.sshPort(), key, "", "-T", "alice@127.0.0.1")...)
-	alice.stdout.WaitLine(t, "* alice joined (1 online)")
+	alice.stdout.WaitLine(t, "* alice joined #lobby (1 online)")
 	bob := startProc(t, chatBin, "-addr", srv.tcpAddr, "-name", "bob")
-	alice.stdout.WaitLine(t, "* bob joined (2 online)")
+	alice.stdout.WaitLine(t, "* bob joined #lobby (2 online)")
 	alice.send(t, "hello")
 	bob.stdout.WaitLine(t, "alice: hello")
 	body := get("/metrics")

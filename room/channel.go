@@ -1,0 +1,284 @@
+package room
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"chatd/chat"
+)
+
+// channel is one room: who is in it, their sessions (every one gets the room's lines), its
+// settings and its newest lines. It is guarded by the hub's lock.
+type channel struct {
+	name    string
+	owner   string // the registered name of whoever created it; "" for none
+	topic   string
+	private bool
+	created time.Time
+	invited map[string]string // folded name -> as invited
+
+	people  map[*person]struct{} // who is in it
+	members []*Member            // their sessions; a member knows its slot here
+	history history              // the newest lines; the store keeps the rest
+	notices notices              // join and leave notices gathered during a storm
+}
+
+func newChannel(r chat.Room, tail int) *channel {
+	ch := &channel{
+		name:    r.Name,
+		owner:   r.Owner,
+		topic:   r.Topic,
+		private: r.Private,
+		created: r.Created,
+		invited: make(map[string]string),
+		people:  make(map[*person]struct{}),
+		history: history{size: tail},
+	}
+	for _, n := range r.Invited {
+		ch.invited[chat.Fold(n)] = n
+	}
+	return ch
+}
+
+// record is the room as the store keeps it.
+func (ch *channel) record() chat.Room {
+	r := chat.Room{Name: ch.name, Owner: ch.owner, Topic: ch.topic, Private: ch.private, Created: ch.created}
+	for _, n := range ch.invited {
+		r.Invited = append(r.Invited, n)
+	}
+	return r
+}
+
+// addSession puts m among the room's sessions.
+func (ch *channel) addSession(m *Member) {
+	if _, ok := m.slots[ch]; ok {
+		return
+	}
+	m.slots[ch] = len(ch.members)
+	ch.members = append(ch.members, m)
+}
+
+// removeSession takes m out of the room's sessions.
+func (ch *channel) removeSession(m *Member) {
+	i, ok := m.slots[ch]
+	if !ok {
+		return
+	}
+	last := len(ch.members) - 1
+	ch.members[i] = ch.members[last]
+	ch.members[i].slots[ch] = i
+	ch.members[last] = nil
+	ch.members = ch.members[:last]
+	delete(m.slots, ch)
+}
+
+// broadcastLocked queues ev for every session in the room but except. Holding the hub's lock
+// across the loop is what gives every member the same order of events.
+func (ch *channel) broadcastLocked(ev *event, except *Member) {
+	for _, m := range ch.members {
+		if m == except || m.person.ignores != nil && m.person.ignoring(ev) {
+			continue
+		}
+		m.enqueue(ev)
+	}
+}
+
+// mayEnter reports why p may not come in: a private room admits the people invited to it, its
+// owner and operators.
+func (ch *channel) mayEnter(p *person, operator bool) error {
+	if !ch.private || operator || p.registered && chat.Fold(ch.owner) == p.key {
+		return nil
+	}
+	if _, ok := ch.invited[p.key]; ok {
+		return nil
+	}
+	return fmt.Errorf("%s is invite-only", ch.name)
+}
+
+// ErrRoomLimit is wrapped by the error of a join that a room limit refuses.
+var ErrRoomLimit = errors.New("room limit")
+
+// joinLocked puts p in the room named name (creating it if it is new) and makes it m's current
+// room. It reports whether p was already in it.
+func (h *Hub) joinLocked(p *person, name string, m *Member, operator bool, ops *storeOps) (*channel, bool, error) {
+	ch := h.rooms[name]
+	if ch == nil {
+		var err error
+		if ch, err = h.createLocked(p, name, ops); err != nil {
+			return nil, false, err
+		}
+	}
+	if _, in := ch.people[p]; in {
+		m.current.Store(ch)
+		return ch, true, nil
+	}
+	if err := ch.mayEnter(p, operator); err != nil {
+		return nil, false, err
+	}
+	if _, err := h.enterLocked(p, ch, true, ops); err != nil {
+		return nil, false, err
+	}
+	m.current.Store(ch)
+	return ch, false, nil
+}
+
+// createLocked makes a new room, owned by p if p's name is registered, within the limits.
+func (h *Hub) createLocked(p *person, name string, ops *storeOps) (*channel, error) {
+	if limit := h.cfg.MaxRooms; limit > 0 && len(h.rooms) >= limit {
+		return nil, fmt.Errorf("%w: the server has %d rooms, the most it may have; join one of them (/rooms)", ErrRoomLimit, limit)
+	}
+	now := h.now()
+	if limit := h.cfg.RoomsPerHour; limit > 0 {
+		if err := h.creations.allow(p.key, p.remote, limit, now); err != nil {
+			return nil, err
+		}
+	}
+	r := chat.Room{Name: name, Created: now}
+	if p.registered {
+		r.Owner = p.name
+	}
+	ch := newChannel(r, h.tailLen())
+	h.rooms[name] = ch
+	ops.save(ch)
+	h.log.Info("room created", "room", name, "by", p.name)
+	return ch, nil
+}
+
+// enterLocked puts person p in room ch, with every session of p, and tells the room (at once,
+// or gathered in a storm). member says whether the person chose to (a /join, kept for a
+// registered person's next login) or came back to it.
+func (h *Hub) enterLocked(p *person, ch *channel, member bool, ops *storeOps) (bool, error) {
+	if _, in := ch.people[p]; in {
+		return false, nil
+	}
+	if limit := h.cfg.MaxRoomsPerPerson; limit > 0 && len(p.rooms) >= limit {
+		return false, fmt.Errorf("%w: you are in %d rooms, the most one may be in; leave one first (/part ROOM)", ErrRoomLimit, limit)
+	}
+	ch.people[p] = struct{}{}
+	p.rooms = append(p.rooms, ch)
+	for _, s := range p.sessions {
+		ch.addSession(s)
+	}
+	if member {
+		ops.join(p, ch.name)
+	}
+	h.announceLocked(ch, true, p.name, p.name+" joined "+ch.name+" "+onlineIn(len(ch.people)))
+	return true, nil
+}
+
+// exitLocked takes person p, with every session, out of room ch, telling the room notice.
+// Sessions whose current room it was move to another of p's rooms.
+func (h *Hub) exitLocked(p *person, ch *channel, notice string) {
+	if _, in := ch.people[p]; !in {
+		return
+	}
+	delete(ch.people, p)
+	if i := slices.Index(p.rooms, ch); i >= 0 {
+		p.rooms = slices.Delete(p.rooms, i, i+1)
+	}
+	for _, s := range p.sessions {
+		ch.removeSession(s)
+		if s.current.Load() == ch && len(p.rooms) > 0 {
+			s.current.Store(h.currentFor(p))
+		}
+	}
+	if !h.closed && notice != "" {
+		h.announceLocked(ch, false, p.name, notice)
+	}
+}
+
+// greetLocked shows m the room it has just entered: its topic and its newest lines.
+func (ch *channel) greetLocked(m *Member, h *Hub, now time.Time) {
+	if ch.topic != "" {
+		m.enqueue(newEvent(kindInfo, now, "", "", "topic of "+ch.name+": "+ch.topic))
+	}
+	h.replayLocked(m, ch, h.cfg.historyOnJoin(), now)
+}
+
+// creations counts the rooms created in the last hour, by person and by address, so that
+// nobody fills the server's rooms (or its disk) with new ones.
+type creations struct {
+	by map[string][]time.Time // "name:alice" or "ip:192.0.2.7" -> when
+}
+
+// allow records a creation by the person with folded name key from address ip, or refuses it.
+func (c *creations) allow(key string, ip netip.Addr, limit int, now time.Time) error {
+	if c.by == nil {
+		c.by = make(map[string][]time.Time)
+	}
+	keys := []string{"name:" + key}
+	if ip.IsValid() {
+		keys = append(keys, "ip:"+ip.String())
+	}
+	hourAgo := now.Add(-time.Hour)
+	for _, k := range keys {
+		c.by[k] = slices.DeleteFunc(c.by[k], func(t time.Time) bool { return t.Before(hourAgo) })
+		if len(c.by[k]) >= limit {
+			return fmt.Errorf("%w: you may create %d rooms an hour; join an existing one (/rooms) or try later", ErrRoomLimit, limit)
+		}
+	}
+	for _, k := range keys {
+		c.by[k] = append(c.by[k], now)
+	}
+	if len(c.by) > 10000 { // forget the quiet ones now and then
+		for k, ts := range c.by {
+			if len(ts) == 0 || ts[len(ts)-1].Before(hourAgo) {
+				delete(c.by, k)
+			}
+		}
+	}
+	return nil
+}
+
+// storeOps are the writes a change of rooms needs, gathered under the hub's lock and made after
+// it is released: the store may take milliseconds, and the room never waits for the disk while
+// it holds everyone up.
+type storeOps struct {
+	saves []chat.Room
+	joins []membership
+	parts []membership
+}
+
+type membership struct{ name, room string }
+
+func (o *storeOps) save(ch *channel) { o.saves = append(o.saves, ch.record()) }
+
+// join records that registered person p chose room; part that p left it. Sessions of people
+// without a registered name are forgotten when they leave.
+func (o *storeOps) join(p *person, room string) {
+	if p.registered {
+		o.joins = append(o.joins, membership{p.name, room})
+	}
+}
+
+func (o *storeOps) part(p *person, room string) {
+	if p.registered {
+		o.parts = append(o.parts, membership{p.name, room})
+	}
+}
+
+// runStoreOps makes the writes, logging failures: the rooms as they are in memory go on.
+func (h *Hub) runStoreOps(o storeOps) {
+	st := h.cfg.Store
+	if st == nil {
+		return
+	}
+	for _, r := range o.saves {
+		if err := st.SaveRoom(r); err != nil {
+			h.log.Error("store: save room", "room", r.Name, "err", err)
+		}
+	}
+	for _, j := range o.joins {
+		if err := st.AddMembership(j.name, j.room); err != nil {
+			h.log.Error("store: add membership", "user", j.name, "room", j.room, "err", err)
+		}
+	}
+	for _, p := range o.parts {
+		if err := st.RemoveMembership(p.name, p.room); err != nil {
+			h.log.Error("store: remove membership", "user", p.name, "room", p.room, "err", err)
+		}
+	}
+}
