@@ -42,8 +42,9 @@ type Config struct {
 	Hold           bool          // connect and hold the sessions for Duration without sending
 	Progress       io.Writer     // once-a-second progress lines; nil for none
 
-	// testHookRunning, when set, runs once everyone is connected, before the first send.
-	testHookRunning func(clients []*client)
+	// testHookRunning, when set, runs once everyone is connected and the senders are chosen,
+	// before the first send.
+	testHookRunning func(b *bench)
 }
 
 // DefaultConfig returns the flags' defaults. NamePrefix is left empty: Run picks a fresh one.
@@ -479,7 +480,7 @@ func (b *bench) traffic(ctx context.Context, rep *Report) {
 	b.pickSenders()
 	rep.Senders = len(b.senders)
 	if h := b.cfg.testHookRunning; h != nil {
-		h(b.live)
+		h(b)
 	}
 	start := time.Now()
 	end := start.Add(b.cfg.Duration)

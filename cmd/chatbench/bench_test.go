@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"reflect"
@@ -31,10 +33,11 @@ type testChatd struct {
 	tcpConns         *recordingListener
 }
 
-// startChatd runs a room, an SSH server and a TCP server in-process until the test ends.
+// startChatd runs a room, an SSH server and a TCP server in-process until the test ends, with
+// no limit on the rate of messages, as for a load test (--msg-rate 0).
 func startChatd(t *testing.T) *testChatd {
 	t.Helper()
-	return startChatdWith(t, room.Config{})
+	return startChatdWith(t, room.Config{MsgRate: -1})
 }
 
 func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
@@ -286,8 +289,8 @@ func TestRunDroppedClient(t *testing.T) {
 	srv := startChatd(t)
 	cfg := srv.config(2, 3, 2)
 	var victim *client
-	cfg.testHookRunning = func(clients []*client) {
-		for _, c := range clients {
+	cfg.testHookRunning = func(b *bench) {
+		for _, c := range b.live {
 			if c.transport == overTCP && c.senderIdx.Load() < 0 {
 				victim = c
 				break
@@ -316,7 +319,8 @@ func TestRunDroppedClient(t *testing.T) {
 	if d.Name != victim.name || d.Transport != "tcp" || d.Error == "" {
 		t.Errorf("drop = %+v, want %s over tcp with an error", d, victim.name)
 	}
-	if d.Notice != "" && d.Notice != victim.name+" left" {
+	// "NAME left", or "NAME left #lobby" from a server with rooms.
+	if d.Notice != "" && d.Notice != victim.name+" left" && !strings.HasPrefix(d.Notice, victim.name+" left #") {
 		t.Errorf("notice = %q, want %q", d.Notice, victim.name+" left")
 	}
 	// Each message reaches the 3 clients that are neither its sender nor the dropped one.
@@ -327,6 +331,137 @@ func TestRunDroppedClient(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), victim.name+" (tcp)") {
 		t.Errorf("the text report does not name the dropped client:\n%s", buf.String())
+	}
+}
+
+// With -rooms, every message reaches the other clients of its room and nobody else's, and
+// the default room's lines, which reach every client tagged with its name, are not counted.
+func TestRunRooms(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(6, 4, 10) // rooms 0, 1, 2 of 4, 3 and 3 clients, 2 SSH and 1 or 2 TCP each
+	cfg.Rooms = 3
+	cfg.testHookRunning = func(b *bench) {
+		// Someone in the default room says what reads like sender 0's messages: a receiver that
+		// took them for its room's would count duplicates, or deliveries nobody sent.
+		witness := joinTCP(t, srv.tcpAddr, "witness")
+		intruder := joinTCP(t, srv.tcpAddr, "intruder")
+		var last string
+		for _, seq := range []int{0, 1, 1000} {
+			last = string(appendMessage(nil, b.runID, 0, seq, time.Now().UnixNano(), 64))
+			if _, err := io.WriteString(intruder, last+"\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Everyone in the default room has them queued before anything the run sends.
+		witness.waitLine(t, "intruder: "+last)
+	}
+	rep := runBench(t, cfg)
+	if rep.Connected != 10 || rep.Failed != 0 || rep.Dropped != 0 {
+		t.Fatalf("connected %d, failed %d (%v), dropped %d (%v)", rep.Connected, rep.Failed, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	if rep.Rooms != 3 || len(rep.RoomFigures) != 3 {
+		t.Fatalf("rooms %d, figures %+v", rep.Rooms, rep.RoomFigures)
+	}
+	var sent, expected int64
+	for k, rf := range rep.RoomFigures {
+		clients := []int{4, 3, 3}[k]
+		if rf.Room != roomName(rep.RunID, k) || rf.Clients != clients || rf.Senders != clients {
+			t.Errorf("room %d: %+v, want %s with %d clients, all sending", k, rf, roomName(rep.RunID, k), clients)
+		}
+		if rf.MessagesSent == 0 || rf.Expected != rf.MessagesSent*int64(clients-1) || rf.Received != rf.Expected || rf.Lost != 0 || rf.Foreign != 0 {
+			t.Errorf("%s: sent %d, expected %d (want %d), received %d, lost %d, foreign %d",
+				rf.Room, rf.MessagesSent, rf.Expected, rf.MessagesSent*int64(clients-1), rf.Received, rf.Lost, rf.Foreign)
+		}
+		if rf.LatencyP50 <= 0 || rf.LatencyP99 < rf.LatencyP50 {
+			t.Errorf("%s: latency p50 %v, p99 %v", rf.Room, rf.LatencyP50, rf.LatencyP99)
+		}
+		sent += rf.MessagesSent
+		expected += rf.Expected
+	}
+	if rep.MessagesSent != sent || rep.Expected != expected || rep.Received != expected || rep.Lost != 0 || rep.Foreign != 0 {
+		t.Errorf("run: sent %d (rooms %d), expected %d (rooms %d), received %d, lost %d, foreign %d",
+			rep.MessagesSent, sent, rep.Expected, expected, rep.Received, rep.Lost, rep.Foreign)
+	}
+	if rep.Duplicates != 0 || rep.OutOfOrder != 0 {
+		t.Errorf("%d duplicates, %d out of order", rep.Duplicates, rep.OutOfOrder)
+	}
+	if rep.Echoes != rep.EchoesExpected || rep.EchoesExpected == 0 {
+		t.Errorf("echoes %d of %d", rep.Echoes, rep.EchoesExpected)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rooms        3 of 3-4 clients", "foreign      0", "no room lost anything"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the text report has no %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+// A client whose room join the server refuses fails with what the server said, its room named
+// #ROOM so that the same refusal of every client is counted once; the others run.
+func TestRunRoomRefused(t *testing.T) {
+	srv := startChatdWith(t, room.Config{MsgRate: -1, RoomsPerHour: 1}) // one new room from this address
+	cfg := srv.config(0, 4, 4)
+	cfg.SSHAddr = ""
+	cfg.ConnectWorkers = 1 // t0 creates room 0, then t1 is refused room 1
+	cfg.Rooms = 2
+	rep := runBench(t, cfg)
+	if rep.Connected != 2 || rep.Failed != 2 || len(rep.ConnectErrors) != 1 || rep.ConnectErrors[0].Count != 2 {
+		t.Fatalf("connected %d, failed %d: %+v", rep.Connected, rep.Failed, rep.ConnectErrors)
+	}
+	if e := rep.ConnectErrors[0].Error; !strings.HasPrefix(e, "joining #ROOM: error: ") || strings.Contains(e, rep.RunID) {
+		t.Errorf("connect error %q, want the server's error line for #ROOM", e)
+	}
+	checkDeliveries(t, rep, 1) // room 0's two clients
+}
+
+// joinTCP connects to the TCP server as name and waits for its welcome.
+func joinTCP(t *testing.T, addr, name string) *lineConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(hangGuard))
+	lc := &lineConn{Conn: nc, r: bufio.NewReader(nc)}
+	lc.waitLine(t, "* welcome to chatd: what is your name?")
+	if _, err := io.WriteString(nc, name+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	lc.waitPrefix(t, "* welcome to chatd, "+name+"!")
+	return lc
+}
+
+// lineConn reads a TCP connection's lines.
+type lineConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+// waitLine reads until the line want.
+func (c *lineConn) waitLine(t *testing.T, want string) {
+	t.Helper()
+	c.waitFor(t, want, func(line string) bool { return line == want })
+}
+
+func (c *lineConn) waitPrefix(t *testing.T, prefix string) {
+	t.Helper()
+	c.waitFor(t, prefix+"...", func(line string) bool { return strings.HasPrefix(line, prefix) })
+}
+
+func (c *lineConn) waitFor(t *testing.T, what string, ok func(string) bool) {
+	t.Helper()
+	for {
+		line, err := c.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("waiting for %q: %v", what, err)
+		}
+		if ok(strings.TrimRight(line, "\r\n")) {
+			return
+		}
 	}
 }
 
