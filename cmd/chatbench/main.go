@@ -70,8 +70,10 @@
 // chatd's abuse limits are meant for strangers, not for a load generator: start the server for a
 // load test with --limit-exempt 127.0.0.1 (the address chatbench connects from; otherwise only
 // 16 connections, and 30 a minute, get in), --msg-rate 0 (or senders faster than 2 lines a
-// second are slowed down: rate_limit_lines counts the server's "slow down" lines) and, for
-// thousands of clients, --max-conns 0 and a longer --handshake-timeout.
+// second are slowed down: rate_limit_lines counts the server's "slow down" lines), for
+// thousands of clients, --max-conns 0 and a longer --handshake-timeout, and for -rooms,
+// --rooms-per-hour 0 (one address may create only 10 rooms an hour) and, past 1000 rooms,
+// --max-rooms 0.
 //
 // Security: chatbench does not verify the server's host key (ssh.InsecureIgnoreHostKey): it is a
 // benchmark, meant to be pointed by an operator at their own server. Every run registers its
@@ -234,8 +236,9 @@ and summed, and a message that reaches a client in another room is counted as fo
 
 The server's SSH host key is NOT verified: point chatbench only at a server you run. Each run
 registers its client names and keys in the server's database and fills its history. Start chatd
-with --limit-exempt 127.0.0.1 --msg-rate 0 (and --max-conns 0 for thousands of clients), or its
-abuse limits refuse the clients and slow the senders down.
+with --limit-exempt 127.0.0.1 --msg-rate 0 (and --max-conns 0 for thousands of clients,
+--rooms-per-hour 0 for -rooms over 10), or its abuse limits refuse the clients and slow the
+senders down.
 
 Flags:
 `)

@@ -175,14 +175,19 @@ func (r *Report) WriteText(w io.Writer) error {
 		p(", %d dropped by the server during the run", r.Dropped)
 	}
 	p("\n")
-	limited := false
+	limited, roomLimited := false, false
 	for _, e := range r.ConnectErrors {
 		p("  failed     %d× %s\n", e.Count, e.Error)
 		limited = limited || strings.Contains(e.Error, "from your address")
+		roomLimited = roomLimited || strings.Contains(e.Error, "room limit")
 	}
 	if limited {
 		p("  hint       chatd limits connections per address: for a load test start it with\n" +
 			"             --limit-exempt 127.0.0.1 (the address chatbench connects from)\n")
+	}
+	if roomLimited {
+		p("  hint       chatd limits the rooms one address may create (10 an hour) and holds: for\n" +
+			"             -rooms start it with --rooms-per-hour 0 (and --max-rooms 0 past 1000 rooms)\n")
 	}
 	p("connect      %.3f s from the first dial to the last join: %.1f conn/s\n", r.ConnectSeconds, r.ConnectRate)
 	phase := "run"

@@ -520,4 +520,12 @@ func TestTextHints(t *testing.T) {
 	if !strings.Contains(sb.String(), "--limit-exempt 127.0.0.1") {
 		t.Errorf("no hint about --limit-exempt:\n%s", sb.String())
 	}
+	rep = &Report{Rooms: 100, ConnectErrors: []ErrorCount{{Error: `joining #ROOM: error: room limit: you may create 10 rooms an hour; join an existing one`, Count: 90}}}
+	sb.Reset()
+	if err := rep.WriteText(&sb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(sb.String(), "--rooms-per-hour 0") {
+		t.Errorf("no hint about --rooms-per-hour:\n%s", sb.String())
+	}
 }
