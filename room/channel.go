@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"chatd/chat"
@@ -102,27 +103,39 @@ func (ch *channel) mayEnter(p *person, operator bool) error {
 var ErrRoomLimit = errors.New("room limit")
 
 // joinLocked puts p in the room named name (creating it if it is new) and makes it m's current
-// room. It reports whether p was already in it.
+// room, greeting m with the room's topic and history before the room hears of the newcomer. It
+// reports whether p was already in it.
 func (h *Hub) joinLocked(p *person, name string, m *Member, operator bool, ops *storeOps) (*channel, bool, error) {
 	ch := h.rooms[name]
+	if ch != nil && p.in(ch) {
+		m.current.Store(ch)
+		return ch, true, nil
+	}
+	if err := h.roomLeftLocked(p, 0); err != nil {
+		return nil, false, err
+	}
 	if ch == nil {
 		var err error
 		if ch, err = h.createLocked(p, name, ops); err != nil {
 			return nil, false, err
 		}
-	}
-	if _, in := ch.people[p]; in {
-		m.current.Store(ch)
-		return ch, true, nil
-	}
-	if err := ch.mayEnter(p, operator); err != nil {
+	} else if err := ch.mayEnter(p, operator); err != nil {
 		return nil, false, err
 	}
+	ch.greetLocked(m, h, h.now())
 	if _, err := h.enterLocked(p, ch, true, ops); err != nil {
 		return nil, false, err
 	}
 	m.current.Store(ch)
 	return ch, false, nil
+}
+
+// roomLeftLocked reports why p, about to enter pending rooms, may not enter one more.
+func (h *Hub) roomLeftLocked(p *person, pending int) error {
+	if limit := h.cfg.MaxRoomsPerPerson; limit > 0 && len(p.rooms)+pending >= limit {
+		return fmt.Errorf("%w: you are in %d rooms, the most one may be in; leave one first (/part ROOM)", ErrRoomLimit, limit)
+	}
+	return nil
 }
 
 // createLocked makes a new room, owned by p if p's name is registered, within the limits.
@@ -154,8 +167,8 @@ func (h *Hub) enterLocked(p *person, ch *channel, member bool, ops *storeOps) (b
 	if _, in := ch.people[p]; in {
 		return false, nil
 	}
-	if limit := h.cfg.MaxRoomsPerPerson; limit > 0 && len(p.rooms) >= limit {
-		return false, fmt.Errorf("%w: you are in %d rooms, the most one may be in; leave one first (/part ROOM)", ErrRoomLimit, limit)
+	if err := h.roomLeftLocked(p, 0); err != nil {
+		return false, err
 	}
 	ch.people[p] = struct{}{}
 	p.rooms = append(p.rooms, ch)
@@ -237,9 +250,11 @@ func (c *creations) allow(key string, ip netip.Addr, limit int, now time.Time) e
 // it is released: the store may take milliseconds, and the room never waits for the disk while
 // it holds everyone up.
 type storeOps struct {
-	saves []chat.Room
-	joins []membership
-	parts []membership
+	saves   []chat.Room
+	joins   []membership
+	parts   []membership
+	invites []membership
+	deletes []string
 }
 
 type membership struct{ name, room string }
@@ -260,15 +275,65 @@ func (o *storeOps) part(p *person, room string) {
 	}
 }
 
-// runStoreOps makes the writes, logging failures: the rooms as they are in memory go on.
-func (h *Hub) runStoreOps(o storeOps) {
-	st := h.cfg.Store
-	if st == nil {
+func (o *storeOps) invite(room, name string) {
+	o.invites = append(o.invites, membership{name, room})
+}
+
+func (o *storeOps) deleteRoom(name string) { o.deletes = append(o.deletes, name) }
+
+func (o *storeOps) empty() bool {
+	return len(o.saves)+len(o.joins)+len(o.parts)+len(o.invites)+len(o.deletes) == 0
+}
+
+// storeQueue holds the hub's pending store writes in the order of the changes they record (the
+// order of the hub's lock), so that a /join and a /part racing in two sessions reach the disk
+// in the order they happened. One goroutine at a time writes them out.
+type storeQueue struct {
+	mu      sync.Mutex
+	pending []storeOps
+	writing bool
+}
+
+// unlockAndStore queues ops, releases the hub's lock and writes what is queued, unless another
+// goroutine is writing already (it then writes these too). h.mu must be held.
+func (h *Hub) unlockAndStore(ops storeOps) {
+	q := &h.storeQueue
+	if h.cfg.Store == nil || ops.empty() {
+		h.mu.Unlock()
 		return
 	}
+	q.mu.Lock()
+	q.pending = append(q.pending, ops)
+	h.mu.Unlock()
+	if q.writing {
+		q.mu.Unlock()
+		return
+	}
+	q.writing = true
+	for len(q.pending) > 0 {
+		batch := q.pending
+		q.pending = nil
+		q.mu.Unlock()
+		for _, o := range batch {
+			h.writeStoreOps(o)
+		}
+		q.mu.Lock()
+	}
+	q.writing = false
+	q.mu.Unlock()
+}
+
+// writeStoreOps makes the writes, logging failures: the rooms as they are in memory go on.
+func (h *Hub) writeStoreOps(o storeOps) {
+	st := h.cfg.Store
 	for _, r := range o.saves {
 		if err := st.SaveRoom(r); err != nil {
 			h.log.Error("store: save room", "room", r.Name, "err", err)
+		}
+	}
+	for _, i := range o.invites {
+		if err := st.Invite(i.room, i.name); err != nil {
+			h.log.Error("store: invite", "room", i.room, "user", i.name, "err", err)
 		}
 	}
 	for _, j := range o.joins {
@@ -279,6 +344,11 @@ func (h *Hub) runStoreOps(o storeOps) {
 	for _, p := range o.parts {
 		if err := st.RemoveMembership(p.name, p.room); err != nil {
 			h.log.Error("store: remove membership", "user", p.name, "room", p.room, "err", err)
+		}
+	}
+	for _, name := range o.deletes {
+		if err := st.DeleteRoom(name); err != nil {
+			h.log.Error("store: delete room", "room", name, "err", err)
 		}
 	}
 }

@@ -120,6 +120,8 @@ type Member struct {
 
 	writeStarted atomic.Int64 // UnixNano when the current write began, 0 when none
 
+	completions completionBucket // Tab completions left; under mu
+
 	pendingBan    []chat.Ban // a ban that covers its operator, waiting for /ban confirm; under mu
 	pendingAt     time.Time
 	pendingDelete string // a room an operator asked to delete, waiting for confirmation; under mu

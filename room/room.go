@@ -39,7 +39,10 @@ type Hub struct {
 	nextID    uint64              // session IDs
 	closed    bool
 
-	mod moderation // bans, mutes, the message of the day: under mod.mu
+	mod        moderation // bans, mutes, the message of the day: under mod.mu
+	storeQueue storeQueue // room changes on their way to the store, in order
+
+	shortcodes shortcodeTable // for completing :shortcodes:
 
 	buffers  sync.Pool      // render buffers, shared so that idle members hold none
 	flushers sync.WaitGroup // every running writer goroutine, and every member's last drain
@@ -88,6 +91,13 @@ func New(cfg Config, logger *log.Logger) (*Hub, error) {
 // default room exists.
 func (h *Hub) loadRooms() error {
 	if h.cfg.Store != nil {
+		// Lines appended a moment ago (by a hub that shared this store) count too.
+		ctx, cancel := context.WithTimeout(context.Background(), historyFlushTimeout)
+		err := h.cfg.Store.Flush(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("load rooms: %w", err)
+		}
 		rooms, err := h.cfg.Store.Rooms()
 		if err != nil {
 			return fmt.Errorf("load rooms: %w", err)
@@ -219,7 +229,11 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if start != "" {
 		startCh = h.rooms[start]
 		if startCh == nil {
-			if startCh, err = h.createLocked(p, start, &ops); err != nil {
+			// A new room is made only if they may be in one more (and stays empty otherwise).
+			if err = h.roomLeftLocked(p, len(enter)); err == nil {
+				startCh, err = h.createLocked(p, start, &ops)
+			}
+			if err != nil {
 				refused = err.Error()
 			}
 		}
@@ -274,9 +288,8 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 		m.enqueue(newEvent(kindInfo, now, "", "", "your rooms: "+strings.Join(rooms, ", ")+" (lines from rooms but the current one start with the room's name)"))
 	}
 	online := len(h.people)
-	h.mu.Unlock()
+	h.unlockAndStore(ops)
 
-	h.runStoreOps(ops)
 	h.cfg.Metrics.Joined(opts.Transport)
 	h.log.Info("join", "user", display, "transport", opts.Transport, "remote", opts.Remote, "key", fingerprintOf(opts.Key), "operator", opts.Operator, "sessions", sessions, "online", online, "room", m.current.Load().name)
 	if first && registered {

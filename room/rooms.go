@@ -42,11 +42,9 @@ func (m *Member) cmdJoin(args string) Action {
 					s.enqueue(newEvent(kindInfo, now, "", "", "you joined "+ch.name+" in another session"))
 				}
 			}
-			ch.greetLocked(m, h, now)
 		}
 	}
-	h.mu.Unlock()
-	h.runStoreOps(ops)
+	h.unlockAndStore(ops)
 	if err != nil {
 		m.reply(kindError, err.Error())
 	}
@@ -85,8 +83,7 @@ func (m *Member) cmdPart(args string) Action {
 	}
 	cur := m.current.Load()
 	m.enqueue(newEvent(kindInfo, now, "", "", "you left "+ch.name+"; you are in "+cur.name+" now"))
-	h.mu.Unlock()
-	h.runStoreOps(ops)
+	h.unlockAndStore(ops)
 	return Continue
 }
 
@@ -167,8 +164,7 @@ func (m *Member) cmdTopic(args string) Action {
 	}
 	ch.topic = text
 	ops.save(ch)
-	h.mu.Unlock()
-	h.runStoreOps(ops)
+	h.unlockAndStore(ops)
 	if err := h.relay.Publish(Line{Room: ch.name, Kind: LineNotice, Text: m.name + " set the topic of " + ch.name + ": " + text, At: h.now()}); err != nil {
 		h.log.Error("relay: publish", "room", ch.name, "err", err)
 	}
@@ -213,8 +209,7 @@ func (m *Member) cmdPrivate(args string) Action {
 		what = "private: invitation only (/invite NAME)"
 	}
 	h.noticeLocked(ch, m.name+" made "+ch.name+" "+what)
-	h.mu.Unlock()
-	h.runStoreOps(ops)
+	h.unlockAndStore(ops)
 	return Continue
 }
 
@@ -242,14 +237,9 @@ func (m *Member) cmdInvite(args string) Action {
 	if invitee != nil {
 		h.deliverToLocked(invitee, newEvent(kindInfo, h.now(), "", "", m.name+" invited you to "+ch.name+": /join "+ch.name))
 	}
-	h.mu.Unlock()
-	if st := h.cfg.Store; st != nil {
-		if err := st.Invite(ch.name, name); err != nil {
-			h.log.Error("store: invite", "room", ch.name, "user", name, "err", err)
-			m.reply(kindError, ErrUnavailable.Error())
-			return Continue
-		}
-	}
+	var ops storeOps
+	ops.invite(ch.name, name)
+	h.unlockAndStore(ops)
 	m.reply(kindInfo, name+" may join "+ch.name+" now")
 	return Continue
 }
@@ -433,14 +423,8 @@ func (h *Hub) deleteRoom(name, by string) error {
 	}
 	ch.notices.stop()
 	delete(h.rooms, name)
-	h.mu.Unlock()
-	h.runStoreOps(ops)
-	if st := h.cfg.Store; st != nil {
-		if err := st.DeleteRoom(name); err != nil {
-			h.log.Error("store: delete room", "room", name, "err", err)
-			return ErrUnavailable
-		}
-	}
+	ops.deleteRoom(name)
+	h.unlockAndStore(ops)
 	return nil
 }
 
@@ -463,7 +447,6 @@ func (h *Hub) kickFromRoom(p *person, ch *channel, by, reason string) error {
 		}
 	}
 	h.deliverToLocked(p, newEvent(kindError, h.now(), "", "", "you were kicked from "+ch.name+" by "+by+withReason(reason)))
-	h.mu.Unlock()
-	h.runStoreOps(ops)
+	h.unlockAndStore(ops)
 	return nil
 }
