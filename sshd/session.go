@@ -144,6 +144,7 @@ type session struct {
 	pty        *ptyRequest
 	command    string
 	commandErr string // why the command cannot run (too long)
+	startRoom  string // the room a shell starts in ("join ROOM"); "" for the usual ones
 
 	started  chan struct{} // closed when a shell or a command starts
 	ready    chan struct{} // closed when run has set the session up (shell is then final)
@@ -284,6 +285,14 @@ func (ss *session) request(req *gossh.Request, stopStartDeadline func() bool) {
 			}
 		}
 		ss.kind = req.Type
+		if args := splitCommand(ss.command); len(args) > 0 && strings.EqualFold(args[0], "join") {
+			// "ssh -t host join '#go'": the shell, started in that room.
+			if len(args) == 2 {
+				ss.kind, ss.startRoom = "shell", args[1]
+			} else {
+				ss.commandErr = "usage: join ROOM"
+			}
+		}
 		close(ss.started)
 		stopStartDeadline()
 		ss.srv.sessionStarted(ss.cs)

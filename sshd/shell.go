@@ -43,6 +43,7 @@ func (s *Server) startShell(ss *session) *shell {
 		out = &plainOutput{w: ss.ch, conn: ss.sc}
 	}
 	opts.Transport = "ssh"
+	opts.Room = ss.startRoom
 	opts.Remote = ss.sc.RemoteAddr().String()
 	if pk := ss.publicKey(); pk != nil {
 		k := StoreKey(pk)
@@ -143,7 +144,7 @@ func (sh *shell) plain(r io.Reader) room.Reason {
 // lines arriving above it.
 func (sh *shell) interactive(r io.Reader) room.Reason {
 	t, m, in := sh.term, sh.member, sh.gate
-	in.r = r
+	in.r, in.term, in.complete = r, t, m.Complete
 	defer in.release()
 	wid := sh.ss.wid
 	reason := room.ReasonQuit
@@ -178,24 +179,67 @@ func (sh *shell) interactive(r io.Reader) room.Reason {
 // erased the submitted line (the next read releases it). Without it, a line arriving between the
 // Enter and the erase would be printed where the erase then lands. The lock is never held while
 // anything is written to the client (see termOutput), so it never makes input wait on output.
+//
+// It also hands each Tab to the line editor in a read of its own, and arms the editor's
+// completion for that read alone: x/term calls its completion hook with a copy of the whole line
+// on every key, which for a long line of pasted or typed text would cost a copy per byte.
 type enterGate struct {
-	r      io.Reader
-	screen *sync.Mutex
-	held   bool  // only touched by the input goroutine
-	err    error // the first read error: the connection, not a key, ended the input
+	r        io.Reader
+	screen   *sync.Mutex
+	held     bool  // only touched by the input goroutine
+	err      error // the first read error: the connection, not a key, ended the input
+	buf      [1024]byte
+	pending  []byte         // read from r, not yet handed on
+	term     *term.Terminal // whose completion hook is armed for a Tab
+	complete func(line string, pos int) (string, int)
 }
 
 func (g *enterGate) Read(p []byte) (int, error) {
 	g.release()
-	n, err := g.r.Read(p)
-	if err != nil && g.err == nil {
-		g.err = err
+	if len(g.pending) == 0 {
+		if g.err != nil {
+			return 0, g.err
+		}
+		n, err := g.r.Read(g.buf[:])
+		if err != nil {
+			g.err = err
+			if n == 0 {
+				return 0, err
+			}
+		}
+		g.pending = g.buf[:n]
 	}
-	if bytes.ContainsAny(p[:n], "\r\n") {
+	chunk := g.pending
+	switch i := bytes.IndexByte(chunk, '\t'); {
+	case i == 0:
+		chunk = chunk[:1]
+	case i > 0:
+		chunk = chunk[:i]
+	}
+	n := copy(p, chunk)
+	chunk, g.pending = chunk[:n], g.pending[n:]
+	if g.term != nil && g.complete != nil {
+		if string(chunk) == "\t" {
+			g.term.AutoCompleteCallback = g.onTab
+		} else {
+			g.term.AutoCompleteCallback = nil
+		}
+	}
+	if bytes.ContainsAny(chunk, "\r\n") {
 		g.screen.Lock()
 		g.held = true
 	}
-	return n, err
+	return n, nil
+}
+
+// onTab is the line editor's completion hook while a Tab is being read. The editor calls it on
+// the input goroutine, the one that armed it.
+func (g *enterGate) onTab(line string, pos int, key rune) (string, int, bool) {
+	if key != '\t' {
+		return "", 0, false
+	}
+	line, pos = g.complete(line, pos)
+	return line, pos, true
 }
 
 func (g *enterGate) release() {

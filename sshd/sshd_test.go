@@ -213,22 +213,8 @@ func TestExec(t *testing.T) {
 
 // TestOpenSSH drives the server with the real OpenSSH client.
 func TestOpenSSH(t *testing.T) {
-	sshBin, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Fatal("the OpenSSH client is required (apt-get install openssh-client)")
-	}
 	ts := startServer(t, room.Config{})
-	key := writeKeyFile(t, t.TempDir())
-	knownHosts := ts.writeKnownHosts(t)
-	host, port, _ := strings.Cut(ts.addr, ":")
-	ssh := func(user string, args ...string) *exec.Cmd {
-		base := []string{"-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes",
-			"-o", "UserKnownHostsFile=" + knownHosts, "-o", "StrictHostKeyChecking=yes",
-			"-o", "BatchMode=yes", "-o", "LogLevel=ERROR", user + "@" + host}
-		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
-		t.Cleanup(cancel)
-		return exec.CommandContext(ctx, sshBin, append(base, args...)...)
-	}
+	ssh := openSSH(t, ts)
 
 	observer := ts.joinAs(t, "observer", false)
 
@@ -289,6 +275,27 @@ func TestOpenSSH(t *testing.T) {
 			t.Errorf("ssh -tt: %v", err)
 		}
 	})
+}
+
+// openSSH returns a maker of OpenSSH client commands logging in to ts with a fresh key,
+// checking the host key.
+func openSSH(t *testing.T, ts *testServer) func(user string, args ...string) *exec.Cmd {
+	t.Helper()
+	sshBin, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Fatal("the OpenSSH client is required (apt-get install openssh-client)")
+	}
+	key := writeKeyFile(t, t.TempDir())
+	knownHosts := ts.writeKnownHosts(t)
+	host, port, _ := strings.Cut(ts.addr, ":")
+	return func(user string, args ...string) *exec.Cmd {
+		base := []string{"-F", "/dev/null", "-p", port, "-i", key, "-o", "IdentitiesOnly=yes",
+			"-o", "UserKnownHostsFile=" + knownHosts, "-o", "StrictHostKeyChecking=yes",
+			"-o", "BatchMode=yes", "-o", "LogLevel=ERROR", user + "@" + host}
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		t.Cleanup(cancel)
+		return exec.CommandContext(ctx, sshBin, append(base, args...)...)
+	}
 }
 
 func TestEscapesNeverReachOthers(t *testing.T) {
