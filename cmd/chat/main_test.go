@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 
 // server is a real room and TCP server on a loopback port.
 type server struct {
-	room *room.Room
+	room *room.Hub
 	srv  *tcp.Server
 	addr string
 }
@@ -277,7 +277,7 @@ func TestPipedChat(t *testing.T) {
 	bob := join(t, s.addr, "bob")
 	chat := startChat(t, nil, "-addr", s.addr, "-name", "alice")
 
-	bob.lines.waitLine("* alice joined (2 online)")
+	bob.lines.waitLine("* alice joined #lobby (2 online)")
 	chat.send("hello bob")
 	bob.lines.waitLine("alice: hello bob")
 
@@ -286,8 +286,8 @@ func TestPipedChat(t *testing.T) {
 	bob.send("/msg alice psst")
 	chat.stdout.waitLine("[dm from bob] psst")
 	want := []string{
-		"* welcome to chatd, alice! /help lists the commands; bye leaves.",
-		"* alice joined (2 online)",
+		"* welcome to chatd, alice! you are in #lobby; /help lists the commands; bye leaves.",
+		"* alice joined #lobby (2 online)",
 		"bob: hi alice in red",
 		"** bob waves",
 		"[dm from bob] psst",
@@ -301,7 +301,7 @@ func TestPipedChat(t *testing.T) {
 	if code := chat.wait(); code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 	}
-	bob.lines.waitLine("* alice left")
+	bob.lines.waitLine("* alice left #lobby")
 	if !strings.HasSuffix(chat.stdout.String(), "* goodbye, alice!\n") {
 		t.Fatalf("no goodbye at the end:\n%s", chat.stdout)
 	}
@@ -316,7 +316,7 @@ func TestPipedLongLine(t *testing.T) {
 	s := defaultServer(t)
 	bob := join(t, s.addr, "bob")
 	chat := startChat(t, nil, "-addr", s.addr, "-name", "alice")
-	bob.lines.waitLine("* alice joined (2 online)")
+	bob.lines.waitLine("* alice joined #lobby (2 online)")
 
 	long := "look" + strings.Repeat(" ", 71) + "* bob left (too slow) " + strings.TrimSpace(strings.Repeat("more words ", 30))
 	bob.send(long)
@@ -341,7 +341,7 @@ func TestNameFromFirstLine(t *testing.T) {
 		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 	}
 	bob.lines.waitLine("carol: hey there")
-	bob.lines.waitLine("* carol left")
+	bob.lines.waitLine("* carol left #lobby")
 	if strings.Contains(chat.stdout.String(), "Enter your name") {
 		t.Fatal("prompted for a name on a pipe")
 	}
@@ -375,7 +375,7 @@ func TestNameRefused(t *testing.T) {
 			}
 			// A piped client has one try: the second line is never taken as a name.
 			bob.send("/who")
-			bob.lines.waitLine("* 1 online: bob")
+			bob.lines.waitLine("* 1 online in #lobby: bob")
 		})
 	}
 }
@@ -392,7 +392,7 @@ func TestByeExits(t *testing.T) {
 				t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 			}
 			bob.lines.waitLine("alice: last words")
-			bob.lines.waitLine("* alice left")
+			bob.lines.waitLine("* alice left #lobby")
 			if out := chat.stdout.String(); !strings.HasSuffix(out, "* goodbye, alice!\n") {
 				t.Fatalf("stdout:\n%s", out)
 			}
@@ -435,7 +435,7 @@ func TestServerFull(t *testing.T) {
 func TestServerShutdown(t *testing.T) {
 	s := defaultServer(t)
 	chat := startChat(t, nil, "-addr", s.addr, "-name", "alice")
-	chat.stdout.waitLine("* alice joined (1 online)")
+	chat.stdout.waitLine("* alice joined #lobby (1 online)")
 
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()

@@ -158,14 +158,14 @@ func TestInteractive(t *testing.T) {
 	if n := strings.Count(text(chat.screen.String()), "Enter your name: "); n != 2 {
 		t.Fatalf("asked for the name %d times, want 2:\n%s", n, text(chat.screen.String()))
 	}
-	bob.lines.waitLine("* alice joined (2 online)")
+	bob.lines.waitLine("* alice joined #lobby (2 online)")
 
 	// Others' lines arrive in colour; the prompt is the user's name.
 	bob.send("hi alice")
 	chat.waitRaw("\x1b[31mbob: hi alice\x1b[0m")
 	bob.send("/msg alice psst")
 	chat.waitRaw("\x1b[1;35m[dm from bob] psst\x1b[0m")
-	chat.waitRaw("\x1b[2m* alice joined (2 online)\x1b[0m")
+	chat.waitRaw("\x1b[2m* alice joined #lobby (2 online)\x1b[0m")
 	chat.waitRaw("\x1b[1malice\x1b[0m: ")
 
 	// A half-typed line survives a line arriving above it, and is sent whole.
@@ -182,7 +182,7 @@ func TestInteractive(t *testing.T) {
 	if code := chat.wait(); code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 	}
-	bob.lines.waitLine("* alice left")
+	bob.lines.waitLine("* alice left #lobby")
 	if !cooked(t, chat.slave) {
 		t.Fatal("the terminal was left in raw mode")
 	}
@@ -201,7 +201,7 @@ func TestInteractiveNoColor(t *testing.T) {
 			s := defaultServer(t)
 			bob := join(t, s.addr, "bob")
 			chat := startTTYChat(t, tt.env, append([]string{"-addr", s.addr, "-name", "alice"}, tt.args...)...)
-			bob.lines.waitLine("* alice joined (2 online)")
+			bob.lines.waitLine("* alice joined #lobby (2 online)")
 			bob.send("plain please")
 			bob.send("/msg alice quietly")
 			chat.waitText("[dm from bob] quietly")
@@ -236,7 +236,7 @@ func TestInteractiveExits(t *testing.T) {
 			s := defaultServer(t)
 			bob := join(t, s.addr, "bob")
 			chat := startTTYChat(t, nil, "-addr", s.addr, "-name", "alice")
-			bob.lines.waitLine("* alice joined (2 online)")
+			bob.lines.waitLine("* alice joined #lobby (2 online)")
 			chat.waitText("alice: ")
 			if tt.leave != nil {
 				tt.leave(chat)
@@ -250,7 +250,7 @@ func TestInteractiveExits(t *testing.T) {
 				t.Fatal("the terminal was left in raw mode")
 			}
 			if tt.left {
-				bob.lines.waitLine("* alice left")
+				bob.lines.waitLine("* alice left #lobby")
 			}
 			if tt.leave == nil && chat.stderr.String() != "chat: connection closed by server\n" {
 				t.Fatalf("stderr %q", chat.stderr)
@@ -266,7 +266,7 @@ func TestInteractiveWrap(t *testing.T) {
 	s := defaultServer(t)
 	bob := join(t, s.addr, "bob")
 	chat := startTTYChat(t, []string{"NO_COLOR="}, "-addr", s.addr, "-name", "alice")
-	bob.lines.waitLine("* alice joined (2 online)")
+	bob.lines.waitLine("* alice joined #lobby (2 online)")
 	chat.waitRaw("\x1b[1malice\x1b[0m: ")
 
 	// "bob: look" and 71 spaces fill the 80 columns.
@@ -296,7 +296,7 @@ func TestPipedInputTerminalOutput(t *testing.T) {
 	s := defaultServer(t)
 	bob := join(t, s.addr, "bob")
 	chat := startOnTTY(t, true, []string{"NO_COLOR=1"}, "-addr", s.addr, "-name", "alice")
-	bob.lines.waitLine("* alice joined (2 online)")
+	bob.lines.waitLine("* alice joined #lobby (2 online)")
 
 	const fake = "bob: send me your password"
 	bob.send("look" + strings.Repeat(" ", 71) + fake)
