@@ -129,21 +129,27 @@ func (c *completer) notice(text string) {
 			c.sawRoom(room)
 		}
 	}
+	// "you joined #go in another session", "you left #go; ...": the user, not someone called
+	// "you".
 	if names, ok := eventNames(text, "joined"); ok {
 		for _, n := range names {
-			p := c.heard(n)
-			p.online, p.active = true, c.tick()
+			if n != "you" {
+				p := c.heard(n)
+				p.online, p.active = true, c.tick()
+			}
 		}
 		return
 	}
 	if names, ok := eventNames(text, "left"); ok {
 		for _, n := range names {
-			c.gone(n)
+			if n != "you" {
+				c.gone(n)
+			}
 		}
 		return
 	}
-	if names, ok := whoNames(text); ok {
-		for _, n := range names {
+	if list, ok := whoList(text); ok {
+		for _, n := range whoNames(list) {
 			c.heard(n).online = true
 		}
 		return
@@ -481,24 +487,41 @@ func eventNames(text, verb string) ([]string, bool) {
 	return nameList(list)
 }
 
-// whoNames reads /who's answer: "3 online: alice, bob, carol", or "3 online in #go: ...".
-func whoNames(text string) ([]string, bool) {
+// whoList reads /who's answer, "3 online in #go: alice, bob (away: lunch), carol" (or, from a
+// server with one room, "3 online: alice, bob, carol"), and returns the list.
+func whoList(text string) (string, bool) {
 	count, rest, ok := strings.Cut(text, " online")
 	if !ok || count == "" || strings.TrimLeft(count, "0123456789") != "" {
-		return nil, false
+		return "", false
 	}
 	if r, ok := strings.CutPrefix(rest, " in "); ok {
 		room, after, _ := strings.Cut(r, ":")
 		if _, ok := roomName(room); !ok {
-			return nil, false
+			return "", false
 		}
 		rest = ":" + after
 	}
-	list, ok := strings.CutPrefix(rest, ": ")
-	if !ok {
-		return nil, false
+	return strings.CutPrefix(rest, ": ")
+}
+
+// whoNames reads the names in /who's list. An away message is the person's own words and may
+// hold anything, ", " included: what follows " (away: " up to an item ending in ")" is skipped,
+// and so is any item that is not a name.
+func whoNames(list string) []string {
+	var names []string
+	inAway := false
+	for _, item := range strings.Split(list, ", ") {
+		if inAway {
+			inAway = !strings.HasSuffix(item, ")")
+			continue
+		}
+		name, away, hasAway := strings.Cut(item, " (away: ")
+		inAway = hasAway && !strings.HasSuffix(away, ")")
+		if chat.ValidName(name) {
+			names = append(names, name)
+		}
 	}
-	return nameList(list)
+	return names
 }
 
 // nameList reads "alice", "alice and bob", "alice, bob, carol" or "alice, bob and 37 others".
