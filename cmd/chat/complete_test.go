@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -336,5 +337,24 @@ func TestPrune(t *testing.T) {
 	}
 	if got := press(t, c, fmt.Sprintf("new%d|", 2*maxPeople-1), '\t'); got != fmt.Sprintf("new%d: |", 2*maxPeople-1) {
 		t.Fatalf("who left last was forgotten: %q", got)
+	}
+}
+
+// TestLearnServerHelp reads a real server's /help: what it lists for everyone is what the
+// built-in list has, so that completion is the same before and after the user asks for /help.
+func TestLearnServerHelp(t *testing.T) {
+	s := defaultServer(t)
+	alice := join(t, s.addr, "alice")
+	alice.send("/help")
+	all := alice.lines.waitFor("the end of /help", func(s string) bool { return strings.Contains(s, "\n* times are in ") })
+	c, _ := newTestCompleter("alice")
+	for _, l := range strings.Split(all, "\n") {
+		c.learn(l)
+	}
+	got := c.commandsFor("/")
+	want := strings.Fields(builtinCommands)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the server's /help lists\n%q\nthe built-in list has\n%q", got, want)
 	}
 }

@@ -14,7 +14,8 @@
 // Colour is off when stdout is not a terminal, with --no-color, or when NO_COLOR is set. On a
 // terminal, lines wider than it are wrapped with an indent, so that no padded message can make
 // the terminal start part of it at column 0 as if it were a line of its own; otherwise lines are
-// printed as they came.
+// printed as they came. In the line editor, Tab completes commands, room names and people's
+// names, learnt from what the server sends (see complete.go); it never sends anything.
 //
 // Exit status: 0 after bye (or the end of the input), 1 when the server cannot be reached,
 // refuses the name or closes the connection, 2 for bad usage, 128+n after signal n.
@@ -209,6 +210,7 @@ func (s *session) run(name string) {
 		return
 	}
 	s.ui.setPrompt(s.name)
+	s.ui.startCompletion(s.name)
 	go s.guard(s.receive)
 	s.send()
 }
@@ -278,6 +280,7 @@ func (s *session) receive() {
 		}
 		// Defence in depth: the server sanitises, but no peer's bytes reach the terminal raw.
 		line = chat.Sanitize(line)
+		s.ui.learn(line) // before it shows: what is on screen can be completed
 		l := tcp.Parse(line)
 		switch {
 		case l.Kind == tcp.Error, l.Kind == tcp.Notice && strings.Contains(l.Text, "goodbye"):
@@ -369,6 +372,8 @@ type ui struct {
 	restored sync.Once
 	done     atomic.Bool // restored: lines still arriving are not shown
 	stopSize func()
+	// comp completes on Tab; set once the user has a name, before lines are received.
+	comp *completer
 
 	// Otherwise: plain lines.
 	in    *room.LineReader
@@ -451,9 +456,29 @@ func (u *ui) setPrompt(name string) {
 	}
 }
 
+// startCompletion turns Tab completion on in the line editor, for a user called self. Pipes
+// get none: scripts' lines go out as they are.
+func (u *ui) startCompletion(self string) {
+	if u.t == nil {
+		return
+	}
+	u.comp = newCompleter(self, time.Now)
+	u.t.AutoCompleteCallback = u.comp.complete
+}
+
+// learn teaches the completion a line from the server.
+func (u *ui) learn(line string) {
+	if u.comp != nil {
+		u.comp.learn(line)
+	}
+}
+
 // readLine reads the next line to send.
 func (u *ui) readLine() (string, error) {
 	if u.t != nil {
+		if u.comp != nil {
+			u.comp.reset() // a new line: no Tab cycle carries over from the last one
+		}
 		line, err := u.t.ReadLine()
 		if errors.Is(err, term.ErrPasteIndicator) {
 			err = nil

@@ -124,6 +124,63 @@ func join(t *testing.T, addr, name string) *observer {
 	return o
 }
 
+// relay passes one connection through to the server and keeps everything the client sends:
+// what the server received, byte for byte.
+type relay struct {
+	addr string
+	sent *lineLog
+}
+
+func startRelay(t *testing.T, server string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String(), sent: newLineLog(t, "sent")}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", server)
+		if err != nil {
+			c.Close()
+			return
+		}
+		mu.Lock()
+		conns = append(conns, c, s)
+		mu.Unlock()
+		// Each side's end of input is passed on as it happens, so that bye and the server's
+		// close work through the relay as they do without it.
+		back := make(chan struct{})
+		go func() {
+			defer close(back)
+			_, _ = io.Copy(c, s)
+			_ = c.(*net.TCPConn).CloseWrite()
+		}()
+		_, _ = io.Copy(io.MultiWriter(s, r.sent), c)
+		_ = s.(*net.TCPConn).CloseWrite()
+		<-back
+		c.Close()
+		s.Close()
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		<-done
+	})
+	return r
+}
+
 func (o *observer) send(line string) {
 	o.t.Helper()
 	if err := o.Send(line); err != nil {
@@ -484,6 +541,26 @@ func TestHostileServer(t *testing.T) {
 	}
 	if got := chat.stderr.String(); got != "chat: connection closed by server: fake\n" {
 		t.Fatalf("stderr %q", got)
+	}
+}
+
+// TestPipedTab checks that pipes get no completion: a tab is sent as it was read.
+func TestPipedTab(t *testing.T) {
+	s := defaultServer(t)
+	r := startRelay(t, s.addr)
+	alice := join(t, s.addr, "alice")
+	chat := startChat(t, nil, "-addr", r.addr, "-name", "carol")
+	alice.lines.waitLine("* carol joined #lobby (2 online)")
+	alice.send("hi")
+	chat.stdout.waitLine("alice: hi")
+	chat.send("al\t")
+	chat.send("/jo\t#go")
+	chat.stdin.Close()
+	if code := chat.wait(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
+	}
+	if got, want := r.sent.String(), "carol\nal\t\n/jo\t#go\nbye\n"; got != want {
+		t.Fatalf("the server received %q, want %q", got, want)
 	}
 }
 

@@ -308,3 +308,37 @@ func TestPipedInputTerminalOutput(t *testing.T) {
 		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
 	}
 }
+
+// TestInteractiveComplete completes a name and a command with Tab, as a person would: the
+// completed line is echoed, Enter sends it, and Tab itself sends nothing.
+func TestInteractiveComplete(t *testing.T) {
+	s := defaultServer(t)
+	r := startRelay(t, s.addr)
+	chat := startTTYChat(t, []string{"NO_COLOR=1"}, "-addr", r.addr, "-name", "carol")
+	chat.waitText("* carol joined #lobby (1 online)")
+	alice := join(t, s.addr, "alice")
+	chat.waitText("* alice joined #lobby (2 online)") // learnt before it is shown
+
+	// A name at the start of the line gets ": ".
+	mark := len(chat.screen.String())
+	chat.typeKeys("al\t")
+	chat.screen.waitFor(`"alice: " echoed`, func(s string) bool { return strings.Contains(text(s[mark:]), "alice: ") })
+	chat.typeKeys("hi\r")
+	alice.lines.waitLine("carol: alice: hi")
+	chat.screen.waitFor("the line sent", func(s string) bool { return strings.Contains(text(s[mark:]), "alice: hi\n") })
+
+	// A command.
+	mark = len(chat.screen.String())
+	chat.typeKeys("/jo\t")
+	chat.screen.waitFor(`"/join " echoed`, func(s string) bool { return strings.Contains(text(s[mark:]), "/join ") })
+	chat.typeKeys("#go\r")
+	r.sent.waitLine("/join #go")
+
+	chat.typeKeys("bye\r")
+	if code := chat.wait(); code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, chat.stderr)
+	}
+	if got, want := r.sent.String(), "carol\nalice: hi\n/join #go\nbye\n"; got != want {
+		t.Fatalf("the server received %q, want %q", got, want)
+	}
+}
