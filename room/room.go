@@ -213,6 +213,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	// topic and history), and the rooms are told after, so that its own join notice follows the
 	// welcome and precedes anything it says.
 	var enter []*channel
+	fresh := false // enter is the default room, not rooms saved from before
 	if first {
 		for _, name := range saved {
 			if ch := h.rooms[name]; ch != nil {
@@ -220,7 +221,10 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 			}
 		}
 		if len(enter) == 0 {
+			// The default room, kept as one of theirs like a room they chose: they come back
+			// to it until they /part it.
 			enter = append(enter, h.rooms[h.cfg.DefaultRoom])
+			fresh = true
 		}
 	}
 	var ops storeOps
@@ -271,7 +275,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	}
 	current.greetLocked(m, h, now)
 	for _, ch := range enter {
-		if _, err := h.enterLocked(p, ch, false, &ops); err != nil {
+		if _, err := h.enterLocked(p, ch, fresh, &ops); err != nil {
 			m.enqueue(newEvent(kindError, now, "", "", err.Error()))
 			ops.part(p, ch.name)
 		}

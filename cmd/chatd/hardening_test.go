@@ -360,12 +360,13 @@ func TestDeafMemberIsDropped(t *testing.T) {
 	fmt.Fprint(d, "deaf\n/history 1000\n/history 1000\n")
 	talker.stdout.WaitLine(t, "* deaf joined #lobby (2 online)")
 	// The deaf member is dropped as too slow: by the outbox overflowing as the room goes on
-	// talking, or by its writes stalling.
+	// talking, or by its writes stalling. That takes more than the kernel's send buffer for the
+	// connection holds (tcp_wmem's maximum, 4 MB here): 10 000 lines are 9 MB.
 	for i := 0; !talker.stdout.HasLine("* deaf left #lobby (too slow)"); i++ {
-		if i < 2000 {
+		if i < 10000 {
 			talker.send(t, fmt.Sprintf("live %d %s", i, long))
 		}
-		if i >= 2000 {
+		if i >= 10000 {
 			talker.stdout.WaitLine(t, "* deaf left #lobby (too slow)")
 		}
 	}
