@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"chatd/chat"
+	"chatd/internal/linereader"
 	"chatd/room"
 )
 
@@ -124,10 +125,10 @@ func (sh *shell) serve(r io.Reader) {
 func (sh *shell) plain(r io.Reader) room.Reason {
 	m := sh.member
 	max := sh.ss.srv.room.Config().MaxLineBytes()
-	lr := room.NewLineReader(r, max)
+	lr := linereader.New(r, max)
 	for {
 		line, err := lr.ReadLine()
-		if errors.Is(err, room.ErrLineTooLong) {
+		if errors.Is(err, linereader.ErrTooLong) {
 			m.Errorf("line too long (over %d bytes); it was discarded", max)
 			continue
 		}

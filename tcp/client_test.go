@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"chatd/room"
+	"chatd/tcp/client"
 )
 
 func TestClientJoin(t *testing.T) {
@@ -18,7 +19,7 @@ func TestClientJoin(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	c, err := Dial(ctx, srv.addr)
+	c, err := client.Dial(ctx, srv.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func TestClientJoin(t *testing.T) {
 		t.Fatalf("Greeting() = %q", c.Greeting())
 	}
 
-	var se *ServerError
+	var se *client.ServerError
 	if err := c.Join("Bob"); !errors.As(err, &se) || se.Final || se.Reason != `name "Bob" is taken by someone online` {
 		t.Fatalf("Join(taken) = %#v", err)
 	}
@@ -52,7 +53,7 @@ func TestClientJoin(t *testing.T) {
 	if line, err := c.ReadLine(); err != nil || line != "* goodbye, alice!" {
 		t.Fatalf("got %q, %v; want the goodbye", line, err)
 	}
-	if _, err := c.ReadLine(); !errors.Is(err, ErrConnClosed) {
+	if _, err := c.ReadLine(); !errors.Is(err, client.ErrConnClosed) {
 		t.Fatalf("after the goodbye: %v, want ErrConnClosed", err)
 	}
 }
@@ -62,13 +63,13 @@ func TestClientTooManyAttempts(t *testing.T) {
 	srv := startServer(t, testConfig(), rm)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	c, err := Dial(ctx, srv.addr)
+	c, err := client.Dial(ctx, srv.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 
-	var se *ServerError
+	var se *client.ServerError
 	for _, name := range []string{"x y", "-x"} {
 		if err := c.Join(name); !errors.As(err, &se) || se.Final {
 			t.Fatalf("Join(%q) = %#v, want a refusal to retry", name, err)
@@ -90,7 +91,7 @@ func TestDialErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	// A server that accepts and never greets: Dial gives up when its context does.
+	// A server that accepts and never greets: client.Dial gives up when its context does.
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -101,8 +102,8 @@ func TestDialErrors(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if _, err := Dial(ctx, addr); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Dial to a mute server: %v, want the context's deadline", err)
+	if _, err := client.Dial(ctx, addr); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("client.Dial to a mute server: %v, want the context's deadline", err)
 	}
 	if c := <-accepted; c != nil {
 		c.Close()
@@ -112,7 +113,7 @@ func TestDialErrors(t *testing.T) {
 	// Nothing listens there any more.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel2()
-	if _, err := Dial(ctx2, addr); err == nil || !strings.Contains(err.Error(), "refused") {
-		t.Fatalf("Dial to a closed port: %v", err)
+	if _, err := client.Dial(ctx2, addr); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("client.Dial to a closed port: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/log"
 
 	"chatd/room"
+	"chatd/tcp/client"
 )
 
 // hangGuard only keeps a broken test from hanging: nothing waits for it on the way to passing.
@@ -285,7 +286,7 @@ func dialClient(t testing.TB, addr, name string) *lineClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	c, err := Dial(ctx, addr)
+	c, err := client.Dial(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func dialClient(t testing.TB, addr, name string) *lineClient {
 
 // lineClient is a Client whose received lines are kept.
 type lineClient struct {
-	*Client
+	*client.Client
 	t    testing.TB
 	name string
 

@@ -1,7 +1,7 @@
 // Package tcp carries the chat over a plain TCP line protocol, for netcat, scripts, bots and the
 // chat command: the server asks a new connection for a name, joins it to the room, and from then
-// on only moves lines between the socket and the room; the client side (Dial, Client, Classify)
-// speaks the same protocol. Chat rules and commands live in package room, not here.
+// on only moves lines between the socket and the room; package tcp/client is the client side of
+// the same protocol. Chat rules and commands live in package room, not here.
 //
 // The protocol: UTF-8 lines ending in LF or CRLF. On connect the server sends one line,
 // "* welcome to chatd: what is your name?" (the room's name in place of chatd),
@@ -9,7 +9,8 @@
 // waits for another; after MaxNameAttempts refusals it sends "error: too many attempts; goodbye"
 // and closes, as it does with "error: no name given in 60s; goodbye" when no name comes in time.
 // Once joined, every line is a message or a command (/help lists them), and every line from the
-// server is one of the room's plain lines: "alice: text", "** alice waves", "* notice",
+// server is one of the room's plain lines: "alice: text", "** alice waves", "#go alice: text" (from
+// another of the client's rooms), "* notice",
 // "[dm from alice] text", "[dm to bob] text", "error: reason". "bye" leaves.
 package tcp
 
@@ -29,6 +30,7 @@ import (
 
 	"chatd/chat"
 	"chatd/connlimit"
+	"chatd/internal/linereader"
 	"chatd/room"
 )
 
@@ -302,7 +304,7 @@ func (s *Server) refuse(c *conn, reason string) {
 func (s *Server) serveConn(c *conn) {
 	defer s.release(c)
 	s.log.Info("connect", "remote", c.remote)
-	lr := room.NewLineReader(c.nc, s.maxLine)
+	lr := linereader.New(c.nc, s.maxLine)
 
 	m, why := s.choose(c, lr)
 	if m == nil {
@@ -313,7 +315,7 @@ func (s *Server) serveConn(c *conn) {
 
 	for {
 		line, err := lr.ReadLine()
-		if errors.Is(err, room.ErrLineTooLong) {
+		if errors.Is(err, linereader.ErrTooLong) {
 			m.Errorf("line too long (over %d bytes); it was discarded", s.maxLine)
 			continue
 		}
@@ -333,7 +335,7 @@ func (s *Server) serveConn(c *conn) {
 // choose is the name phase: it greets the connection and reads names until the room accepts
 // one. It returns the member, or nil and why the connection is to be closed (having told the
 // client, when there was a chance to).
-func (s *Server) choose(c *conn, lr *room.LineReader) (*room.Member, string) {
+func (s *Server) choose(c *conn, lr *linereader.Reader) (*room.Member, string) {
 	if err := c.writeNow(string(s.greeting)); err != nil {
 		return nil, "write failed: " + err.Error()
 	}
@@ -346,7 +348,7 @@ func (s *Server) choose(c *conn, lr *room.LineReader) (*room.Member, string) {
 		}
 		var reason string
 		switch {
-		case errors.Is(err, room.ErrLineTooLong):
+		case errors.Is(err, linereader.ErrTooLong):
 			reason = fmt.Sprintf("name is too long (at most %d characters)", chat.MaxNameLen)
 			line = ""
 		case errors.Is(err, io.EOF):

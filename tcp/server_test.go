@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"chatd/room"
+	"chatd/tcp/client"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -266,7 +267,7 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("alice's last line %q", got[len(got)-1])
 	}
 	got, err := bob.waitClosed()
-	if got[len(got)-1] != "* server is shutting down, goodbye" || !errors.Is(err, ErrConnClosed) {
+	if got[len(got)-1] != "* server is shutting down, goodbye" || !errors.Is(err, client.ErrConnClosed) {
 		t.Fatalf("bob: last line %q, error %v", got[len(got)-1], err)
 	}
 	if err := <-srv.served; !errors.Is(err, ErrServerClosed) {
@@ -311,9 +312,9 @@ func TestMaxConns(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	var se *ServerError
-	if _, err := Dial(ctx, srv.addr); !errors.As(err, &se) || !se.Final || se.Reason != "server is full (3 connections); try again later" {
-		t.Fatalf("Dial to a full server: %v", err)
+	var se *client.ServerError
+	if _, err := client.Dial(ctx, srv.addr); !errors.As(err, &se) || !se.Final || se.Reason != "server is full (3 connections); try again later" {
+		t.Fatalf("client.Dial to a full server: %v", err)
 	}
 
 	// Those already in are unaffected.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"chatd/chat"
-	"chatd/tcp"
+	"chatd/tcp/client"
 )
 
 // Tab completion in the interactive mode. What can be completed is learnt from the lines the
@@ -97,8 +97,8 @@ func (c *completer) learn(line string) {
 		c.sawRoom(room)
 		line = rest
 	}
-	l := tcp.Parse(line)
-	if l.Kind == tcp.Notice && c.helpLine(l.Text) {
+	l := client.Parse(line)
+	if l.Kind == client.Notice && c.helpLine(l.Text) {
 		return
 	}
 	c.inHelp = false
@@ -110,14 +110,14 @@ func (c *completer) learn(line string) {
 		if c.people[chat.Fold(l.Name)] == nil {
 			c.heard(l.Name).active = c.tick()
 		}
-	case l.Kind == tcp.DMOut:
+	case l.Kind == client.DMOut:
 		// The user wrote to them: recent, whether or not they are online.
 		c.heard(l.Name).active = c.tick()
 	default:
 		p := c.heard(l.Name)
 		p.online, p.active = true, c.tick()
 	}
-	if l.Kind == tcp.Notice {
+	if l.Kind == client.Notice {
 		c.notice(l.Text)
 	}
 }

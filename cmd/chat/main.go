@@ -39,9 +39,9 @@ import (
 	"golang.org/x/term"
 
 	"chatd/chat"
+	"chatd/internal/linereader"
 	"chatd/internal/termwrap"
-	"chatd/room"
-	"chatd/tcp"
+	"chatd/tcp/client"
 )
 
 const (
@@ -91,7 +91,7 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer, getenv func(st
 	target := withDefaultPort(*addr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
-	c, err := tcp.Dial(ctx, target)
+	c, err := client.Dial(ctx, target)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(stderr, dialMessage(target, err))
@@ -138,7 +138,7 @@ func withDefaultPort(addr string) string {
 
 // dialMessage says why the server could not be reached, in one line.
 func dialMessage(addr string, err error) string {
-	var se *tcp.ServerError
+	var se *client.ServerError
 	if errors.As(err, &se) {
 		return fmt.Sprintf("chat: %s refused the connection: %s", addr, chat.Sanitize(se.Reason))
 	}
@@ -160,7 +160,7 @@ func dialMessage(addr string, err error) string {
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		reason = "timed out"
 		hint = " (is chatd running?)"
-	case errors.Is(err, tcp.ErrConnClosed):
+	case errors.Is(err, client.ErrConnClosed):
 		reason = "the connection was closed before the greeting"
 		hint = " (is that chatd's TCP port?)"
 	}
@@ -176,7 +176,7 @@ func signalNumber(sig os.Signal) int {
 
 // session is one connection's life: the name, then lines both ways.
 type session struct {
-	c    *tcp.Client
+	c    *client.Client
 	ui   *ui
 	name string
 	done chan outcome // the first outcome ends the program
@@ -251,14 +251,14 @@ func (s *session) tryName(name string, retry bool) (joined, again bool) {
 		s.name = name
 		return true, false
 	}
-	var se *tcp.ServerError
+	var se *client.ServerError
 	switch {
 	case errors.As(err, &se) && retry && !se.Final:
 		s.ui.show("error: " + chat.Sanitize(se.Reason))
 		return false, true
 	case errors.As(err, &se):
 		s.finish(1, "chat: "+chat.Sanitize(se.Reason))
-	case errors.Is(err, tcp.ErrConnClosed):
+	case errors.Is(err, client.ErrConnClosed):
 		s.finish(1, "chat: connection closed by server")
 	default:
 		s.finish(1, "chat: "+err.Error())
@@ -270,8 +270,8 @@ func (s *session) tryName(name string, retry bool) (joined, again bool) {
 func (s *session) receive() {
 	for {
 		line, err := s.c.ReadLine()
-		if errors.Is(err, room.ErrLineTooLong) {
-			s.ui.show(fmt.Sprintf("* (chat skipped a line over %d bytes from the server)", tcp.MaxClientLine))
+		if errors.Is(err, linereader.ErrTooLong) {
+			s.ui.show(fmt.Sprintf("* (chat skipped a line over %d bytes from the server)", client.MaxClientLine))
 			continue
 		}
 		if err != nil {
@@ -281,12 +281,12 @@ func (s *session) receive() {
 		// Defence in depth: the server sanitises, but no peer's bytes reach the terminal raw.
 		line = chat.Sanitize(line)
 		s.ui.learn(line) // before it shows: what is on screen can be completed
-		l := tcp.Parse(line)
+		l := client.Parse(line)
 		switch {
-		case l.Kind == tcp.Error, l.Kind == tcp.Notice && strings.Contains(l.Text, "goodbye"):
+		case l.Kind == client.Error, l.Kind == client.Notice && strings.Contains(l.Text, "goodbye"):
 			s.lastWords.Store(&l.Text)
 		}
-		if l.Kind == tcp.Notice && l.Text == "goodbye, "+s.name+"!" {
+		if l.Kind == client.Notice && l.Text == "goodbye, "+s.name+"!" {
 			s.goodbye.Store(true)
 		}
 		s.ui.show(line)
@@ -310,7 +310,7 @@ func (s *session) closed() {
 func (s *session) send() {
 	for {
 		line, err := s.ui.readLine()
-		if errors.Is(err, room.ErrLineTooLong) {
+		if errors.Is(err, linereader.ErrTooLong) {
 			s.ui.warn(fmt.Sprintf("chat: line too long (over %d bytes); it was not sent", maxInputLine))
 			continue
 		}
@@ -376,7 +376,7 @@ type ui struct {
 	comp *completer
 
 	// Otherwise: plain lines.
-	in    *room.LineReader
+	in    *linereader.Reader
 	outMu sync.Mutex
 
 	// width is the terminal's width, which incoming lines are wrapped to; 0 when stdout is not
@@ -400,7 +400,7 @@ func newUI(stdin, stdout *os.File, stderr io.Writer, noColor bool) (*ui, error) 
 			io.Writer
 		}{stdin, stdout}, "Enter your name: ")
 	} else {
-		u.in = room.NewLineReader(stdin, maxInputLine)
+		u.in = linereader.New(stdin, maxInputLine)
 	}
 	if outTTY {
 		u.width.Store(80) // until the terminal says otherwise
@@ -530,14 +530,14 @@ const (
 // messages bold magenta, errors bold red.
 func style(line string) string {
 	var sgr string
-	switch tcp.Classify(line) {
-	case tcp.Message, tcp.Action:
+	switch client.Classify(line) {
+	case client.Message, client.Action:
 		sgr = sgrRed
-	case tcp.Notice:
+	case client.Notice:
 		sgr = sgrDim
-	case tcp.DMIn, tcp.DMOut:
+	case client.DMIn, client.DMOut:
 		sgr = sgrDM
-	case tcp.Error:
+	case client.Error:
 		sgr = sgrBoldRed
 	default:
 		return line

@@ -19,6 +19,7 @@ import (
 
 	"chatd/room"
 	"chatd/tcp"
+	"chatd/tcp/client"
 )
 
 // hangGuard only keeps a broken test from hanging: nothing waits for it on the way to passing.
@@ -88,7 +89,7 @@ func defaultServer(t *testing.T) *server {
 
 // observer is a member joined with the client library, whose every line is kept.
 type observer struct {
-	*tcp.Client
+	*client.Client
 	t     *testing.T
 	lines *lineLog
 }
@@ -97,7 +98,7 @@ func join(t *testing.T, addr, name string) *observer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	c, err := tcp.Dial(ctx, addr)
+	c, err := client.Dial(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,6 +601,20 @@ func TestWithDefaultPort(t *testing.T) {
 	} {
 		if got := withDefaultPort(in); got != want {
 			t.Errorf("withDefaultPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestClientLinksNoServer keeps the chat command small: it speaks the protocol (tcp/client) and
+// links neither the room nor SQLite.
+func TestClientLinksNoServer(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "chatd/room" || dep == "chatd/tcp" || strings.HasPrefix(dep, "chatd/store") || strings.HasPrefix(dep, "modernc.org/") {
+			t.Errorf("chat depends on %s", dep)
 		}
 	}
 }

@@ -1,4 +1,6 @@
-package room
+// Package linereader reads lines from a peer with bounded memory: a line over the limit is
+// discarded as it streams past, never held whole.
+package linereader
 
 import (
 	"bufio"
@@ -6,27 +8,27 @@ import (
 	"io"
 )
 
-// ErrLineTooLong is returned by LineReader.ReadLine for a line over the limit. The line has been
+// ErrTooLong is returned by Reader.ReadLine for a line over the limit. The line has been
 // consumed up to its newline, so the caller can report it and keep reading.
-var ErrLineTooLong = errors.New("line too long")
+var ErrTooLong = errors.New("line too long")
 
-// LineReader reads LF- or CRLF-terminated lines with a bounded buffer: a line over the limit is
+// Reader reads LF- or CRLF-terminated lines with a bounded buffer: a line over the limit is
 // discarded as it streams past, never held whole, so a 10 MB line costs no more memory than a
 // short one.
-type LineReader struct {
+type Reader struct {
 	br  *bufio.Reader
 	max int
 }
 
-// NewLineReader returns a LineReader for lines of at most max bytes (without the line ending).
-func NewLineReader(r io.Reader, max int) *LineReader {
-	return &LineReader{br: bufio.NewReaderSize(r, max+2), max: max}
+// New returns a Reader for lines of at most max bytes (without the line ending).
+func New(r io.Reader, max int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, max+2), max: max}
 }
 
 // ReadLine returns the next line without its line ending. A last line without a newline is
-// returned before io.EOF. For a line over the limit it returns ErrLineTooLong, after which reading
+// returned before io.EOF. For a line over the limit it returns ErrTooLong, after which reading
 // can continue with the next line.
-func (lr *LineReader) ReadLine() (string, error) {
+func (lr *Reader) ReadLine() (string, error) {
 	b, err := lr.br.ReadSlice('\n')
 	switch {
 	case err == nil:
@@ -40,18 +42,18 @@ func (lr *LineReader) ReadLine() (string, error) {
 		return "", err
 	}
 	if len(b) > lr.max {
-		return "", ErrLineTooLong
+		return "", ErrTooLong
 	}
 	return string(b), nil
 }
 
 // discardLine skips the rest of an over-long line, up to and including its newline.
-func (lr *LineReader) discardLine() error {
+func (lr *Reader) discardLine() error {
 	for {
 		_, err := lr.br.ReadSlice('\n')
 		switch {
 		case err == nil, errors.Is(err, io.EOF):
-			return ErrLineTooLong
+			return ErrTooLong
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		default:

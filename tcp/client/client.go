@@ -1,4 +1,7 @@
-package tcp
+// Package client is the client side of the TCP line protocol (see package tcp): it dials, gives
+// a name, sends lines and reads them, and takes the server's lines apart (Parse). It links
+// neither the room nor any storage, so the chat command stays small.
+package client
 
 import (
 	"bufio"
@@ -10,11 +13,11 @@ import (
 	"sync"
 	"time"
 
-	"chatd/room"
+	"chatd/internal/linereader"
 )
 
 // MaxClientLine is the longest line a Client reads from the server; a longer one is skipped and
-// ReadLine reports room.ErrLineTooLong. The room's lines are far shorter, save a /who of a very
+// ReadLine reports linereader.ErrTooLong. The room's lines are far shorter, save a /who of a very
 // full room.
 const MaxClientLine = 1 << 20
 
@@ -38,7 +41,7 @@ func (e *ServerError) Error() string { return e.Reason }
 type Client struct {
 	conn     net.Conn
 	br       *bufio.Reader
-	lr       *room.LineReader
+	lr       *linereader.Reader
 	greeting string
 
 	rmu     sync.Mutex
@@ -56,7 +59,7 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 		return nil, err
 	}
 	br := bufio.NewReaderSize(conn, MaxClientLine+2)
-	c := &Client{conn: conn, br: br, lr: room.NewLineReader(br, MaxClientLine)}
+	c := &Client{conn: conn, br: br, lr: linereader.New(br, MaxClientLine)}
 
 	// The greeting read obeys ctx: its deadline, and its cancellation.
 	if dl, ok := ctx.Deadline(); ok {
@@ -68,7 +71,7 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		conn.Close()
-		if isTimeout(err) {
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 			// Only ctx sets deadlines here: its deadline, or its cancellation.
 			<-ctx.Done()
 			return nil, fmt.Errorf("reading the greeting: %w", context.Cause(ctx))
@@ -138,7 +141,7 @@ func (c *Client) Send(line string) error {
 
 // ReadLine returns the server's next line, without its line ending and exactly as sent: run it
 // through chat.Sanitize before showing it to anyone. It returns ErrConnClosed once the server has
-// closed the connection, and room.ErrLineTooLong (after which reading may go on) for a line over
+// closed the connection, and linereader.ErrTooLong (after which reading may go on) for a line over
 // MaxClientLine.
 func (c *Client) ReadLine() (string, error) {
 	c.rmu.Lock()
@@ -154,7 +157,7 @@ func (c *Client) ReadLine() (string, error) {
 
 func (c *Client) readLine() (string, error) {
 	line, err := c.lr.ReadLine()
-	if err != nil && !errors.Is(err, room.ErrLineTooLong) && isClosedByPeer(err) {
+	if err != nil && !errors.Is(err, linereader.ErrTooLong) && isClosedByPeer(err) {
 		return "", ErrConnClosed
 	}
 	return line, err

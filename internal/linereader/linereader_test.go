@@ -1,4 +1,4 @@
-package room
+package linereader
 
 import (
 	"bytes"
@@ -30,13 +30,13 @@ func TestLineReader(t *testing.T) {
 		{"empty lines", "\n\n", 10, []result{{"", nil}, {"", nil}, {"", io.EOF}}},
 		{"exactly max", "12345\n", 5, []result{{"12345", nil}, {"", io.EOF}}},
 		{"exactly max crlf", "12345\r\n", 5, []result{{"12345", nil}, {"", io.EOF}}},
-		{"one over max", "123456\nok\n", 5, []result{{"", ErrLineTooLong}, {"ok", nil}, {"", io.EOF}}},
-		{"far over max", strings.Repeat("x", 100) + "\nok\n", 5, []result{{"", ErrLineTooLong}, {"ok", nil}, {"", io.EOF}}},
-		{"too long at eof", strings.Repeat("x", 100), 5, []result{{"", ErrLineTooLong}, {"", io.EOF}}},
+		{"one over max", "123456\nok\n", 5, []result{{"", ErrTooLong}, {"ok", nil}, {"", io.EOF}}},
+		{"far over max", strings.Repeat("x", 100) + "\nok\n", 5, []result{{"", ErrTooLong}, {"ok", nil}, {"", io.EOF}}},
+		{"too long at eof", strings.Repeat("x", 100), 5, []result{{"", ErrTooLong}, {"", io.EOF}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lr := NewLineReader(strings.NewReader(tt.in), tt.max)
+			lr := New(strings.NewReader(tt.in), tt.max)
 			for i, want := range tt.want {
 				line, err := lr.ReadLine()
 				if line != want.line || !errors.Is(err, want.err) {
@@ -51,14 +51,14 @@ func TestLineReader(t *testing.T) {
 func TestLineReaderDoesNotBufferHugeLines(t *testing.T) {
 	huge := bytes.Repeat([]byte("x"), 10<<20)
 	in := io.MultiReader(strings.NewReader("before\n"), bytes.NewReader(huge), strings.NewReader("\nafter\n"))
-	lr := NewLineReader(in, 4096)
+	lr := New(in, 4096)
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for _, want := range []struct {
 		line string
 		err  error
-	}{{"before", nil}, {"", ErrLineTooLong}, {"after", nil}, {"", io.EOF}} {
+	}{{"before", nil}, {"", ErrTooLong}, {"after", nil}, {"", io.EOF}} {
 		line, err := lr.ReadLine()
 		if line != want.line || !errors.Is(err, want.err) {
 			t.Fatalf("got (%q, %v), want (%q, %v)", line, err, want.line, want.err)
@@ -78,7 +78,7 @@ func FuzzLineReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte, max uint8) {
 		limit := int(max) + 1
-		lr := NewLineReader(bytes.NewReader(in), limit)
+		lr := New(bytes.NewReader(in), limit)
 		for n := 0; ; n++ {
 			line, err := lr.ReadLine()
 			if errors.Is(err, io.EOF) {
@@ -87,7 +87,7 @@ func FuzzLineReader(f *testing.F) {
 			if n > len(in)+1 {
 				t.Fatalf("more lines than input bytes")
 			}
-			if errors.Is(err, ErrLineTooLong) {
+			if errors.Is(err, ErrTooLong) {
 				continue
 			}
 			if err != nil {
