@@ -423,3 +423,58 @@ func containsRoom(rooms []*channel, ch *channel) bool {
 	}
 	return false
 }
+
+// BenchmarkRooms1000 is /rooms on a server of 1000 rooms: the time the command holds the
+// room, measured in Handle (the writer renders the answer afterwards, off the room's lock).
+func BenchmarkRooms1000(b *testing.B) {
+	r := newTestRoom(b, Config{MaxRooms: -1, MaxRoomsPerPerson: -1, RoomsPerHour: -1, NoticeBurst: -1, OutboxSize: 1 << 20})
+	maker, err := r.Join("maker", &countingOutput{}, JoinOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 999 {
+		maker.Handle(fmt.Sprintf("/join room%d", i))
+		if i%2 == 0 {
+			maker.Handle(fmt.Sprintf("/topic the topic of room %d", i))
+		}
+	}
+	asker, err := r.Join("asker", &countingOutput{}, JoinOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if n := len(r.rooms); n != 1000 {
+		b.Fatalf("%d rooms", n)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		asker.Handle("/rooms")
+	}
+	b.StopTimer()
+	r.flushers.Wait()
+}
+
+// BenchmarkJoin1000 is /join of a room with 1000 people in it, and the /part after it: the
+// room's topic and history shown to the newcomer, and its join and leave notices queued for all
+// 1000, each notice on its own (no gathering).
+func BenchmarkJoin1000(b *testing.B) {
+	r := newTestRoom(b, Config{NoticeBurst: -1, OutboxSize: 1 << 16})
+	first := fanOutRoom(b, r)
+	first.Handle("/topic a crowded room")
+	for i := range 20 {
+		first.Handle(fmt.Sprintf("line %d of the history", i))
+	}
+	joiner, err := r.Join("joiner", &countingOutput{}, JoinOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	joiner.Handle("/join elsewhere")
+	joiner.Handle("/part lobby")
+	b.ReportAllocs()
+	for b.Loop() {
+		joiner.Handle("/join lobby")
+		joiner.Handle("/part lobby")
+	}
+	b.StopTimer()
+	r.flushers.Wait()
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/2, "µs/join")
+}
