@@ -55,25 +55,51 @@ func (ch *channel) record() chat.Room {
 
 // addSession puts m among the room's sessions.
 func (ch *channel) addSession(m *Member) {
-	if _, ok := m.slots[ch]; ok {
+	if _, ok := m.slot(ch); ok {
 		return
 	}
-	m.slots[ch] = len(ch.members)
+	m.slots = append(m.slots, slot{ch, len(ch.members)})
 	ch.members = append(ch.members, m)
 }
 
 // removeSession takes m out of the room's sessions.
 func (ch *channel) removeSession(m *Member) {
-	i, ok := m.slots[ch]
+	i, ok := m.slot(ch)
 	if !ok {
 		return
 	}
 	last := len(ch.members) - 1
-	ch.members[i] = ch.members[last]
-	ch.members[i].slots[ch] = i
+	moved := ch.members[last]
+	ch.members[i] = moved
+	moved.setSlot(ch, i)
 	ch.members[last] = nil
 	ch.members = ch.members[:last]
-	delete(m.slots, ch)
+	m.slots = slices.DeleteFunc(m.slots, func(s slot) bool { return s.ch == ch })
+}
+
+// slot is where a member sits in one room's sessions. A member is in a few rooms: a short slice
+// costs less than a map, for every idle session.
+type slot struct {
+	ch *channel
+	i  int
+}
+
+func (m *Member) slot(ch *channel) (int, bool) {
+	for _, s := range m.slots {
+		if s.ch == ch {
+			return s.i, true
+		}
+	}
+	return 0, false
+}
+
+func (m *Member) setSlot(ch *channel, i int) {
+	for k := range m.slots {
+		if m.slots[k].ch == ch {
+			m.slots[k].i = i
+			return
+		}
+	}
 }
 
 // broadcastLocked queues ev for every session in the room but except. Holding the hub's lock

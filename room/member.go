@@ -100,8 +100,8 @@ type Member struct {
 	person *person // who this session belongs to; set once by Join
 
 	// Under the hub's lock.
-	index int              // position in hub.sessions, -1 once removed
-	slots map[*channel]int // position in each room's sessions
+	index int    // position in hub.sessions, -1 once removed
+	slots []slot // position in each room's sessions
 
 	current atomic.Pointer[channel] // where plain lines go; lines of other rooms come tagged
 
@@ -134,7 +134,6 @@ type Member struct {
 func newMember(h *Hub, name string, out Output, opts JoinOptions) *Member {
 	m := &Member{
 		hub:     h,
-		slots:   make(map[*channel]int),
 		name:    name,
 		key:     chat.Fold(name),
 		out:     out,

@@ -189,44 +189,45 @@ type enterGate struct {
 	screen   *sync.Mutex
 	held     bool  // only touched by the input goroutine
 	err      error // the first read error: the connection, not a key, ended the input
-	buf      [1024]byte
-	pending  []byte         // read from r, not yet handed on
+	pending  []byte         // read from r after a Tab, not yet handed on
 	term     *term.Terminal // whose completion hook is armed for a Tab
 	complete func(line string, pos int) (string, int)
 }
 
 func (g *enterGate) Read(p []byte) (int, error) {
 	g.release()
-	if len(g.pending) == 0 {
-		if g.err != nil {
-			return 0, g.err
-		}
-		n, err := g.r.Read(g.buf[:])
-		if err != nil {
-			g.err = err
+	var n int
+	switch {
+	case len(g.pending) > 0:
+		n = copy(p, g.pending)
+		g.pending = g.pending[n:]
+	case g.err != nil:
+		return 0, g.err
+	default:
+		var err error
+		if n, err = g.r.Read(p); err != nil {
+			g.err = err // returned once what was read with it is handed on
 			if n == 0 {
 				return 0, err
 			}
 		}
-		g.pending = g.buf[:n]
 	}
-	chunk := g.pending
-	switch i := bytes.IndexByte(chunk, '\t'); {
-	case i == 0:
-		chunk = chunk[:1]
-	case i > 0:
-		chunk = chunk[:i]
+	// A Tab goes on its own: what precedes it now, the Tab next, the rest after.
+	if i := bytes.IndexByte(p[:n], '\t'); i >= 0 && n > 1 {
+		if i == 0 {
+			i = 1
+		}
+		g.pending = append(append([]byte(nil), p[i:n]...), g.pending...)
+		n = i
 	}
-	n := copy(p, chunk)
-	chunk, g.pending = chunk[:n], g.pending[n:]
 	if g.term != nil && g.complete != nil {
-		if string(chunk) == "\t" {
+		if string(p[:n]) == "\t" {
 			g.term.AutoCompleteCallback = g.onTab
 		} else {
 			g.term.AutoCompleteCallback = nil
 		}
 	}
-	if bytes.ContainsAny(chunk, "\r\n") {
+	if bytes.ContainsAny(p[:n], "\r\n") {
 		g.screen.Lock()
 		g.held = true
 	}
