@@ -187,8 +187,8 @@ func (sh *shell) interactive(r io.Reader) room.Reason {
 type enterGate struct {
 	r        io.Reader
 	screen   *sync.Mutex
-	held     bool  // only touched by the input goroutine
-	err      error // the first read error: the connection, not a key, ended the input
+	held     bool           // only touched by the input goroutine
+	err      error          // the first read error: the connection, not a key, ended the input
 	pending  []byte         // read from r after a Tab, not yet handed on
 	term     *term.Terminal // whose completion hook is armed for a Tab
 	complete func(line string, pos int) (string, int)
