@@ -380,17 +380,29 @@ func (m *Member) addKey(line string) error {
 }
 
 func (m *Member) cmdTimestamps(args string) Action {
-	switch chat.Fold(strings.TrimSpace(args)) {
-	case "on":
+	on, ok := onOff(args)
+	switch {
+	case !ok:
+		m.reply(kindError, "usage: /timestamps on|off")
+	case on:
 		m.showTime.Store(true)
 		m.reply(kindInfo, "timestamps on")
-	case "off":
+	default:
 		m.showTime.Store(false)
 		m.reply(kindInfo, "timestamps off")
-	default:
-		m.reply(kindError, "usage: /timestamps on|off")
 	}
 	return Continue
+}
+
+// onOff reads a switch's argument, "on" or "off" in any case; ok is false for anything else.
+func onOff(args string) (on, ok bool) {
+	switch chat.Fold(strings.TrimSpace(args)) {
+	case "on":
+		return true, true
+	case "off":
+		return false, true
+	}
+	return false, false
 }
 
 func (m *Member) cmdQuit(string) Action {

@@ -115,37 +115,20 @@ func DefaultConfig() Config {
 // (checked as "< 0" or "<= 0" where they are used).
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	orString := func(v *string, def string) {
-		if *v == "" {
-			*v = def
-		}
-	}
-	orInt := func(v *int, def int) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	orDuration := func(v *time.Duration, def time.Duration) {
-		if *v == 0 {
-			*v = def
-		}
-	}
-	orString(&c.Name, d.Name)
-	orString(&c.DefaultRoom, d.DefaultRoom)
-	orInt(&c.MaxMessageBytes, d.MaxMessageBytes)
-	orInt(&c.OutboxSize, d.OutboxSize)
-	orInt(&c.HistoryOnJoin, d.HistoryOnJoin)
-	orInt(&c.MsgBurst, d.MsgBurst)
-	orInt(&c.NoticeBurst, d.NoticeBurst)
-	orInt(&c.MaxRooms, d.MaxRooms)
-	orInt(&c.MaxRoomsPerPerson, d.MaxRoomsPerPerson)
-	orInt(&c.RoomsPerHour, d.RoomsPerHour)
-	orDuration(&c.WriteTimeout, d.WriteTimeout)
-	orDuration(&c.DrainTimeout, d.DrainTimeout)
-	orDuration(&c.WriteGap, d.WriteGap)
-	if c.MsgRate == 0 {
-		c.MsgRate = d.MsgRate
-	}
+	orDefault(&c.Name, d.Name)
+	orDefault(&c.DefaultRoom, d.DefaultRoom)
+	orDefault(&c.MaxMessageBytes, d.MaxMessageBytes)
+	orDefault(&c.OutboxSize, d.OutboxSize)
+	orDefault(&c.HistoryOnJoin, d.HistoryOnJoin)
+	orDefault(&c.MsgBurst, d.MsgBurst)
+	orDefault(&c.NoticeBurst, d.NoticeBurst)
+	orDefault(&c.MaxRooms, d.MaxRooms)
+	orDefault(&c.MaxRoomsPerPerson, d.MaxRoomsPerPerson)
+	orDefault(&c.RoomsPerHour, d.RoomsPerHour)
+	orDefault(&c.WriteTimeout, d.WriteTimeout)
+	orDefault(&c.DrainTimeout, d.DrainTimeout)
+	orDefault(&c.WriteGap, d.WriteGap)
+	orDefault(&c.MsgRate, d.MsgRate)
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -187,3 +170,11 @@ func (c Config) MaxLineBytes() int { return 4*c.MaxMessageBytes + 64 }
 
 // historyOnJoin is how many earlier messages a join replays: none when switched off.
 func (c Config) historyOnJoin() int { return max(c.HistoryOnJoin, 0) }
+
+// orDefault sets *v to def when it is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}

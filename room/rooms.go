@@ -156,10 +156,7 @@ func (m *Member) cmdTopic(args string) Action {
 	}
 	text = expandEmoji(text)
 	var ops storeOps
-	h.mu.Lock()
-	if err := m.mayManage(ch); err != nil {
-		h.mu.Unlock()
-		m.reply(kindError, err.Error())
+	if !m.lockToManage(ch) {
 		return Continue
 	}
 	ch.topic = text
@@ -169,6 +166,18 @@ func (m *Member) cmdTopic(args string) Action {
 		h.log.Error("relay: publish", "room", ch.name, "err", err)
 	}
 	return Continue
+}
+
+// lockToManage takes the hub's lock for m to change room ch, or, when m may not, tells m why and
+// reports false without the lock.
+func (m *Member) lockToManage(ch *channel) bool {
+	m.hub.mu.Lock()
+	if err := m.mayManage(ch); err != nil {
+		m.hub.mu.Unlock()
+		m.reply(kindError, err.Error())
+		return false
+	}
+	return true
 }
 
 // mayManage reports why m may not change room ch: only its owner and operators may. Called with
@@ -184,22 +193,15 @@ func (m *Member) mayManage(ch *channel) error {
 }
 
 func (m *Member) cmdPrivate(args string) Action {
-	var private bool
-	switch chat.Fold(strings.TrimSpace(args)) {
-	case "on":
-		private = true
-	case "off":
-	default:
+	private, ok := onOff(args)
+	if !ok {
 		m.reply(kindError, "usage: /private on|off")
 		return Continue
 	}
 	h := m.hub
 	ch := m.current.Load()
 	var ops storeOps
-	h.mu.Lock()
-	if err := m.mayManage(ch); err != nil {
-		h.mu.Unlock()
-		m.reply(kindError, err.Error())
+	if !m.lockToManage(ch) {
 		return Continue
 	}
 	ch.private = private
@@ -221,10 +223,7 @@ func (m *Member) cmdInvite(args string) Action {
 	}
 	h := m.hub
 	ch := m.current.Load()
-	h.mu.Lock()
-	if err := m.mayManage(ch); err != nil {
-		h.mu.Unlock()
-		m.reply(kindError, err.Error())
+	if !m.lockToManage(ch) {
 		return Continue
 	}
 	if len(ch.invited) >= maxInvited {

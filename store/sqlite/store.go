@@ -107,27 +107,13 @@ func DefaultConfig() Config {
 
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.FlushInterval == 0 {
-		c.FlushInterval = d.FlushInterval
-	}
-	if c.MaxBatch == 0 {
-		c.MaxBatch = d.MaxBatch
-	}
-	if c.MaxQueuedDMs == 0 {
-		c.MaxQueuedDMs = d.MaxQueuedDMs
-	}
-	if c.MaxQueuedDMsPerSender == 0 {
-		c.MaxQueuedDMsPerSender = d.MaxQueuedDMsPerSender
-	}
-	if c.MaxQueuedDMsPerAddr == 0 {
-		c.MaxQueuedDMsPerAddr = d.MaxQueuedDMsPerAddr
-	}
-	if c.MaxNamesPerKey == 0 {
-		c.MaxNamesPerKey = d.MaxNamesPerKey
-	}
-	if c.MaxKeysPerName == 0 {
-		c.MaxKeysPerName = d.MaxKeysPerName
-	}
+	orDefault(&c.FlushInterval, d.FlushInterval)
+	orDefault(&c.MaxBatch, d.MaxBatch)
+	orDefault(&c.MaxQueuedDMs, d.MaxQueuedDMs)
+	orDefault(&c.MaxQueuedDMsPerSender, d.MaxQueuedDMsPerSender)
+	orDefault(&c.MaxQueuedDMsPerAddr, d.MaxQueuedDMsPerAddr)
+	orDefault(&c.MaxNamesPerKey, d.MaxNamesPerKey)
+	orDefault(&c.MaxKeysPerName, d.MaxKeysPerName)
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -360,3 +346,11 @@ func (s *SQLite) unixMilli(t time.Time) int64 {
 
 // fromMilli is a stored time as the store returns it: local time, to the millisecond.
 func fromMilli(ms int64) time.Time { return time.UnixMilli(ms) }
+
+// orDefault sets *v to def when it is the zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
