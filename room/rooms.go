@@ -226,7 +226,7 @@ func (m *Member) cmdInvite(args string) Action {
 	if !m.lockToManage(ch) {
 		return Continue
 	}
-	if len(ch.invited) >= maxInvited {
+	if _, again := ch.invited[chat.Fold(name)]; !again && len(ch.invited) >= maxInvited {
 		h.mu.Unlock()
 		m.reply(kindError, fmt.Sprintf("%s has %d invitations, the most a room may have", ch.name, maxInvited))
 		return Continue

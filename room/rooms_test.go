@@ -478,3 +478,28 @@ func BenchmarkJoin1000(b *testing.B) {
 	r.flushers.Wait()
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/2, "µs/join")
 }
+
+// TestRoomBoundsHold checks the bounds of what one person can make a room hold: invitations and
+// the away text.
+func TestRoomBoundsHold(t *testing.T) {
+	r := newTestRoom(t, Config{})
+	op, opOut := join(t, r, "op", JoinOptions{Operator: true})
+	say(t, op, "/join club", opOut, "* op joined #club (1 online)")
+	for i := range maxInvited {
+		op.Handle(fmt.Sprintf("/invite guest%d", i))
+	}
+	say(t, op, "/invite one.more", opOut, fmt.Sprintf("error: #club has %d invitations, the most a room may have", maxInvited))
+	say(t, op, "/invite guest7", opOut, "* guest7 may join #club now") // an invitation again is no new one
+	r.mu.Lock()
+	n := len(r.rooms["#club"].invited)
+	r.mu.Unlock()
+	if n != maxInvited {
+		t.Errorf("%d invitations held, want %d", n, maxInvited)
+	}
+
+	long := strings.Repeat("a", 900)
+	got := say(t, op, "/away "+long, opOut, "* you are away ("+chat.Excerpt(long, 200)+"); /back when you are back")
+	if l := got[len(got)-1]; len(l) > 300 {
+		t.Errorf("away text of %d bytes kept", len(l))
+	}
+}
