@@ -41,14 +41,7 @@ func (h *Hub) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 		if err != nil {
 			return err
 		}
-		h.mu.Lock()
-		names := make([]string, 0, len(ch.people))
-		for p := range ch.people {
-			names = append(names, p.name)
-		}
-		h.mu.Unlock()
-		sortNames(names)
-		for _, name := range names {
+		for _, name := range h.namesIn(ch, false) {
 			fmt.Fprintln(stdout, name)
 		}
 		return nil
@@ -68,20 +61,14 @@ func (h *Hub) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 		return nil
 	case "history":
 		h.mu.Lock()
-		ch, n := h.rooms[h.cfg.DefaultRoom], 20
+		def := h.rooms[h.cfg.DefaultRoom]
 		h.mu.Unlock()
-		for _, a := range args[1:] {
-			if a != "" && a[0] >= '0' && a[0] <= '9' {
-				var err error
-				if n, err = parseCount(a, 20); err != nil {
-					return fmt.Errorf("usage: history [ROOM] [N]: %w", err)
-				}
-				continue
-			}
-			var err error
-			if ch, err = h.publicRoom(a); err != nil {
-				return err
-			}
+		ch, n, err := roomAndCount(args[1:], def, 20, h.publicRoom)
+		if errors.Is(err, errCount) {
+			return fmt.Errorf("usage: history [ROOM] [N]: %w", err)
+		}
+		if err != nil {
+			return err
 		}
 		return h.writeHistory(stdout, ch, n)
 	case "help":

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"chatd/chat"
@@ -190,7 +191,7 @@ func (h *Hub) writeHistory(w io.Writer, ch *channel, n int) error {
 // cmdHistory is /history [ROOM] [N]: a room's newest lines (the current room's, 20 by default).
 func (m *Member) cmdHistory(args string) Action {
 	h := m.hub
-	ch, n, err := m.roomAndCount(args, 20)
+	ch, n, err := roomAndCount(strings.Fields(args), m.current.Load(), 20, h.roomNamed)
 	if err != nil {
 		m.reply(kindError, "usage: /history [ROOM] [N]: "+err.Error())
 		return Continue
@@ -213,6 +214,9 @@ func (m *Member) cmdHistory(args string) Action {
 	return Continue
 }
 
+// errCount is parseCount's complaint.
+var errCount = errors.New("N must be a whole number from 1 to " + fmt.Sprint(HistorySize))
+
 // parseCount reads the N of "/history N": a whole number from 1 to HistorySize.
 func parseCount(s string, def int) (int, error) {
 	if s == "" {
@@ -220,7 +224,7 @@ func parseCount(s string, def int) (int, error) {
 	}
 	var n int
 	if _, err := fmt.Sscan(s, &n); err != nil || n < 1 || n > HistorySize || fmt.Sprint(n) != s {
-		return 0, errors.New("N must be a whole number from 1 to " + fmt.Sprint(HistorySize))
+		return 0, errCount
 	}
 	return n, nil
 }

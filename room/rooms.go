@@ -262,12 +262,19 @@ func (m *Member) cmdWho(args string) Action {
 
 // whoIn says who is in ch: "3 online in #go: alice, bob (away: lunch), carol".
 func (h *Hub) whoIn(ch *channel) string {
+	names := h.namesIn(ch, true)
+	return strconv.Itoa(len(names)) + " online in " + ch.name + ": " + strings.Join(names, ", ")
+}
+
+// namesIn are the names of the people in ch, in order; withAway adds " (away: TEXT)" to those
+// who are away.
+func (h *Hub) namesIn(ch *channel, withAway bool) []string {
 	h.mu.Lock()
 	names := make([]string, 0, len(ch.people))
 	away := make(map[string]string)
 	for p := range ch.people {
 		names = append(names, p.name)
-		if p.away != "" {
+		if withAway && p.away != "" {
 			away[p.name] = p.away
 		}
 	}
@@ -278,7 +285,7 @@ func (h *Hub) whoIn(ch *channel) string {
 			names[i] = n + " (away: " + a + ")"
 		}
 	}
-	return strconv.Itoa(len(names)) + " online in " + ch.name + ": " + strings.Join(names, ", ")
+	return names
 }
 
 // roomArg reads an optional room argument: the named room, or the member's current one.
@@ -305,11 +312,12 @@ func (h *Hub) roomNamed(arg string) (*channel, error) {
 	return ch, nil
 }
 
-// roomAndCount reads "[ROOM] [N]", in either order: the current room and def when left out.
-func (m *Member) roomAndCount(args string, def int) (*channel, int, error) {
-	ch, n := m.current.Load(), def
-	for _, f := range strings.Fields(args) {
-		if f[0] >= '0' && f[0] <= '9' {
+// roomAndCount reads "[ROOM] [N]" from fields, in either order: ch and def when left out, and a
+// room as find finds it.
+func roomAndCount(fields []string, ch *channel, def int, find func(string) (*channel, error)) (*channel, int, error) {
+	n := def
+	for _, f := range fields {
+		if f != "" && f[0] >= '0' && f[0] <= '9' {
 			var err error
 			if n, err = parseCount(f, def); err != nil {
 				return nil, 0, err
@@ -317,7 +325,7 @@ func (m *Member) roomAndCount(args string, def int) (*channel, int, error) {
 			continue
 		}
 		var err error
-		if ch, err = m.hub.roomNamed(f); err != nil {
+		if ch, err = find(f); err != nil {
 			return nil, 0, err
 		}
 	}
