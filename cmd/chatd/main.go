@@ -124,7 +124,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		Store:             st,
 		HistoryOnJoin:     off(cfg.History),
 		ParseKey:          sshd.ParseAuthorizedKey,
-		MsgRate:           offFloat(cfg.MsgRate),
+		MsgRate:           off(cfg.MsgRate),
 		MsgBurst:          cfg.MsgBurst,
 		IdleTimeout:       cfg.IdleTimeout,
 		Motd:              access.motd,
@@ -248,18 +248,11 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 }
 
 // off turns a flag's "0: none" into the room's "negative: off" (its zero means the default).
-func off(n int) int {
+func off[T int | float64](n T) T {
 	if n == 0 {
 		return -1
 	}
 	return n
-}
-
-func offFloat(f float64) float64 {
-	if f == 0 {
-		return -1
-	}
-	return f
 }
 
 // server is what serve needs of the SSH and TCP servers.
