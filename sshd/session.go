@@ -142,9 +142,9 @@ type session struct {
 	// Set by the request loop before started is closed, read-only afterwards.
 	kind       string // "shell" or "exec"
 	pty        *ptyRequest
-	command    string
-	commandErr string // why the command cannot run (too long)
-	startRoom  string // the room a shell starts in ("join ROOM"); "" for the usual ones
+	args       []string // an exec request's command line, split into words
+	commandErr string   // why the command cannot run (too long)
+	startRoom  string   // the room a shell starts in ("join ROOM"); "" for the usual ones
 
 	started  chan struct{} // closed when a shell or a command starts
 	ready    chan struct{} // closed when run has set the session up (shell is then final)
@@ -279,13 +279,14 @@ func (ss *session) request(req *gossh.Request, stopStartDeadline func() bool) {
 				_ = req.Reply(false, nil)
 				return
 			}
-			ss.command = c.Command
 			if len(c.Command) > maxCommand {
-				ss.command, ss.commandErr = "", fmt.Sprintf("command too long (at most %d bytes)", maxCommand)
+				ss.commandErr = fmt.Sprintf("command too long (at most %d bytes)", maxCommand)
+			} else {
+				ss.args = splitCommand(c.Command)
 			}
 		}
 		ss.kind = req.Type
-		if args := splitCommand(ss.command); len(args) > 0 && strings.EqualFold(args[0], "join") {
+		if args := ss.args; len(args) > 0 && strings.EqualFold(args[0], "join") {
 			// "ssh -t host join '#go'": the shell, started in that room.
 			if len(args) == 2 {
 				ss.kind, ss.startRoom = "shell", args[1]
@@ -444,7 +445,7 @@ func (ss *session) exec() {
 		ss.fail(ss.commandErr)
 		return
 	}
-	if err := s.room.Exec(splitCommand(ss.command), ss.ttyWriter(ss.ch), ss.execOptions()); err != nil {
+	if err := s.room.Exec(ss.args, ss.ttyWriter(ss.ch), ss.execOptions()); err != nil {
 		ss.fail(err.Error())
 		return
 	}
