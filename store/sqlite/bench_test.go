@@ -10,10 +10,17 @@ import (
 
 // BenchmarkAppend measures the history's write throughput: b.N messages appended, then Flush
 // waits until they are all committed. msgs/s is committed messages per second.
-func BenchmarkAppend(b *testing.B) {
+func BenchmarkAppend(b *testing.B) { benchmarkAppend(b, Config{}) }
+
+// BenchmarkAppendWhilePruning is BenchmarkAppend with a history limit far below b.N: the pruner
+// deletes as fast as the writer inserts, taking turns with it for the write lock. msgs/s is
+// committed messages per second; compare with BenchmarkAppend for what retention costs.
+func BenchmarkAppendWhilePruning(b *testing.B) { benchmarkAppend(b, Config{KeepMessages: 10_000}) }
+
+func benchmarkAppend(b *testing.B, cfg Config) {
 	// Append outpaces any disk: make room for the whole burst, so that none of it is dropped.
 	path := filepath.Join(b.TempDir(), "chat.db")
-	s, _ := openAt(b, path, Config{}, options{maxBacklog: max(b.N+1, defaultMaxBacklog)})
+	s, _ := openAt(b, path, cfg, options{maxBacklog: max(b.N+1, defaultMaxBacklog)})
 	text := "a chat message of a typical length, give or take a few words"
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -39,23 +46,6 @@ func BenchmarkRecent1000(b *testing.B) {
 			b.Fatalf("Recent = %d, %v", len(msgs), err)
 		}
 	}
-}
-
-// BenchmarkAppendWhilePruning is BenchmarkAppend with a history limit far below b.N: the pruner
-// deletes as fast as the writer inserts, taking turns with it for the write lock. msgs/s is
-// committed messages per second; compare with BenchmarkAppend for what retention costs.
-func BenchmarkAppendWhilePruning(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "chat.db")
-	s, _ := openAt(b, path, Config{KeepMessages: 10_000}, options{maxBacklog: max(b.N+1, defaultMaxBacklog)})
-	text := "a chat message of a typical length, give or take a few words"
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s.Append(chat.Message{Room: lobby, Kind: chat.KindMessage, From: "alice", Text: text})
-	}
-	flush(b, s)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
 // BenchmarkLogin is what a key login costs the store: a first login claims its name (a write
