@@ -74,13 +74,7 @@ func (m *Member) cmdPart(args string) Action {
 	}
 	h.exitLocked(p, ch, p.name+" left "+ch.name)
 	ops.part(p, ch.name)
-	if len(p.rooms) == 0 { // leaving your last room takes you to the default one
-		if _, err := h.enterLocked(p, h.rooms[h.cfg.DefaultRoom], true, &ops); err == nil {
-			for _, s := range p.sessions {
-				s.current.Store(h.rooms[h.cfg.DefaultRoom])
-			}
-		}
-	}
+	h.homeLocked(p, &ops)
 	cur := m.current.Load()
 	m.enqueue(newEvent(kindInfo, now, "", "", "you left "+ch.name+"; you are in "+cur.name+" now"))
 	h.unlockAndStore(ops)
@@ -419,14 +413,7 @@ func (h *Hub) deleteRoom(name, by string) error {
 	h.noticeLocked(ch, name+" was deleted by "+by)
 	for p := range ch.people {
 		h.exitLocked(p, ch, "")
-		if len(p.rooms) == 0 {
-			def := h.rooms[h.cfg.DefaultRoom]
-			if _, err := h.enterLocked(p, def, true, &ops); err == nil {
-				for _, s := range p.sessions {
-					s.current.Store(def)
-				}
-			}
-		}
+		h.homeLocked(p, &ops)
 	}
 	ch.notices.stop()
 	delete(h.rooms, name)
@@ -445,15 +432,22 @@ func (h *Hub) kickFromRoom(p *person, ch *channel, by, reason string) error {
 	}
 	h.exitLocked(p, ch, p.name+" was kicked from "+ch.name+" by "+by+withReason(reason))
 	ops.part(p, ch.name)
-	if len(p.rooms) == 0 {
-		def := h.rooms[h.cfg.DefaultRoom]
-		if _, err := h.enterLocked(p, def, true, &ops); err == nil {
-			for _, s := range p.sessions {
-				s.current.Store(def)
-			}
-		}
-	}
+	h.homeLocked(p, &ops)
 	h.deliverToLocked(p, newEvent(kindError, h.now(), "", "", "you were kicked from "+ch.name+" by "+by+withReason(reason)))
 	h.unlockAndStore(ops)
 	return nil
+}
+
+// homeLocked puts p, online but in no room any more (they parted, were kicked or their room was
+// deleted), in the default room: everyone is always in at least one room.
+func (h *Hub) homeLocked(p *person, ops *storeOps) {
+	if len(p.rooms) > 0 {
+		return
+	}
+	def := h.rooms[h.cfg.DefaultRoom]
+	if _, err := h.enterLocked(p, def, true, ops); err == nil {
+		for _, s := range p.sessions {
+			s.current.Store(def)
+		}
+	}
 }
