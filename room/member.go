@@ -179,11 +179,8 @@ func (m *Member) Leave(reason Reason) { m.end(reason, nil, "") }
 
 // reply queues a line for this member alone.
 func (m *Member) reply(k kind, text string) {
-	m.deliver(newEvent(k, m.hub.now(), m.name, "", text))
+	m.enqueue(newEvent(k, m.hub.now(), m.name, "", text))
 }
-
-// deliver queues ev for this member.
-func (m *Member) deliver(ev *event) { m.enqueue(ev) }
 
 // enqueue adds ev to the outbox and makes sure a writer is running. It never blocks on the
 // client. When the outbox is full the member is too slow: it takes no more lines and is
