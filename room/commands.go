@@ -49,6 +49,7 @@ func newCommands(cfg Config) (byName map[string]*command, help, opHelp string) {
 		{name: "history", args: "[ROOM] [N]", help: fmt.Sprintf("this room's (or ROOM's) last N messages (default 20, at most %d)", HistorySize), run: (*Member).cmdHistory},
 		{name: "whois", args: "NAME", help: "who NAME is: sessions, rooms, keys", run: (*Member).cmdWhois},
 		{name: "keys", args: "[add KEY|remove FP]", help: "your name's keys; add one (confirmed by its first login) or remove one", run: (*Member).cmdKeys},
+		{name: "weblogin", args: "[list|revoke ID|all|token LABEL]", help: "a one-time link that signs a browser in as you; your browser sessions and bot tokens", run: (*Member).cmdWeblogin},
 		{name: "timestamps", args: "on|off", help: "show or hide the time of each line", run: (*Member).cmdTimestamps},
 		{name: "ignore", args: "[NAME]", help: "hide what NAME says from you; alone: who you ignore", run: (*Member).cmdIgnore},
 		{name: "unignore", args: "NAME", help: "see what NAME says again", run: (*Member).cmdUnignore},
@@ -145,7 +146,7 @@ func (m *Member) sendDM(name, text string) {
 	for _, ch := range m.person.rooms {
 		h.flushNoticesLocked(ch)
 	}
-	h.deliverToLocked(to, newEvent(kindDMIn, now, m.name, m.name, text))
+	h.deliverToLocked(to, dmIn(now, m.name, to.name, text))
 	h.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))
 	to.lastDM = m.name
 	away := ""

@@ -2,6 +2,7 @@ package room
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"chatd/chat"
@@ -67,6 +68,9 @@ type Config struct {
 	// RoomsPerHour is how many rooms one person, and one address, may create in an hour. Default
 	// 10; negative: no limit.
 	RoomsPerHour int
+	// PublicURL is where people reach the web page, for the links /weblogin makes. Default
+	// "http://localhost:8080".
+	PublicURL string
 }
 
 // Metrics is what the room reports about itself.
@@ -108,6 +112,7 @@ func DefaultConfig() Config {
 		MaxRooms:          1000,
 		MaxRoomsPerPerson: 50,
 		RoomsPerHour:      10,
+		PublicURL:         "http://localhost:8080",
 	}
 }
 
@@ -125,6 +130,8 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxRooms, d.MaxRooms)
 	orDefault(&c.MaxRoomsPerPerson, d.MaxRoomsPerPerson)
 	orDefault(&c.RoomsPerHour, d.RoomsPerHour)
+	orDefault(&c.PublicURL, d.PublicURL)
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	orDefault(&c.WriteTimeout, d.WriteTimeout)
 	orDefault(&c.DrainTimeout, d.DrainTimeout)
 	orDefault(&c.WriteGap, d.WriteGap)
@@ -157,6 +164,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("drain timeout must be positive, got %s", c.DrainTimeout)
 	case c.HistoryOnJoin > HistorySize:
 		return fmt.Errorf("history on join must be at most %d, got %d", HistorySize, c.HistoryOnJoin)
+	case !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://"):
+		return fmt.Errorf("public url must start with http:// or https://, got %q", c.PublicURL)
 	case c.MsgRate > 0 && c.MsgBurst < 1:
 		return fmt.Errorf("message burst must be at least 1 with a rate, got %d", c.MsgBurst)
 	}

@@ -89,6 +89,9 @@ func (h *Hub) deliver(l Line) {
 		k = kindNotice
 	}
 	ev := newEvent(k, l.At.In(h.cfg.Location), l.From, "", l.Text)
+	if l.Topic != nil {
+		ev.presence = &presence{topic: l.Topic}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ch := h.rooms[l.Room]

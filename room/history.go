@@ -152,7 +152,7 @@ func (h *Hub) deliverQueued(m *Member) {
 	for _, dm := range dms {
 		at := dm.At.In(h.cfg.Location)
 		text := "(sent " + h.stamp(at) + ") " + dm.Text
-		h.deliverTo(m.person, newEvent(kindDMIn, at, dm.From, dm.From, text))
+		h.deliverTo(m.person, dmIn(at, dm.From, m.name, text))
 	}
 	h.log.Info("delivered queued messages", "user", m.name, "count", len(dms))
 }

@@ -98,6 +98,9 @@ type Member struct {
 	opts   JoinOptions
 	format Format
 	person *person // who this session belongs to; set once by Join
+	// webToken is the ID of the web session or bot token the session signed in with; 0 for none.
+	// Revoking it ends the session.
+	webToken int64
 
 	// Under the hub's lock.
 	index int    // position in hub.sessions, -1 once removed

@@ -30,7 +30,12 @@ func (h *Hub) announceLocked(ch *channel, joined bool, name, line string) {
 	}
 	n.count++
 	if h.cfg.NoticeBurst < 0 || n.count <= h.cfg.NoticeBurst && n.timer == nil {
-		h.noticeLocked(ch, line)
+		who := []string{name}
+		if joined {
+			h.presenceLocked(ch, line, &presence{joined: who})
+		} else {
+			h.presenceLocked(ch, line, &presence{left: who})
+		}
 		return
 	}
 	if joined {
@@ -44,9 +49,14 @@ func (h *Hub) announceLocked(ch *channel, joined bool, name, line string) {
 }
 
 // noticeLocked tells every member of ch something that happened there.
-func (h *Hub) noticeLocked(ch *channel, text string) {
+func (h *Hub) noticeLocked(ch *channel, text string) { h.presenceLocked(ch, text, nil) }
+
+// presenceLocked is noticeLocked for a notice that says who joined or left: structured clients
+// get the names with it, to keep their lists of members without asking.
+func (h *Hub) presenceLocked(ch *channel, text string, p *presence) {
 	ev := newEvent(kindNotice, h.now(), "", "", text)
 	ev.room = ch.name
+	ev.presence = p
 	ch.broadcastLocked(ev, nil)
 }
 
@@ -70,12 +80,12 @@ func (h *Hub) flushNoticesLocked(ch *channel) {
 		return
 	}
 	if len(n.joined) > 0 {
-		h.noticeLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)))
+		h.presenceLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)), &presence{joined: n.joined})
 	}
 	if len(n.left) > 0 {
-		h.noticeLocked(ch, nameList(n.left)+" left "+ch.name)
+		h.presenceLocked(ch, nameList(n.left)+" left "+ch.name, &presence{left: n.left})
 	}
-	n.joined, n.left = n.joined[:0], n.left[:0]
+	n.joined, n.left = nil, nil // the events keep the lists
 }
 
 // stop cancels the pending flush.

@@ -23,6 +23,7 @@ type Line struct {
 	Text   string    // sanitised
 	At     time.Time // when it was said
 	Origin uint64    // the sending session, so that it gets no echo unless it asked for one
+	Topic  *string   // the room's new topic, on the notice that sets it
 }
 
 // LineKind says what a Line is.

@@ -20,6 +20,7 @@ const (
 	Plain Format = iota
 	// ANSI lines are coloured and timestamped, for an interactive terminal.
 	ANSI
+	// JSON (event.go) is the third.
 )
 
 // kind says what a line is; it decides its look and its plain-text prefix.
@@ -49,6 +50,10 @@ type event struct {
 	plain   []byte    // with a timestamp prefix of plainStampLen bytes (none when earlier)
 	ansi    []byte    // with a timestamp prefix of ansiStampLen bytes (none when earlier)
 	lower   string    // lower-cased text, for mention matching
+	to      string    // who a DM went to (kindDMIn; its sessions are the ones that get it)
+
+	presence *presence              // a notice's structured form (who joined or left, the topic)
+	json     atomic.Pointer[[]byte] // the JSON line, rendered on first use
 
 	// wrapped is the ANSI line wrapped for a terminal, kept for the next member with the same
 	// width and timestamp setting: most terminals in a room share a width, so a long line is
@@ -83,7 +88,7 @@ func newEvent(k kind, at time.Time, from, peer, text string) *event {
 
 // earlierEvent is ev replayed as history: marked, dated when it is not from today, and dimmed.
 func earlierEvent(ev *event, now time.Time) *event {
-	h := &event{kind: ev.kind, at: ev.at, from: ev.from, peer: ev.peer, text: ev.text, earlier: true, born: time.Now()}
+	h := &event{kind: ev.kind, at: ev.at, from: ev.from, peer: ev.peer, to: ev.to, text: ev.text, room: ev.room, earlier: true, born: time.Now()}
 	body := h.render(Plain, "")
 	layout := "15:04"
 	if y, m, d := ev.at.Date(); y != now.Year() || m != now.Month() || d != now.Day() {
@@ -112,6 +117,9 @@ func (ev *event) tagged(m *Member) bool {
 
 // appendTo appends the event as the member m should see it.
 func (ev *event) appendTo(b []byte, m *Member) []byte {
+	if m.format == JSON {
+		return append(b, ev.jsonLine()...)
+	}
 	tagged := ev.tagged(m)
 	showTime := ev.earlier || m.showTime.Load()
 	if m.format != ANSI {

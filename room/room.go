@@ -153,6 +153,10 @@ type JoinOptions struct {
 	// Room is the room the session starts in (joining it if need be); "" for the person's
 	// current rooms, or the default room.
 	Room string
+	// WebToken is the secret of a web session or a bot token (see /weblogin): the session signs
+	// in as the token's registered name, as good as a key. The name given to Join must be that
+	// name or "".
+	WebToken string
 }
 
 // Join admits name to the chat, writing to out. The name must be valid, not registered to
@@ -163,7 +167,25 @@ type JoinOptions struct {
 // the rooms they are in. The welcome, the room's history and everyone's join notice are queued
 // before Join returns, so the join notice always precedes anything the member says.
 func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
-	display, registered, err := h.checkLogin(name, opts.Key, opts.Remote)
+	var tok chat.WebToken
+	if opts.WebToken != "" {
+		var err error
+		if tok, err = h.webToken(opts.WebToken); err != nil {
+			return nil, err
+		}
+		if name != "" && chat.Fold(name) != chat.Fold(tok.Name) {
+			return nil, fmt.Errorf("this token signs in as %s, not %s", tok.Name, name)
+		}
+		name = tok.Name
+	}
+	var display string
+	var registered bool
+	var err error
+	if tok.ID != 0 {
+		display, registered, err = h.checkWebLogin(tok, opts.Remote)
+	} else {
+		display, registered, err = h.checkLogin(name, opts.Key, opts.Remote)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +203,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 		}
 	}
 	m := newMember(h, display, out, opts)
+	m.webToken = tok.ID
 	now := h.now()
 
 	h.mu.Lock()
@@ -331,6 +354,23 @@ func (h *Hub) checkLogin(name string, key *chat.Key, remote string) (display str
 		return name, false, err
 	}
 	return h.identify(name, key)
+}
+
+// checkWebLogin is checkLogin for a web session or bot token, which stands for one of the
+// name's keys: the name must still be registered, and no ban may cover it or the address.
+func (h *Hub) checkWebLogin(tok chat.WebToken, remote string) (display string, registered bool, err error) {
+	if err := h.Banned(remoteIP(remote), "", tok.Name); err != nil {
+		return tok.Name, false, err
+	}
+	id, ok, err := h.cfg.Store.Identity(tok.Name)
+	if err != nil {
+		h.log.Error("store: identity", "user", tok.Name, "err", err)
+		return tok.Name, false, ErrUnavailable
+	}
+	if !ok {
+		return tok.Name, false, ErrWebToken // the name was released since
+	}
+	return id.Name, true, nil
 }
 
 func fingerprintOf(k *chat.Key) string {

@@ -156,7 +156,7 @@ func (m *Member) cmdTopic(args string) Action {
 	ch.topic = text
 	ops.save(ch)
 	h.unlockAndStore(ops)
-	if err := h.relay.Publish(Line{Room: ch.name, Kind: LineNotice, Text: m.name + " set the topic of " + ch.name + ": " + text, At: h.now()}); err != nil {
+	if err := h.relay.Publish(Line{Room: ch.name, Kind: LineNotice, Text: m.name + " set the topic of " + ch.name + ": " + text, At: h.now(), Topic: &text}); err != nil {
 		h.log.Error("relay: publish", "room", ch.name, "err", err)
 	}
 	return Continue

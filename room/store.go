@@ -31,6 +31,9 @@ type Store interface {
 	Append(m chat.Message)
 	Flush(ctx context.Context) error
 	Recent(room string, n int) ([]chat.Message, error)
+	// History returns the committed messages of a room in r, oldest first: the web client's
+	// scrolling back and catching up after a reconnection.
+	History(room string, r chat.HistoryRange) ([]chat.Message, error)
 
 	// Private messages kept for someone offline.
 	QueueDM(dm chat.DM) (chat.DM, error)
@@ -55,4 +58,16 @@ type Store interface {
 	Memberships(name string) ([]string, error)
 	AddMembership(name, room string) error
 	RemoveMembership(name, room string) error
+
+	// Web sign-in: tokens kept by the hash of their secret. AddWebToken stores a new one (its ID
+	// assigned); TakeWebToken returns and deletes an unexpired token of a kind in one step, so a
+	// one-time link works once however many use it at once; WebToken returns an unexpired token
+	// without using it up; WebTokens lists a name's unexpired sessions and bot tokens (not its
+	// links), oldest first; RevokeWebTokens deletes one of them by ID (0: every one of the name's
+	// tokens, links included) and says how many went.
+	AddWebToken(t chat.WebToken) (chat.WebToken, error)
+	TakeWebToken(kind chat.WebTokenKind, hash string) (chat.WebToken, error)
+	WebToken(kind chat.WebTokenKind, hash string) (chat.WebToken, error)
+	WebTokens(name string) ([]chat.WebToken, error)
+	RevokeWebTokens(name string, id int64) (int, error)
 }
