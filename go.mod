@@ -6,6 +6,7 @@ require (
 	github.com/charmbracelet/log v1.0.0
 	github.com/charmbracelet/ssh v0.0.0-20250128164007-98fd5ae11894
 	github.com/charmbracelet/wish v1.4.7
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/kyokomi/emoji/v2 v2.2.14
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rivo/uniseg v0.4.7

@@ -39,6 +39,7 @@ import (
 	"golang.org/x/term"
 
 	"chatd/chat"
+	"chatd/internal/buildinfo"
 	"chatd/internal/linereader"
 	"chatd/internal/termwrap"
 	"chatd/tcp/client"
@@ -74,8 +75,9 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer, getenv func(st
 	addr := fs.String("addr", defaultAddr, "chatd's TCP address, host:port")
 	name := fs.String("name", "", "your name in the chat (asked for when not given)")
 	noColor := fs.Bool("no-color", false, "no colours (so does a non-empty NO_COLOR, or output that is not a terminal)")
+	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "chat joins a chatd chat over its plain TCP protocol.\n\nUsage:\n  chat [-addr host:port] [-name NAME] [--no-color]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "chat joins a chatd chat over its plain TCP protocol.\n\nUsage:\n  chat [-addr host:port] [-name NAME] [--no-color]\n  chat --version\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +85,10 @@ func run(args []string, stdin, stdout *os.File, stderr io.Writer, getenv func(st
 			return 0
 		}
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Line("chat"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "chat: unexpected argument %q (chat -h shows the usage)\n", fs.Arg(0))

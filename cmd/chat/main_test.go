@@ -579,6 +579,13 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(chatBin, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "chat ") || !strings.Contains(string(out), ", commit ") {
+		t.Fatalf("chat --version: %v: %q", err, out)
+	}
+}
+
 func TestIsQuit(t *testing.T) {
 	for line, want := range map[string]bool{
 		"bye": true, "  bye  ": true, "bye\x00": true, "/quit": true, "/QUIT now": true, "/exit": true,

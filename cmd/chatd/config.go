@@ -127,6 +127,9 @@ func (c *config) options() []option {
 // errHelp means --help was asked for and printed.
 var errHelp = errors.New("help requested")
 
+// errVersion means --version was asked for: run prints it.
+var errVersion = errors.New("version requested")
+
 // parseConfig reads the environment and the flags. It returns the arguments after the flags
 // (a subcommand, if any).
 // --help goes to stdout: it is output the user asked for.
@@ -149,6 +152,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stdout, s
 		}
 		fs.Var(o.value, o.flag, o.usage)
 	}
+	// Not a setting (no environment variable): it only asks a question.
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stdout, opts, defaults)
@@ -156,6 +161,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), stdout, s
 		}
 		fmt.Fprintln(stderr, "run chatd --help for the options")
 		return c, nil, err
+	}
+	if *version {
+		return c, nil, errVersion
 	}
 	if err := c.validate(); err != nil {
 		return c, nil, err
@@ -253,6 +261,7 @@ func printUsage(w io.Writer, opts []option, defaults map[string]string) {
 Usage:
   chatd [flags]                     run the server (SSH on :2222, TCP on :2323)
   chatd [flags] hostkeys COMMAND    manage host keys (chatd hostkeys help)
+  chatd --version                   print the version, commit and build date
 
 Flags (each may also be set by its environment variable; a flag overrides the environment):
 `)

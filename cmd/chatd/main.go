@@ -22,12 +22,14 @@ import (
 	"time"
 
 	"github.com/charmbracelet/log"
+	"github.com/coreos/go-systemd/v22/daemon"
 	gossh "golang.org/x/crypto/ssh"
 
 	"chatd/chat"
 	"chatd/connlimit"
 	"chatd/datadir"
 	"chatd/hostkeys"
+	"chatd/internal/buildinfo"
 	"chatd/metrics"
 	"chatd/room"
 	"chatd/sshd"
@@ -54,6 +56,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if errors.Is(err, errHelp) {
 		return 0
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, buildinfo.Line("chatd"))
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "chatd: %v\n", err)
 		return 2
@@ -67,7 +73,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 			return 2
 		}
 	}
-	logger := newLogger(cfg, stderr)
+	logger := newLogger(cfg, stderr, underJournal(lookupEnv, stderr))
+	logger.Info("chatd starting", buildinfo.Read().KeyVals()...)
 	if err := serve(ctx, cfg, logger); err != nil {
 		logger.Error("chatd stopped", "err", err)
 		return 1
@@ -214,6 +221,9 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			}
 		}()
 	}
+	// Every listener is bound (the kernel queues connections from Listen on), so clients can
+	// connect: systemd may start what waits for chatd. Listeners added above are covered.
+	notifyReady(servers, logger)
 
 	var serveErr error
 	select {
@@ -221,6 +231,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		logger.Info("shutting down", "signal", context.Cause(ctx))
 	case serveErr = <-errc:
 	}
+	notify(logger, daemon.SdNotifyStopping)
 
 	// The room first: it tells everyone and ends their sessions, which lets the servers' own
 	// graceful shutdown finish instead of waiting for chats that never end. What is left then
@@ -347,7 +358,9 @@ func loadHostKeys(cfg config, logger *log.Logger) ([]gossh.Signer, error) {
 	return signers, nil
 }
 
-func newLogger(cfg config, w io.Writer) *log.Logger {
+// newLogger writes cfg's format to w. In the journal, text lines go without a time of their own:
+// the journal stamps every line already. JSON keeps its "time" for whatever reads it.
+func newLogger(cfg config, w io.Writer, journal bool) *log.Logger {
 	formatter := log.TextFormatter
 	if cfg.LogFormat == "json" {
 		formatter = log.JSONFormatter
@@ -355,7 +368,7 @@ func newLogger(cfg config, w io.Writer) *log.Logger {
 	return log.NewWithOptions(w, log.Options{
 		Level:           cfg.logLevel,
 		Formatter:       formatter,
-		ReportTimestamp: true,
+		ReportTimestamp: formatter == log.JSONFormatter || !journal,
 		TimeFormat:      time.RFC3339,
 	})
 }

@@ -1,0 +1,26 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/log"
+	"github.com/coreos/go-systemd/v22/daemon"
+)
+
+// notify tells systemd (Type=notify) how the service is doing. Outside systemd, without
+// NOTIFY_SOCKET, it does nothing.
+func notify(logger *log.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		logger.Warn("sd_notify", "state", strings.ReplaceAll(state, "\n", " "), "err", err)
+	}
+}
+
+// notifyReady says chatd is ready, with the addresses it listens on as the status that
+// systemctl status shows.
+func notifyReady(servers []server, logger *log.Logger) {
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = s.name + " " + s.ln.Addr().String()
+	}
+	notify(logger, daemon.SdNotifyReady+"\nSTATUS=listening: "+strings.Join(addrs, ", "))
+}
