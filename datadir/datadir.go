@@ -21,6 +21,10 @@ import (
 // left by a killed chatd blocks nothing.
 const LockFile = "chatd.lock"
 
+// ErrInUse is what Acquire's error wraps when another process holds the directory: a command
+// that must not run beside a server can say so.
+var ErrInUse = errors.New("data directory in use")
+
 // Lock is a data directory held by this process until Unlock, or until the process ends: the
 // kernel drops the lock with the process, so even kill -9 leaves nothing to clean up.
 type Lock struct {
@@ -160,5 +164,5 @@ func inUse(dir string, f *os.File) error {
 		}
 		who += ")"
 	}
-	return fmt.Errorf("data directory %s is in use by %s; stop it or use another --data-dir", dir, who)
+	return &dirError{msg: fmt.Sprintf("data directory %s is in use by %s; stop it or use another --data-dir", dir, who), err: ErrInUse}
 }

@@ -261,6 +261,13 @@ func printUsage(w io.Writer, opts []option, defaults map[string]string) {
 Usage:
   chatd [flags]                     run the server (SSH on :2222, TCP on :2323)
   chatd [flags] hostkeys COMMAND    manage host keys (chatd hostkeys help)
+  chatd [flags] backup FILE         copy the database while the server runs; restore FILE puts it back
+  chatd [flags] names list|show|release [NAME]
+                                    see the registered names; free one whose owner lost every key
+  chatd [flags] export [--room ROOM] [--since TIME]
+                                    the history as JSON lines
+  chatd [flags] check               check the database and the host keys
+                                    (each command: chatd COMMAND -h)
   chatd --version                   print the version, commit and build date
 
 Flags (each may also be set by its environment variable; a flag overrides the environment):

@@ -68,6 +68,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		switch rest[0] {
 		case "hostkeys":
 			return runHostkeys(rest[1:], cfg, stdout, stderr)
+		case "backup", "restore", "names", "export", "check":
+			return runAdmin(ctx, rest[0], rest[1:], cfg, stdout, stderr)
 		default:
 			fmt.Fprintf(stderr, "chatd: unknown command %q (chatd --help lists the options and commands)\n", rest[0])
 			return 2
