@@ -8,6 +8,7 @@ require (
 	github.com/charmbracelet/wish v1.4.7
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/kyokomi/emoji/v2 v2.2.14
+	github.com/pires/go-proxyproto v0.15.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rivo/uniseg v0.4.7
 	golang.org/x/crypto v0.59.0
