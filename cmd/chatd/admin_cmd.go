@@ -341,7 +341,7 @@ func namesShow(ctx context.Context, args []string, cfg *config, stdout, stderr i
 	list("owns:", info.Owns)
 	list("invited to:", info.Invited)
 	fmt.Fprintf(&b, "queued:      %s waiting\n", plural(info.QueuedDMs, "private message"))
-	fmt.Fprintf(&b, "web:         %s\n", plural(info.WebTokens, "web session or token"))
+	fmt.Fprintf(&b, "web:         %s (browser sessions, bot tokens, sign-in links)\n", plural(info.WebTokens, "web token"))
 	if _, err := io.WriteString(stdout, b.String()); err != nil {
 		fmt.Fprintf(stderr, "chatd names show: %v\n", err)
 		return 1
@@ -384,7 +384,7 @@ func namesRelease(ctx context.Context, args []string, cfg *config, stdout, stder
 	}
 	fmt.Fprintf(stdout, "released %s: deleted %s, %s, %s, %s and %s\n", r.Name,
 		plural(r.Keys, "key"), plural(r.Pending, "pending key"), plural(r.Memberships, "room membership"),
-		plural(r.WebTokens, "web session or token"), plural(r.QueuedDMs, "queued private message"))
+		plural(r.WebTokens, "web token"), plural(r.QueuedDMs, "queued private message"))
 	switch {
 	case *keepRooms && (len(r.Owned) > 0 || len(r.Invited) > 0):
 		fmt.Fprintf(stdout, "kept for whoever claims %s next: owner of %s; invited to %s\n", r.Name, orNone(r.Owned), orNone(r.Invited))

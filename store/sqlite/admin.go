@@ -292,7 +292,7 @@ func (a *Admin) Backup(ctx context.Context, dest string) (Summary, error) {
 		return Summary{}, fmt.Errorf("backup: %w", err)
 	}
 	if _, err := os.Lstat(dest); err == nil {
-		return Summary{}, fmt.Errorf("backup: %s exists; chatd never overwrites a file: choose another name: %w", dest, fs.ErrExist)
+		return Summary{}, fmt.Errorf("backup: %w", existsError(dest))
 	}
 	// CreateTemp makes the file 0600: the copy holds people's keys and private messages.
 	// VACUUM INTO writes into an existing file as long as it is empty.
@@ -333,17 +333,25 @@ func (a *Admin) Backup(ctx context.Context, dest string) (Summary, error) {
 // a check.
 func linkNew(tmp, dest string) error {
 	err := os.Link(tmp, dest)
-	if err == nil || errors.Is(err, fs.ErrExist) {
-		if err != nil {
-			return fmt.Errorf("%s exists; chatd never overwrites a file: choose another name: %w", dest, fs.ErrExist)
-		}
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, fs.ErrExist):
+		return existsError(dest)
 	}
 	if _, statErr := os.Lstat(dest); statErr == nil {
-		return fmt.Errorf("%s exists; chatd never overwrites a file: choose another name: %w", dest, fs.ErrExist)
+		return existsError(dest)
 	}
 	return os.Rename(tmp, dest)
 }
+
+// existsError is the refusal to write over the file it names; it is an fs.ErrExist.
+type existsError string
+
+func (e existsError) Error() string {
+	return string(e) + " exists; chatd never overwrites a file: choose another name"
+}
+func (e existsError) Unwrap() error { return fs.ErrExist }
 
 // syncFile makes the file at path durable: VACUUM INTO does not sync what it writes.
 func syncFile(path string) error {
