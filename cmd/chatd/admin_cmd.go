@@ -116,6 +116,12 @@ func lockDataDir(cmd, why string, cfg *config, stderr io.Writer) (*datadir.Lock,
 		}
 		return nil, false
 	}
+	// A lock file made here by root would keep the service's own user out of its directory.
+	if err := ownLike(filepath.Join(cfg.DataDir, datadir.LockFile), cfg.DataDir); err != nil {
+		l.Unlock()
+		fmt.Fprintf(stderr, "chatd %s: %v\n", cmd, err)
+		return nil, false
+	}
 	return l, true
 }
 
