@@ -225,7 +225,10 @@ func (s *Server) isStopping() bool {
 // accept registers a new connection and starts its goroutine, or its refusal when the server
 // is full. It does not block.
 func (s *Server) accept(nc net.Conn) {
-	if tc, ok := nc.(*net.TCPConn); ok {
+	// An interface, not *net.TCPConn: a connection that came through a PROXY header is wrapped.
+	if tc, ok := nc.(interface {
+		SetKeepAliveConfig(net.KeepAliveConfig) error
+	}); ok {
 		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 15 * time.Second, Count: 4})
 	}
 	// The name deadline is set before the connection is visible to Shutdown, whose own

@@ -44,6 +44,7 @@ type config struct {
 	MaxConnsPerIP    int
 	ConnRatePerIP    int
 	LimitExempt      string
+	ProxyProtocol    string // addresses of load balancers that send a PROXY header; empty: none
 	HandshakeTimeout time.Duration
 	NameTimeout      time.Duration
 	IdleTimeout      time.Duration
@@ -109,6 +110,7 @@ func (c *config) options() []option {
 		{"max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP", "N", "most connections open at once from one address; 0 for no limit", (*intValue)(&c.MaxConnsPerIP)},
 		{"conn-rate-per-ip", "CHAT_CONN_RATE_PER_IP", "N", "most new connections a minute from one address; 0 for no limit", (*intValue)(&c.ConnRatePerIP)},
 		{"limit-exempt", "CHAT_LIMIT_EXEMPT", "CIDR,...", "addresses the per-address limits do not apply to, e.g. 10.0.0.0/8,192.0.2.7", (*stringValue)(&c.LimitExempt)},
+		{"proxy-protocol", "CHAT_PROXY_PROTOCOL", "CIDR,...", "load balancers (HAProxy send-proxy, send-proxy-v2) whose PROXY header names the client on the SSH and TCP listeners; from these a header is required, from others refused", (*stringValue)(&c.ProxyProtocol)},
 		{"handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT", "DURATION", "time an SSH connection has to log in and start a session", (*durationValue)(&c.HandshakeTimeout)},
 		{"name-timeout", "CHAT_NAME_TIMEOUT", "DURATION", "time a TCP connection has to give its name", (*durationValue)(&c.NameTimeout)},
 		{"idle-timeout", "CHAT_IDLE_TIMEOUT", "DURATION", "disconnect sessions that send nothing for this long; 0 never does", (*durationValue)(&c.IdleTimeout)},
@@ -208,6 +210,9 @@ func (c *config) validate() error {
 	}
 	if _, err := connlimit.ParsePrefixes(c.LimitExempt); err != nil {
 		return fmt.Errorf("--limit-exempt: %w", err)
+	}
+	if _, err := connlimit.ParsePrefixes(c.ProxyProtocol); err != nil {
+		return fmt.Errorf("--proxy-protocol: %w", err)
 	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("--pprof needs --metrics-addr")

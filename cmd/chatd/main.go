@@ -166,9 +166,9 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return err
 	}
-	sshLn, err := net.Listen("tcp", cfg.SSHAddr)
+	sshLn, err := listenChat("ssh", cfg.SSHAddr, cfg, mx.Refused, logger)
 	if err != nil {
-		return fmt.Errorf("listen ssh: %w", err)
+		return err
 	}
 	servers := []server{{"ssh", sshSrv, sshLn}}
 	if cfg.TCPAddr != "" {
@@ -186,10 +186,10 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			sshLn.Close()
 			return err
 		}
-		tcpLn, err := net.Listen("tcp", cfg.TCPAddr)
+		tcpLn, err := listenChat("tcp", cfg.TCPAddr, cfg, mx.Refused, logger)
 		if err != nil {
 			sshLn.Close()
-			return fmt.Errorf("listen tcp: %w", err)
+			return err
 		}
 		servers = append(servers, server{"tcp", tcpSrv, tcpLn})
 	}
