@@ -213,6 +213,9 @@ func adminRestore(ctx context.Context, args []string, cfg *config, stdout, stder
 		return 1
 	}
 	src, _ := filepath.Abs(fset.Arg(0))
+	if abs, err := filepath.Abs(db); err == nil {
+		db = abs
+	}
 	fmt.Fprintf(stdout, "restored %s to %s\n  %s\n", src, db, describeSummary(r.Summary))
 	if r.Previous != "" {
 		fmt.Fprintf(stdout, "the database it replaced is kept as %s: delete it once the server runs well\n", r.Previous)
