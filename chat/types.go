@@ -75,10 +75,14 @@ var (
 	ErrNameLimit = errors.New("key holds too many names")
 	// ErrKeyLimit: the name already has MaxKeysPerName keys, active and pending.
 	ErrKeyLimit = errors.New("name has too many keys")
+	// ErrWebTokenLimit: the name already has MaxWebTokensPerName unexpired web tokens (browser
+	// sessions, bot tokens and sign-in links together).
+	ErrWebTokenLimit = errors.New("too many web sessions")
 )
 
 // LimitError is the error of a write refused by a cap; it unwraps to the cap's sentinel
-// (ErrNameLimit, ErrKeyLimit, ErrQueueFull, ErrSenderQueueFull, ErrAddrQueueFull).
+// (ErrNameLimit, ErrKeyLimit, ErrQueueFull, ErrSenderQueueFull, ErrAddrQueueFull,
+// ErrWebTokenLimit).
 type LimitError struct {
 	Err   error
 	Max   int      // the cap

@@ -44,7 +44,8 @@
 // 20 keys, active and pending together (chat.ErrKeyLimit); a recipient may have 100 private
 // messages waiting (chat.ErrQueueFull), of which 10 from one sender name (chat.ErrSenderQueueFull)
 // and 20 from one sender address (chat.ErrAddrQueueFull; an empty address is not counted). The
-// sender's caps are checked first, the name's before the address's.
+// sender's caps are checked first, the name's before the address's. A name may hold 50 unexpired
+// web tokens, sessions, bot tokens and sign-in links together (chat.ErrWebTokenLimit).
 //
 // History: Append never waits. Recent(room, n) returns the room's newest n committed messages,
 // oldest first: none for n <= 0, chat.ErrNotFound for a room that does not exist. Each message
@@ -53,6 +54,14 @@
 // append order within a room. Flush returns once every message appended before it is committed,
 // so that Recent returns it. A message whose room is not a room name, or does not exist when the
 // store commits it, is dropped: a room created later does not inherit it.
+//
+// History ranges: History(room, r) returns the room's committed messages between r's bounds,
+// oldest first, each as Recent returns it: with r.After set, the oldest r.Limit after it;
+// otherwise the newest r.Limit before r.Before, or of all. A zero bound is open. Both bounds are
+// exclusive and taken to the millisecond, as times are kept: a message at 12:00:00.123 is neither
+// before nor after 12:00:00.123999, so a bound taken from a message's At leaves it out. None for
+// r.Limit <= 0; chat.ErrNotFound for a room that does not exist, chat.ErrRoomInvalid for a name
+// that is not a room's. A deleted room's messages are gone from History as from Recent.
 //
 // Rooms: Rooms lists every room in name order, each with the names invited to it in the order
 // they were invited. SaveRoom creates a room (a zero Created is now) or updates its owner, topic
@@ -80,6 +89,23 @@
 // removed ban, or chat.ErrNotFound when there is no such ban or it has expired.
 //
 // Settings: Setting reports whether a key is set (an empty value is set); SetSetting replaces.
+//
+// Web tokens: AddWebToken stores a token of one of the three kinds (chat.WebLink, chat.WebSession,
+// chat.WebBot) for a registered name, and returns it with its ID (the one given is ignored) and
+// its times (a zero Created is now; a zero Expires never expires); Name and Label are kept as
+// given. It refuses an unknown kind, a Hash that is not a hex SHA-256 (the secret itself, by
+// mistake), a hash stored already, of any kind, and, with chat.ErrNotFound, a name that is not
+// registered: a token signs in as a registered name only. It takes an expiry already past, and
+// such a token is as good as gone, as every token is once its expiry passes: WebToken and
+// TakeWebToken do not find it, WebTokens does not list it, RevokeWebTokens neither finds nor
+// counts it, and it does not count towards the cap. WebToken and TakeWebToken find a token by its
+// kind and hash (another kind is chat.ErrNotFound); TakeWebToken deletes it, and of many
+// concurrent takers of one token exactly one gets it, the others chat.ErrNotFound. WebTokens
+// lists a name's (chat.Fold) sessions and bot tokens oldest first, by Created, without its links.
+// RevokeWebTokens(name, id) deletes the name's session or bot token id and returns 1, or
+// chat.ErrNotFound when the name has no such token (another name's, a link, an expired one);
+// RevokeWebTokens(name, 0) deletes every token of the name, links included, and returns how many
+// there were (0 for none, with no error).
 package storetest
 
 import (
@@ -109,6 +135,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"pending keys", testPendingKeys},
 		{"caps", testCaps},
 		{"history", testHistory},
+		{"history ranges", testHistoryRange},
 		{"rooms", testRooms},
 		{"delete room", testDeleteRoom},
 		{"memberships", testMemberships},
@@ -116,6 +143,9 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"DMs", testDMs},
 		{"bans", testBans},
 		{"settings", testSettings},
+		{"web tokens", testWebTokens},
+		{"web token take race", testWebTokenTakeRace},
+		{"web token cap", testWebTokenCap},
 	}
 	for _, a := range areas {
 		t.Run(a.name, func(t *testing.T) { a.test(t, open(t)) })
