@@ -284,6 +284,10 @@ func TestFixtures(t *testing.T) {
 		keys    []string
 		added   []time.Time
 		pending []string
+		// v4: the rooms besides #lobby, and the memberships
+		rooms       []chat.Room
+		goTexts     []string // #go's history
+		memberships map[string][]string
 	}{
 		{
 			file: "v2.db", version: 2, prefix: "v2", base: utc(2026, 1, 10, 12, 0), ms: 123,
@@ -303,6 +307,20 @@ func TestFixtures(t *testing.T) {
 			keys:    []string{"alice-desktop", "alice-laptop"},
 			added:   []time.Time{utc(2026, 2, 20, 9, 0), utc(2026, 2, 20, 9, 4)},
 			pending: []string{"alice-phone"}, // alice-lapsed's proposal expired long ago
+		},
+		{
+			file: "v4.db", version: 4, prefix: "v4", base: utc(2026, 3, 15, 8, 0), ms: 789,
+			dm: chat.DM{At: utc(2026, 3, 15, 11, 0), From: "Alice", FromAddr: "192.0.2.7", To: "Dave", Text: "v4 dm for dave"},
+			ban: chat.Ban{Kind: chat.BanIP, Value: "198.51.100.0/24", Reason: "spam (v4)", By: "Alice",
+				Created: utc(2026, 3, 15, 12, 0), Expires: utc(2100, 1, 1, 0, 0)},
+			motd:    "welcome to the v4 fixture",
+			keys:    []string{"alice-desktop", "alice-laptop"},
+			added:   []time.Time{utc(2026, 3, 15, 8, 0), utc(2026, 3, 15, 8, 4)},
+			pending: []string{"alice-phone"},
+			rooms: []chat.Room{{Name: "#go", Owner: "Alice", Topic: "v4 topic: gophers ✓", Private: true, Created: utc(2026, 3, 15, 8, 30),
+				Invited: []string{"bob", "Dave"}}},
+			goTexts:     []string{"v4 go 0", "v4 go 1", "v4 go 2", "v4 go 3", "v4 go 4"},
+			memberships: map[string][]string{"alice": {"#go", lobby}, "bob": {"#go"}, "carol.b": nil},
 		},
 	}
 	for _, tt := range tests {
@@ -356,12 +374,22 @@ func TestFixtures(t *testing.T) {
 				}
 			}
 
-			// The history, in #lobby, created at its first message.
+			// The history, in #lobby, created at its first message; v4's other rooms as they were.
 			rooms, err := s.Rooms()
 			first := tt.base.Add(time.Hour + time.Duration(tt.ms)*time.Millisecond)
-			if err != nil || len(rooms) != 1 || rooms[0].Name != lobby || rooms[0].Owner != "" || rooms[0].Topic != "" || rooms[0].Private ||
-				!rooms[0].Created.Equal(first) || len(rooms[0].Invited) != 0 {
-				t.Fatalf("Rooms = %+v, %v; want %s, created %v", rooms, err, lobby, first)
+			wantRooms := append(slices.Clone(tt.rooms), chat.Room{Name: lobby, Created: first})
+			if err != nil || !slices.EqualFunc(rooms, wantRooms, sameRoom) {
+				t.Fatalf("Rooms = %+v, %v; want %+v", rooms, err, wantRooms)
+			}
+			if tt.goTexts != nil {
+				if got := texts(recentIn(t, s, "#go", 100)); !slices.Equal(got, tt.goTexts) {
+					t.Fatalf("#go = %v, want %v", got, tt.goTexts)
+				}
+			}
+			for name, want := range tt.memberships {
+				if got, err := s.Memberships(name); err != nil || !slices.Equal(got, want) {
+					t.Fatalf("Memberships(%s) = %v, %v; want %v", name, got, err, want)
+				}
 			}
 			msgs := recent(t, s, 1000)
 			if len(msgs) != 50 {
@@ -406,14 +434,31 @@ func TestFixtures(t *testing.T) {
 			}
 
 			// And the new tables work on the old data.
-			if err := s.AddMembership("alice", lobby); err != nil {
+			if err := s.AddMembership("carol.b", lobby); err != nil {
 				t.Fatal(err)
 			}
-			if got, err := s.Memberships("ALICE"); err != nil || !slices.Equal(got, []string{lobby}) {
+			if got, err := s.Memberships("CAROL.B"); err != nil || !slices.Equal(got, []string{lobby}) {
 				t.Fatalf("Memberships = %v, %v", got, err)
+			}
+			tok, err := s.AddWebToken(chat.WebToken{Kind: chat.WebSession, Hash: hashOf(1), Name: "alice", Label: "after the upgrade"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.WebTokens("Alice"); err != nil || len(got) != 1 || got[0].ID != tok.ID {
+				t.Fatalf("WebTokens(alice) = %+v, %v; want [%+v]", got, err, tok)
+			}
+			page, err := s.History(lobby, chat.HistoryRange{After: msgs[9].At, Before: msgs[13].At, Limit: 10})
+			if err != nil || !slices.Equal(texts(page), texts(msgs[10:13])) {
+				t.Fatalf("History of the old messages = %v, %v; want %v", texts(page), err, texts(msgs[10:13]))
 			}
 		})
 	}
+}
+
+// sameRoom compares rooms as Rooms returns them.
+func sameRoom(a, b chat.Room) bool {
+	return a.Name == b.Name && a.Owner == b.Owner && a.Topic == b.Topic && a.Private == b.Private && a.Created.Equal(b.Created) &&
+		slices.Equal(a.Invited, b.Invited)
 }
 
 // TestMigrationWithoutHistory: a database with no messages gets no room from the migration to

@@ -44,7 +44,8 @@ type pruneOptions struct {
 }
 
 // pruner is the state of the goroutine that deletes the history beyond Config.KeepMessages and
-// Config.KeepFor, what is left of deleted rooms' histories, and pending keys that expired.
+// Config.KeepFor, what is left of deleted rooms' histories, and pending keys and web tokens that
+// expired.
 type pruner struct {
 	opts      pruneOptions
 	wake      chan struct{} // capacity 1: asks for a pass now; sends never block
@@ -154,9 +155,9 @@ func (s *SQLite) pruneLoop() {
 	}
 }
 
-// prune finishes the deletion of deleted rooms' histories, deletes the pending keys that
-// expired, then, oldest first and in chunks, the messages older than KeepFor and those of each
-// room beyond its newest KeepMessages. It returns how many messages it deleted.
+// prune finishes the deletion of deleted rooms' histories, deletes the pending keys and the web
+// tokens that expired, then, oldest first and in chunks, the messages older than KeepFor and
+// those of each room beyond its newest KeepMessages. It returns how many messages it deleted.
 func (s *SQLite) prune() (int, error) {
 	now := s.now()
 	total, err := s.finishRoomDeletions()
@@ -164,6 +165,9 @@ func (s *SQLite) prune() (int, error) {
 		return total, err
 	}
 	if err := s.deleteExpiredKeys(now); err != nil {
+		return total, err
+	}
+	if err := s.deleteExpiredWebTokens(now); err != nil {
 		return total, err
 	}
 	if s.cfg.KeepFor > 0 {
@@ -300,6 +304,25 @@ func (s *SQLite) deleteExpiredKeys(now time.Time) error {
 	defer s.writeMu.Unlock()
 	if _, err := s.db.Exec(`DELETE FROM keys WHERE expires != 0 AND expires <= ?`, now.UnixMilli()); err != nil {
 		return s.fail("delete expired keys", err)
+	}
+	return nil
+}
+
+// deleteExpiredWebTokens deletes the web tokens past their expiry (already ignored everywhere:
+// this keeps sign-in links that were never used, and sessions nobody came back to, from piling
+// up). A read first: a pass with nothing to delete never takes the write lock.
+func (s *SQLite) deleteExpiredWebTokens(now time.Time) error {
+	var expired bool
+	if err := s.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM web_tokens WHERE expires != 0 AND expires <= ?)`, now.UnixMilli()).Scan(&expired); err != nil {
+		return s.fail("delete expired web tokens", err)
+	}
+	if !expired {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if _, err := s.db.Exec(`DELETE FROM web_tokens WHERE expires != 0 AND expires <= ?`, now.UnixMilli()); err != nil {
+		return s.fail("delete expired web tokens", err)
 	}
 	return nil
 }

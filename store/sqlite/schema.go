@@ -23,6 +23,7 @@ func schema() []migration {
 		{"bans, settings", schemaV2},
 		{"pending keys, dm senders", schemaV3},
 		{"rooms, invitations, memberships, messages by room", schemaV4},
+		{"web tokens, messages by time", schemaV5},
 	}
 }
 
@@ -147,6 +148,30 @@ CREATE INDEX messages_room ON messages (room, id);
 
 INSERT INTO rooms(name, owner, topic, private, created)
 SELECT '#lobby', '', '', 0, at FROM messages ORDER BY id LIMIT 1;
+`
+
+// schemaV5: the web client. web_tokens are the secrets that sign a browser or a bot in, kept by
+// their hash (unique, whatever the kind) and the folded name they sign in as, which must be
+// registered: they go with the identity. expires 0 is never; web_tokens_name lists and counts a
+// name's tokens oldest first, web_tokens_expires finds the expired ones to delete.
+// messages_room_at serves History's time ranges, in both directions, from any point of a room's
+// history: along messages_room a range far from the newest end would be a scan of the room.
+const schemaV5 = `
+CREATE TABLE web_tokens (
+	id       INTEGER PRIMARY KEY AUTOINCREMENT,
+	hash     TEXT NOT NULL UNIQUE,
+	kind     TEXT NOT NULL,
+	name_key TEXT NOT NULL REFERENCES identities(name_key) ON DELETE CASCADE,
+	name     TEXT NOT NULL,
+	label    TEXT NOT NULL,
+	created  INTEGER NOT NULL,
+	expires  INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX web_tokens_name ON web_tokens (name_key, created);
+CREATE INDEX web_tokens_expires ON web_tokens (expires) WHERE expires != 0;
+
+CREATE INDEX messages_room_at ON messages (room, at);
 `
 
 // prepare checks the file and migrates it. It refuses, without writing anything, a file that is

@@ -1,8 +1,8 @@
 // Package sqlite is chatd's storage on one embedded SQLite file (modernc.org/sqlite, no cgo) in
 // WAL mode: which SSH keys own which names (trust on first use), the rooms with their
 // invitations and members, each room's message history, private messages waiting for someone
-// offline, bans and settings. It implements room.Store, with the types of package chat, and
-// passes its conformance suite (package store/storetest).
+// offline, bans and settings, and the web client's sign-in tokens. It implements room.Store,
+// with the types of package chat, and passes its conformance suite (package store/storetest).
 //
 // Public messages are written behind the caller's back: Append only queues, and a background
 // writer commits the queue in batches, so that the room never waits for the disk. Everything else
@@ -64,6 +64,10 @@ type Config struct {
 	// MaxKeysPerName is how many keys, active and pending together, a name may have. Default
 	// 20: every machine someone uses with room to spare, while /keys and a ban stay short.
 	MaxKeysPerName int
+	// MaxWebTokensPerName is how many unexpired web tokens a name may hold: browser sessions,
+	// bot tokens and sign-in links together. Default 50: every browser and bot someone has,
+	// while whoever holds a name cannot grow the table without end.
+	MaxWebTokensPerName int
 	// KeepMessages is how many of its newest messages each room's history keeps; older ones are
 	// deleted in the background. KeepFor is how long a message is kept, in every room. Unlike
 	// the other fields, 0 is no limit, not the default: DefaultConfig has the defaults (see
@@ -99,6 +103,7 @@ func DefaultConfig() Config {
 		MaxQueuedDMsPerAddr:   20,
 		MaxNamesPerKey:        5,
 		MaxKeysPerName:        20,
+		MaxWebTokensPerName:   50,
 		KeepMessages:          DefaultKeepMessages,
 		KeepFor:               DefaultKeepFor,
 		Now:                   time.Now,
@@ -114,6 +119,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxQueuedDMsPerAddr, d.MaxQueuedDMsPerAddr)
 	orDefault(&c.MaxNamesPerKey, d.MaxNamesPerKey)
 	orDefault(&c.MaxKeysPerName, d.MaxKeysPerName)
+	orDefault(&c.MaxWebTokensPerName, d.MaxWebTokensPerName)
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -138,6 +144,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: max names per key %d is negative", c.MaxNamesPerKey)
 	case c.MaxKeysPerName < 0:
 		return fmt.Errorf("store: max keys per name %d is negative", c.MaxKeysPerName)
+	case c.MaxWebTokensPerName < 0:
+		return fmt.Errorf("store: max web tokens per name %d is negative", c.MaxWebTokensPerName)
 	case c.KeepMessages < 0:
 		return fmt.Errorf("store: keep messages %d is negative (0 keeps them all)", c.KeepMessages)
 	case c.KeepFor < 0:

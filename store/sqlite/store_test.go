@@ -178,6 +178,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative DM queue per address", func(c *Config) { c.MaxQueuedDMsPerAddr = -1 }, "per address"},
 		{"negative names per key", func(c *Config) { c.MaxNamesPerKey = -1 }, "names per key"},
 		{"negative keys per name", func(c *Config) { c.MaxKeysPerName = -1 }, "keys per name"},
+		{"negative web tokens per name", func(c *Config) { c.MaxWebTokensPerName = -1 }, "web tokens per name"},
 		{"negative keep messages", func(c *Config) { c.KeepMessages = -1 }, "keep messages"},
 		{"negative keep for", func(c *Config) { c.KeepFor = -time.Hour }, "keep for"},
 		{"keep everything", func(c *Config) { c.KeepMessages, c.KeepFor = 0, 0 }, ""},
@@ -622,7 +623,8 @@ func TestWALMode(t *testing.T) {
 
 // TestQueryPlans guards the schema's indexes: a room's newest-first history read walks
 // messages_room backwards without sorting, as do the per-room retention and a deleted room's
-// chunks; memberships, invitations and the DM queue are found through their indexes.
+// chunks; a time range walks messages_room_at; memberships, invitations, the DM queue and web
+// tokens are found through their indexes.
 func TestQueryPlans(t *testing.T) {
 	s, _ := openTest(t, Config{})
 	tests := []struct {
@@ -646,6 +648,14 @@ func TestQueryPlans(t *testing.T) {
 		{`SELECT i.name FROM keys k JOIN identities i ON i.name_key = k.identity WHERE k.fingerprint = 'x' AND k.expires = 0 ORDER BY i.name_key`, nil,
 			"INDEX keys_fingerprint", "SCAN k"},
 		{`SELECT EXISTS (SELECT 1 FROM keys WHERE expires != 0 AND expires <= 5)`, nil, "INDEX keys_pending", "SCAN keys"},
+		{historyBeforeSQL, []any{"#x", 9, 5, 100}, "INDEX messages_room_at", "TEMP B-TREE"},
+		{historyAfterSQL, []any{"#x", 5, 9, 100}, "INDEX messages_room_at", "TEMP B-TREE"},
+		{webTokenSQL, []any{"h", "session", 5}, "INDEX sqlite_autoindex_web_tokens", "SCAN web_tokens"},
+		{`SELECT count(*) FROM web_tokens WHERE name_key = 'x' AND (expires = 0 OR expires > 5)`, nil, "INDEX web_tokens_name", "SCAN web_tokens"},
+		{`SELECT id FROM web_tokens WHERE name_key = 'x' AND kind IN ('session', 'bot') AND (expires = 0 OR expires > 5) ORDER BY created, id`, nil,
+			"INDEX web_tokens_name", "SCAN web_tokens"},
+		{`DELETE FROM web_tokens WHERE name_key = 'x'`, nil, "INDEX web_tokens_name", "SCAN web_tokens"},
+		{`SELECT EXISTS (SELECT 1 FROM web_tokens WHERE expires != 0 AND expires <= 5)`, nil, "INDEX web_tokens_expires", "SCAN web_tokens"},
 	}
 	for _, tt := range tests {
 		rows, err := s.db.Query(`EXPLAIN QUERY PLAN `+tt.query, tt.args...)
