@@ -77,8 +77,8 @@ func (m *Member) State() State {
 }
 
 // History returns lines of one of the member's rooms in r, oldest first, at most MaxHistoryPage:
-// scrolling back (r.Before) and catching up after a reconnection (r.After). The error is fit to
-// show the user.
+// scrolling back (r.Before) and catching up after a reconnection (r.After). The bounds include
+// their own millisecond (see below). The error is fit to show the user.
 func (m *Member) History(room string, r chat.HistoryRange) ([]Event, error) {
 	h := m.hub
 	name, err := chat.ParseRoom(room)
@@ -95,6 +95,15 @@ func (m *Member) History(room string, r chat.HistoryRange) ([]Event, error) {
 	h.mu.Unlock()
 	if !in {
 		return nil, fmt.Errorf("you are not in %s", name)
+	}
+	// Several lines may share a millisecond, the unit times are kept in: a page that ended inside
+	// one would skip the rest of it. So a bound takes in its own millisecond, and the client
+	// drops the lines it already shows (same time, sender and text).
+	if !r.Before.IsZero() {
+		r.Before = r.Before.Truncate(time.Millisecond).Add(time.Millisecond)
+	}
+	if !r.After.IsZero() {
+		r.After = r.After.Truncate(time.Millisecond).Add(-time.Millisecond)
 	}
 	r.Limit = min(max(r.Limit, 0), MaxHistoryPage)
 	if r.Limit == 0 {

@@ -129,9 +129,9 @@ func TestStateAndHistory(t *testing.T) {
 		want string
 	}{
 		{"newest", chat.HistoryRange{Limit: 2}, "line d,line e"},
-		{"before", chat.HistoryRange{Before: now.Add(2 * time.Second), Limit: 10}, "line a,line b"},
-		{"after", chat.HistoryRange{After: now.Add(2 * time.Second), Limit: 1}, "line d"},
-		{"between", chat.HistoryRange{After: now, Before: now.Add(3 * time.Second), Limit: 10}, "line b,line c"},
+		{"before, its own millisecond included", chat.HistoryRange{Before: now.Add(2 * time.Second), Limit: 10}, "line a,line b,line c"},
+		{"after, its own millisecond included", chat.HistoryRange{After: now.Add(2 * time.Second), Limit: 1}, "line c"},
+		{"between", chat.HistoryRange{After: now.Add(time.Second + time.Millisecond), Before: now.Add(3*time.Second - time.Millisecond), Limit: 10}, "line c"},
 		{"no limit is nothing", chat.HistoryRange{}, ""},
 	}
 	for _, tt := range tests {
