@@ -16,6 +16,10 @@ build:
     go build -o bin/chatd ./cmd/chatd
     go build -o bin/chat ./cmd/chat
 
+# .deb and .rpm packages for linux amd64 and arm64 into ./dist (packaging/package; e.g. ARCHES=amd64 FORMATS=deb just package)
+package:
+    bash packaging/package
+
 # vet, staticcheck (pinned; installed on first use), and fail on unformatted files
 lint:
     go vet ./...

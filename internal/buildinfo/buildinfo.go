@@ -5,7 +5,8 @@
 //
 //	go build -ldflags "-X chatd/internal/buildinfo.version=1.2.0 \
 //	  -X chatd/internal/buildinfo.commit=$(git rev-parse HEAD) \
-//	  -X chatd/internal/buildinfo.date=2025-06-01T12:00:00Z" ./cmd/chatd
+//	  -X chatd/internal/buildinfo.date=2025-06-01T12:00:00Z \
+//	  -X chatd/internal/buildinfo.modified=true" ./cmd/chatd
 //
 // What is not set that way comes from the Go build info: the module version (go install
 // chatd/cmd/chatd@v1.2.0) and, when Go stamped them (-buildvcs=true in a git checkout), the
@@ -22,9 +23,10 @@ import (
 // Set with -ldflags -X by the package script. They are package variables because -X can only
 // set those; nothing writes them at run time.
 var (
-	version string
-	commit  string
-	date    string
+	version  string
+	commit   string
+	date     string
+	modified string // "true": built from a checkout with uncommitted changes
 )
 
 // Info is one build's identity. Empty fields are unknown.
@@ -39,7 +41,7 @@ type Info struct {
 // Read returns this binary's Info: what the linker was told, else what Go stamped.
 func Read() Info {
 	bi, _ := debug.ReadBuildInfo()
-	return merge(Info{Version: version, Commit: commit, Date: date}, bi)
+	return merge(Info{Version: version, Commit: commit, Date: date, Modified: modified == "true"}, bi)
 }
 
 // merge fills the fields ld leaves empty from the build info (nil: none).

@@ -29,6 +29,8 @@ func TestMerge(t *testing.T) {
 		{"go install", Info{}, &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.3.0"}},
 			"v1.3.0, commit unknown, built unknown, go1.26.8"},
 		{"nothing known", Info{}, plain, "(devel), commit unknown, built unknown, go1.26.8"},
+		{"a modified checkout, from the linker", Info{Version: "1.2.0", Commit: "bbbb", Modified: true}, plain,
+			"1.2.0, commit bbbb (modified), built unknown, go1.26.8"},
 		{"only a commit from the linker", Info{Commit: "cccc"}, vcs, "(devel), commit cccc, built 2025-01-02T03:04:05Z, go1.26.8"},
 	}
 	for _, tt := range tests {
