@@ -22,7 +22,7 @@
     app: $('app'), roomName: $('room-name'), topic: $('topic'),
     rooms: $('rooms'), roomList: $('room-list'), toggleRooms: $('toggle-rooms'),
     members: $('members'), memberList: $('member-list'), toggleMembers: $('toggle-members'),
-    me: $('me'), status: $('status'), notify: $('notify'), signout: $('signout'),
+    me: $('me'), status: $('status'), reconnect: $('reconnect'), notify: $('notify'), signout: $('signout'),
     log: $('log'), composer: $('composer'), message: $('message'),
   };
 
@@ -533,8 +533,10 @@
     st.ws = ws;
     let lastError = '';
 
+    let greeted = false; // this connection got a state line: the room took us in
+
     ws.addEventListener('open', () => {
-      setStatus('Connected');
+      setStatus('');
       st.resync = st.signedIn;
       send({ type: 'state' });
     });
@@ -545,7 +547,7 @@
         let o;
         try { o = JSON.parse(line); } catch { continue; }
         if (!o || typeof o !== 'object') continue;
-        if (o.type === 'state') { st.attempt = 0; onState(o); continue; }
+        if (o.type === 'state') { st.attempt = 0; greeted = true; onState(o); continue; }
         if (o.type === 'history') { onHistory(o); continue; }
         const e = normalise(o);
         if (!e) continue;
@@ -561,31 +563,38 @@
         if (newest && !r.resumeAfter) r.resumeAfter = newest.time;
       }
       if (!st.signedIn) {
-        // A sign-in that did not work: no cookie, or the server refused the name.
+        st.early = []; // the refusal, already said on the form
+        // A sign-in that did not work. "sign in": no name and no session cookie, nothing to
+        // say; otherwise the error line says why (a name taken, a link no longer valid).
         const tried = st.guest;
         st.guest = '';
         writeGuest('');
-        showSignin(lastError || (tried ? 'Could not sign in: the server refused the connection or cannot be reached.' : ''));
+        const why = ev.reason === 'sign in' ? '' : lastError ||
+          (tried ? 'Could not sign in: the server refused the connection or cannot be reached.' : '');
+        showSignin(why);
         return;
       }
-      if (ev.code === 1008) {
-        // The server ended this session on purpose (a kick, a ban, a refused name): coming
-        // straight back would be wrong. The person can reload to try again.
+      if (greeted && (ev.code === 1000 || ev.code === 1008)) {
+        // The room ended this session on purpose (bye, idle, a kick, a ban): coming straight
+        // back would be wrong. The person may, with the button.
         st.stopped = true;
-        setStatus(`Disconnected${lastError ? `: ${lastError}` : ''}. Reload the page to connect again.`);
+        setStatus(`Disconnected${lastError ? `: ${lastError}` : ev.reason ? ` (${ev.reason})` : ''}.`);
+        ui.reconnect.hidden = false;
         return;
       }
-      reconnectLater();
+      // A dropped connection, a restarting server, or a refusal on the way back in (a busy
+      // server): try again later.
+      reconnectLater(lastError);
     });
   }
 
   // reconnectLater waits an exponentially growing time with jitter, so that a restarted server
   // is not met by every page at once.
-  function reconnectLater() {
+  function reconnectLater(why) {
     const base = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** st.attempt);
     const delay = base / 2 + Math.random() * (base / 2);
     st.attempt = Math.min(st.attempt + 1, 20);
-    setStatus(`Disconnected; reconnecting in ${Math.ceil(delay / 1000)} s…`);
+    setStatus(`Disconnected${why ? ` (${why})` : ''}; trying again in ${Math.ceil(delay / 1000)} s…`);
     st.retryTimer = setTimeout(connect, delay);
   }
 
@@ -652,6 +661,13 @@
     for (const [p, b] of [[ui.rooms, ui.toggleRooms], [ui.members, ui.toggleMembers]]) {
       if (p.classList.contains('open')) { togglePanel(p, b, false); b.focus(); }
     }
+  });
+
+  ui.reconnect.addEventListener('click', () => {
+    ui.reconnect.hidden = true;
+    st.stopped = false;
+    st.attempt = 0;
+    connect();
   });
 
   ui.notify.addEventListener('click', async () => {
