@@ -30,7 +30,7 @@ type harness struct {
 	refused  chan string
 }
 
-func start(t *testing.T, cfg Config) *harness {
+func start(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -361,5 +361,70 @@ func TestConfigValidate(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%+v: valid", c)
 		}
+	}
+}
+
+// BenchmarkAccept is one connection's cost, dial to first byte: through the listener with a v2
+// header from the proxy, through it straight from a client (whose first bytes are looked at),
+// and on the bare listener.
+func BenchmarkAccept(b *testing.B) {
+	for _, tt := range []struct {
+		name string
+		from net.IP
+		hdr  bool
+		bare bool
+	}{{"header", proxyIP, true, false}, {"direct", clientIP, false, false}, {"bare", clientIP, false, true}} {
+		b.Run(tt.name, func(b *testing.B) {
+			var addr string
+			var accepted <-chan net.Conn
+			if tt.bare {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ln.Close()
+				ch := make(chan net.Conn, 1)
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						ch <- c
+					}
+				}()
+				addr, accepted = ln.Addr().String(), ch
+			} else {
+				h := start(b, defaults())
+				addr, accepted = h.l.Addr().String(), h.accepted
+			}
+			first := []byte("x")
+			if tt.hdr {
+				h := pp.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 1}, &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 2})
+				hb, err := h.Format()
+				if err != nil {
+					b.Fatal(err)
+				}
+				first = append(hb, first...)
+			}
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: tt.from}}
+			buf := make([]byte, 1)
+			b.ResetTimer()
+			for range b.N {
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(first); err != nil {
+					b.Fatal(err)
+				}
+				sc := <-accepted
+				if _, err := sc.Read(buf); err != nil {
+					b.Fatal(err)
+				}
+				sc.Close()
+				c.Close()
+			}
+		})
 	}
 }
