@@ -167,6 +167,12 @@ func (l *Listener) loop() {
 			continue
 		}
 		if !l.hold(nc) {
+			select {
+			case <-l.done:
+				_ = nc.Close()
+				return
+			default:
+			}
 			l.refuse(nc, nc.RemoteAddr(), ReasonBusy, fmt.Sprintf("over %d connections waiting for their PROXY header", l.cfg.MaxPending))
 			continue
 		}
