@@ -100,6 +100,10 @@ func openAdmin(cmd string, cfg *config, stderr io.Writer) (*sqlite.Admin, bool) 
 	a, err := sqlite.OpenAdmin(dbPath(cfg))
 	if err != nil {
 		fmt.Fprintf(stderr, "chatd %s: %v\n", cmd, err)
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "chatd %s: is %s the server's data directory? Give it with --data-dir (the package's is /var/lib/chatd)\n",
+				cmd, cfg.DataDir)
+		}
 		return nil, false
 	}
 	return a, true
