@@ -40,6 +40,7 @@
     retryTimer: 0,
     stateTimer: 0,
     resync: false,         // the next state line is the first after a reconnect
+    away: new Map(),       // rooms we were in before a reconnect and are not back in yet
     stopped: false,        // the server ended the session on purpose: no reconnecting
   };
 
@@ -262,14 +263,46 @@
     let i = r.events.length;
     while (i > 0 && r.events[i - 1].t > e.t) i--;
     r.events.splice(i, 0, e);
-    if (r.events.length > KEEP) {
-      const old = r.events.shift();
-      r.seen.delete(keyOf(old));
-      r.complete = false;
-      i--;
-      if (r.name === st.current) ui.log.querySelector('.line')?.remove();
-    }
+    if (trim(r) && r.name === st.current) ui.log.querySelector('.line')?.remove();
     return i;
+  }
+
+  // merge adds a history reply and returns how many of its lines were new. Times have only
+  // milliseconds and a burst of lines can share one, so time alone cannot place a fetched line
+  // among the ones already shown; but a reply is in the server's order and holds the lines of
+  // its own bounds that we have too. Its order wins for those; the others (notices, replies)
+  // are placed by time.
+  function merge(r, batch) {
+    const mine = new Map(r.events.filter((e) => e.time).map((e) => [keyOf(e), e]));
+    const inBatch = new Set();
+    let added = 0;
+    const fetched = [];
+    for (const e of batch) {
+      const key = keyOf(e);
+      if (inBatch.has(key)) continue;
+      inBatch.add(key);
+      if (!mine.has(key)) { added++; r.seen.add(key); }
+      fetched.push(mine.get(key) || e); // a line shown live keeps its look
+    }
+    const rest = r.events.filter((e) => !e.time || !inBatch.has(keyOf(e)));
+    const out = [];
+    let i = 0;
+    let j = 0;
+    while (i < fetched.length || j < rest.length) {
+      if (j >= rest.length || (i < fetched.length && fetched[i].t <= rest[j].t)) out.push(fetched[i++]);
+      else out.push(rest[j++]);
+    }
+    r.events = out;
+    while (trim(r));
+    return added;
+  }
+
+  // trim drops the oldest line of a room over its bound.
+  function trim(r) {
+    if (r.events.length <= KEEP) return false;
+    r.seen.delete(keyOf(r.events.shift()));
+    r.complete = false;
+    return true;
   }
 
   // roomFor is where an event is shown: its room, or (replies, DMs) the room on screen.
@@ -335,10 +368,22 @@
     const listed = Array.isArray(s.rooms) ? s.rooms.filter((x) => x && typeof x.name === 'string') : [];
     const rooms = new Map();
     for (const x of listed) {
-      const r = st.rooms.get(x.name) || newRoom(x.name);
+      const r = st.rooms.get(x.name) || st.away.get(x.name) || newRoom(x.name);
+      st.away.delete(x.name);
       r.topic = typeof x.topic === 'string' ? x.topic : '';
       r.members = Array.isArray(x.members) ? x.members.filter((n) => typeof n === 'string') : [];
       rooms.set(x.name, r);
+    }
+    if (st.resync) {
+      // A guest comes back in the default room only: take it back to the rooms it was in,
+      // the one on screen last, so that it is current again. (A registered person's rooms
+      // are kept by the server.)
+      st.resync = false;
+      st.away.clear();
+      for (const r of st.rooms.values()) if (!rooms.has(r.name)) st.away.set(r.name, r);
+      const back = [...st.away.keys()].sort((a, b) => (a === st.current) - (b === st.current));
+      for (const name of back) send({ type: 'say', text: `/join ${name}` });
+      if (back.length) send({ type: 'state' });
     }
     st.rooms = rooms; // rooms we have left are dropped with their lines
     const first = !st.signedIn;
@@ -350,14 +395,11 @@
     if (current && st.early.length) {
       for (const e of st.early.splice(0)) insert(room(current), e);
     }
-    if (st.resync) {
-      // What was said while we were away, room by room. The join replay may have brought some
-      // of it already: duplicates are dropped by insert.
-      st.resync = false;
-      for (const r of rooms.values()) {
-        if (r.resumeAfter) send({ type: 'history', room: r.name, after: r.resumeAfter, limit: 200 });
-        r.resumeAfter = '';
-      }
+    // What was said while we were away, room by room, once we are back in it. The join replay
+    // may have brought some of it already: duplicates are dropped by insert.
+    for (const r of rooms.values()) {
+      if (r.resumeAfter) send({ type: 'history', room: r.name, after: r.resumeAfter, limit: 200 });
+      r.resumeAfter = '';
     }
     if (first) showApp();
     if (switched) openRoom();
@@ -369,17 +411,20 @@
     if (!r || !Array.isArray(h.events)) return;
     r.loading = 0;
     const older = !h.after;
-    if (older && h.events.length < PAGE) r.complete = true;
-    const fromBottom = ui.log.scrollHeight - ui.log.scrollTop;
-    const stick = nearBottom();
+    const batch = [];
     for (const o of h.events) {
       const e = normalise(o);
-      if (e) {
-        e.history = true;
-        if (e.from && e.colour !== undefined) st.colours.set(fold(e.from), e.colour);
-        insert(r, e);
-      }
+      if (!e) continue;
+      e.history = true;
+      if (e.from && e.colour !== undefined) st.colours.set(fold(e.from), e.colour);
+      batch.push(e);
     }
+    const fromBottom = ui.log.scrollHeight - ui.log.scrollTop;
+    const stick = nearBottom();
+    const added = merge(r, batch);
+    // A short page is the start of the history. So is a page with nothing new: a "before" bound
+    // takes in its own millisecond, and if a whole page shares it there is no going further.
+    if (older && (h.events.length < PAGE || added === 0)) r.complete = true;
     if (r.name !== st.current) return;
     renderLog();
     // Older lines go above what is on screen: keep it where it was.
