@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	mrand "math/rand/v2"
+	"net/http"
 	"regexp"
 	"slices"
 	"sort"
@@ -26,8 +27,10 @@ import (
 type Config struct {
 	SSHAddr        string        // "" for no SSH clients
 	TCPAddr        string        // "" for no TCP clients
+	WSAddr         string        // the web listener, for WebSocket clients; "" for none
 	SSHClients     int           // SSH clients to connect
 	TCPClients     int           // TCP clients to connect
+	WSClients      int           // WebSocket clients to connect
 	Senders        int           // how many of the clients send (at most all of them)
 	Rate           float64       // messages per second per sender
 	Duration       time.Duration // measurement time once everyone is connected
@@ -52,6 +55,7 @@ func DefaultConfig() Config {
 	return Config{
 		SSHAddr:        "127.0.0.1:2222",
 		TCPAddr:        "127.0.0.1:2323",
+		WSAddr:         "127.0.0.1:8080",
 		SSHClients:     100,
 		Senders:        2,
 		Rate:           0.5,
@@ -75,12 +79,14 @@ func (c Config) Validate() error {
 		nssh = 0
 	}
 	switch {
-	case c.SSHClients < 0 || c.TCPClients < 0:
-		return errors.New("-clients and -tcp-clients cannot be negative")
+	case c.SSHClients < 0 || c.TCPClients < 0 || c.WSClients < 0:
+		return errors.New("-clients, -tcp-clients and -ws-clients cannot be negative")
 	case c.TCPClients > 0 && c.TCPAddr == "":
 		return errors.New("-tcp-clients needs a -tcp address")
-	case nssh+c.TCPClients == 0:
-		return errors.New("no clients: give -clients (with -ssh) or -tcp-clients (with -tcp)")
+	case c.WSClients > 0 && c.WSAddr == "":
+		return errors.New("-ws-clients needs a -ws address")
+	case nssh+c.TCPClients+c.WSClients == 0:
+		return errors.New("no clients: give -clients (with -ssh), -tcp-clients (with -tcp) or -ws-clients (with -ws)")
 	case c.Senders < 0:
 		return errors.New("-senders cannot be negative")
 	case c.Senders > 0 && !c.Hold && !(c.Rate > 0 && c.Rate <= 1e6):
@@ -97,11 +103,11 @@ func (c Config) Validate() error {
 		return errors.New("-pid cannot be negative")
 	case c.Rooms < 0:
 		return errors.New("-rooms cannot be negative")
-	case c.Rooms > nssh+c.TCPClients:
-		return fmt.Errorf("-rooms %d needs at least as many clients, not %d", c.Rooms, nssh+c.TCPClients)
+	case c.Rooms > nssh+c.TCPClients+c.WSClients:
+		return fmt.Errorf("-rooms %d needs at least as many clients, not %d", c.Rooms, nssh+c.TCPClients+c.WSClients)
 	}
 	if c.NamePrefix != "" {
-		longest := c.NamePrefix + "-s" + strconv.Itoa(max(nssh, c.TCPClients)-1)
+		longest := c.NamePrefix + "-s" + strconv.Itoa(max(nssh, c.TCPClients, c.WSClients)-1)
 		if err := checkName(longest); err != nil {
 			return fmt.Errorf("-name-prefix %q: %w", c.NamePrefix, err)
 		}
@@ -175,6 +181,8 @@ type bench struct {
 	shards    []shard   // nRooms × perRoom: room K's are shards[K*perRoom : (K+1)*perRoom]
 	perRoom   int       // shards per room
 	t0        time.Time // the first dial
+	// httpClient dials the WebSocket clients.
+	httpClient *http.Client
 
 	connected atomic.Int64
 	failed    atomic.Int64
@@ -210,15 +218,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.SSHAddr == "" {
 		cfg.SSHClients = 0
 	}
-	cfg.Senders = min(cfg.Senders, cfg.SSHClients+cfg.TCPClients)
+	cfg.Senders = min(cfg.Senders, cfg.SSHClients+cfg.TCPClients+cfg.WSClients)
 	if cfg.NamePrefix == "" {
 		cfg.NamePrefix = "bench" + randomID(4)
 	}
 	b := &bench{
-		cfg:       cfg,
-		runID:     randomID(runIDLen),
-		notices:   make(map[string]string),
-		errCounts: make(map[string]int),
+		cfg:        cfg,
+		runID:      randomID(runIDLen),
+		notices:    make(map[string]string),
+		errCounts:  make(map[string]int),
+		httpClient: wsHTTPClient(),
 	}
 	b.scanner = newScanner(b.runID)
 	b.noticePat = []byte("* " + cfg.NamePrefix + "-")
@@ -314,14 +323,21 @@ func (b *bench) shardOf(c *client) *shard {
 
 // makeClients prepares the clients, SSH ones with fresh ed25519 keys, before anything is timed.
 func (b *bench) makeClients() error {
-	n := b.cfg.SSHClients + b.cfg.TCPClients
+	nssh, ntcp := b.cfg.SSHClients, b.cfg.TCPClients
+	n := nssh + ntcp + b.cfg.WSClients
 	b.clients = make([]*client, n)
 	for i := range n {
-		c := &client{id: i, transport: overSSH, pty: b.cfg.PTY, pairs: make([]pairState, b.cfg.Senders)}
-		c.name = fmt.Sprintf("%s-s%d", b.cfg.NamePrefix, i)
-		if i >= b.cfg.SSHClients {
-			c.transport, c.pty = overTCP, false
-			c.name = fmt.Sprintf("%s-t%d", b.cfg.NamePrefix, i-b.cfg.SSHClients)
+		// A PTY session gets its own lines back, as the page does (the web transport echoes).
+		c := &client{id: i, transport: overSSH, pty: b.cfg.PTY, echo: b.cfg.PTY, pairs: make([]pairState, b.cfg.Senders)}
+		switch {
+		case i < nssh:
+			c.name = fmt.Sprintf("%s-s%d", b.cfg.NamePrefix, i)
+		case i < nssh+ntcp:
+			c.transport, c.pty, c.echo = overTCP, false, false
+			c.name = fmt.Sprintf("%s-t%d", b.cfg.NamePrefix, i-nssh)
+		default:
+			c.transport, c.pty, c.echo = overWS, false, true
+			c.name = fmt.Sprintf("%s-w%d", b.cfg.NamePrefix, i-nssh-ntcp)
 		}
 		if b.cfg.Rooms > 0 {
 			c.room = int32(i % b.cfg.Rooms)
@@ -361,10 +377,13 @@ func (b *bench) connectAll(ctx context.Context) time.Duration {
 			for c := range jobs {
 				var keep int
 				var err error
-				if c.transport == overSSH {
+				switch c.transport {
+				case overSSH:
 					keep, err = b.connectSSH(ctx, c)
-				} else {
+				case overTCP:
 					keep, err = b.connectTCP(ctx, c)
+				default:
+					keep, err = b.connectWS(ctx, c)
 				}
 				if err != nil {
 					if ctx.Err() == nil {
@@ -437,23 +456,17 @@ func (b *bench) connectErrors() []ErrorCount {
 	return out
 }
 
-// pickSenders chooses the senders among the connected clients, alternating between SSH and TCP
-// while both have clients left.
+// pickSenders chooses the senders among the connected clients, taking SSH, TCP and WebSocket
+// clients in turn while more than one transport has clients left.
 func (b *bench) pickSenders() {
-	var ssh, tcp []*client
+	var by [nTransports][]*client
 	for _, c := range b.live {
-		if c.transport == overSSH {
-			ssh = append(ssh, c)
-		} else {
-			tcp = append(tcp, c)
-		}
+		by[c.transport] = append(by[c.transport], c)
 	}
 	n := min(b.cfg.Senders, len(b.live))
-	for len(b.senders) < n {
-		if len(ssh) > 0 && (len(b.senders)%2 == 0 || len(tcp) == 0) {
-			b.senders, ssh = append(b.senders, ssh[0]), ssh[1:]
-		} else {
-			b.senders, tcp = append(b.senders, tcp[0]), tcp[1:]
+	for t := 0; len(b.senders) < n; t = (t + 1) % nTransports {
+		if len(by[t]) > 0 {
+			b.senders, by[t] = append(b.senders, by[t][0]), by[t][1:]
 		}
 	}
 	for i, c := range b.senders {
@@ -587,7 +600,7 @@ func (b *bench) allDelivered() bool {
 			}
 			sent := sc.sent.Load()
 			if int32(s) == me {
-				if r.pty && int64(r.echoNext.Load()) < sent {
+				if r.echo && int64(r.echoNext.Load()) < sent {
 					return false
 				}
 				continue
@@ -672,7 +685,7 @@ func (b *bench) tally(rep *Report) {
 		if me >= 0 {
 			rf.Senders++
 			rf.MessagesSent += b.senders[me].sent.Load()
-			if r.pty {
+			if r.echo {
 				rep.EchoesExpected += sent[me]
 			}
 		}

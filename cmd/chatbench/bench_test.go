@@ -22,19 +22,20 @@ import (
 	"chatd/room"
 	"chatd/sshd"
 	"chatd/tcp"
+	"chatd/web"
 )
 
 // hangGuard only keeps a broken test from hanging; nothing waits for it on the way to passing.
 const hangGuard = 20 * time.Second
 
-// testChatd is a real room with its SSH and TCP servers on loopback ports.
+// testChatd is a real room with its SSH, TCP and web servers on loopback ports.
 type testChatd struct {
-	sshAddr, tcpAddr string
-	tcpConns         *recordingListener
+	sshAddr, tcpAddr, wsAddr string
+	tcpConns, wsConns        *recordingListener
 }
 
-// startChatd runs a room, an SSH server and a TCP server in-process until the test ends, with
-// no limit on the rate of messages, as for a load test (--msg-rate 0).
+// startChatd runs a room, an SSH server, a TCP server and a web server in-process until the
+// test ends, with no limit on the rate of messages, as for a load test (--msg-rate 0).
 func startChatd(t *testing.T) *testChatd {
 	t.Helper()
 	return startChatdWith(t, room.Config{MsgRate: -1})
@@ -76,9 +77,21 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 		t.Fatal(err)
 	}
 	tcpLn := &recordingListener{Listener: ln}
-	served := make(chan error, 2)
+	wcfg := web.DefaultConfig()
+	wcfg.Addr = "127.0.0.1:0"
+	webSrv, err := web.New(wcfg, rm, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webLn := &recordingListener{Listener: ln}
+	served := make(chan error, 3)
 	go func() { served <- sshSrv.Serve(sshLn) }()
 	go func() { served <- tcpSrv.Serve(tcpLn) }()
+	go func() { served <- webSrv.Serve(webLn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 		defer cancel()
@@ -91,7 +104,10 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 		if err := tcpSrv.Shutdown(ctx); err != nil {
 			t.Errorf("tcp shutdown: %v", err)
 		}
-		for range 2 {
+		if err := webSrv.Shutdown(ctx); err != nil {
+			t.Errorf("web shutdown: %v", err)
+		}
+		for range 3 {
 			select {
 			case <-served:
 			case <-ctx.Done():
@@ -100,7 +116,7 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 			}
 		}
 	})
-	return &testChatd{sshAddr: sshLn.Addr().String(), tcpAddr: ln.Addr().String(), tcpConns: tcpLn}
+	return &testChatd{sshAddr: sshLn.Addr().String(), tcpAddr: tcpLn.Addr().String(), wsAddr: webLn.Addr().String(), tcpConns: tcpLn, wsConns: webLn}
 }
 
 // recordingListener keeps the server's end of every connection it accepts.
@@ -134,7 +150,7 @@ func (l *recordingListener) serverEnd(addr string) net.Conn {
 
 func (s *testChatd) config(sshClients, tcpClients, senders int) Config {
 	cfg := DefaultConfig()
-	cfg.SSHAddr, cfg.TCPAddr = s.sshAddr, s.tcpAddr
+	cfg.SSHAddr, cfg.TCPAddr, cfg.WSAddr = s.sshAddr, s.tcpAddr, s.wsAddr
 	cfg.SSHClients, cfg.TCPClients = sshClients, tcpClients
 	cfg.Senders = senders
 	cfg.Rate = 20
@@ -255,6 +271,104 @@ func TestRunSSHAndTCP(t *testing.T) {
 	}
 }
 
+// WebSocket clients (guests of the web transport) send and receive beside SSH and TCP ones: the
+// senders take the transports in turn, every line reaches everyone, and WebSocket senders get
+// their own lines back, as PTY sessions do.
+func TestRunWebSocket(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(2, 2, 6)
+	cfg.WSClients = 4
+	cfg.PID = os.Getpid()
+	rep := runBench(t, cfg)
+	if rep.Connected != 8 || rep.Failed != 0 || rep.Dropped != 0 {
+		t.Fatalf("connected %d, failed %d (%v), dropped %d (%v)", rep.Connected, rep.Failed, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	if rep.ClientsWS != 4 || rep.WSAddr != srv.wsAddr || rep.Senders != 6 {
+		t.Errorf("clients_ws %d at %q, senders %d", rep.ClientsWS, rep.WSAddr, rep.Senders)
+	}
+	checkDeliveries(t, rep, 7)
+	// The senders are ssh, tcp, ws, ssh, tcp, ws: four of them get their own lines back.
+	if rep.Echoes != rep.EchoesExpected || rep.EchoesExpected == 0 || rep.EchoesExpected >= rep.MessagesSent {
+		t.Errorf("echoes %d of %d expected, %d messages: want the SSH and WebSocket senders' share", rep.Echoes, rep.EchoesExpected, rep.MessagesSent)
+	}
+	if rep.ServerRSSPerSession == nil {
+		t.Error("no RSS per session")
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if want := "4 websocket at " + srv.wsAddr; !strings.Contains(buf.String(), want) {
+		t.Errorf("the text report has no %q:\n%s", want, buf.String())
+	}
+}
+
+// WebSocket clients alone, in rooms: each line reaches its room's clients and no other, though
+// every client is in the default room too and gets its lines as events of that room.
+func TestRunWebSocketRooms(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(0, 0, 6)
+	cfg.SSHAddr = ""
+	cfg.WSClients = 6
+	cfg.Rooms = 2
+	cfg.testHookRunning = func(b *bench) {
+		// Someone in the default room says what reads like sender 0's messages.
+		witness := joinTCP(t, srv.tcpAddr, "witness")
+		intruder := joinTCP(t, srv.tcpAddr, "intruder")
+		last := string(appendMessage(nil, b.runID, 0, 0, time.Now().UnixNano(), 64))
+		if _, err := io.WriteString(intruder, last+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		witness.waitLine(t, "intruder: "+last)
+	}
+	rep := runBench(t, cfg)
+	if rep.Connected != 6 || rep.Dropped != 0 {
+		t.Fatalf("connected %d (%v), dropped %d (%v)", rep.Connected, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	checkDeliveries(t, rep, 2)
+	if rep.Foreign != 0 || len(rep.RoomFigures) != 2 {
+		t.Errorf("foreign %d, rooms %+v", rep.Foreign, rep.RoomFigures)
+	}
+	if rep.Echoes != rep.EchoesExpected || rep.EchoesExpected != rep.MessagesSent {
+		t.Errorf("echoes %d of %d, %d sent", rep.Echoes, rep.EchoesExpected, rep.MessagesSent)
+	}
+}
+
+// A WebSocket client the server refuses fails with the server's error line.
+func TestRunWebSocketRefused(t *testing.T) {
+	srv := startChatd(t)
+	joinTCP(t, srv.tcpAddr, "taken-w0") // the first WebSocket client's name, online already
+	cfg := srv.config(0, 0, 1)
+	cfg.SSHAddr = ""
+	cfg.WSClients = 2
+	cfg.NamePrefix = "taken"
+	cfg.Duration = 0
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if rep.Connected != 1 || rep.Failed != 1 || len(rep.ConnectErrors) != 1 {
+		t.Fatalf("connected %d, failed %d: %+v", rep.Connected, rep.Failed, rep.ConnectErrors)
+	}
+	if e := rep.ConnectErrors[0].Error; !strings.HasPrefix(e, "waiting to join: error: ") || !strings.Contains(e, "NAME") {
+		t.Errorf("connect error %q, want the server's error line about NAME", e)
+	}
+}
+
+// A WebSocket session held idle, as for the memory figure.
+func TestRunHoldWebSocket(t *testing.T) {
+	srv := startChatd(t)
+	cfg := srv.config(0, 0, 0)
+	cfg.SSHAddr = ""
+	cfg.WSClients = 3
+	cfg.Hold = true
+	cfg.Duration = 100 * time.Millisecond
+	rep := runBench(t, cfg)
+	if rep.Connected != 3 || rep.MessagesSent != 0 || rep.Dropped != 0 {
+		t.Errorf("connected %d (%v), sent %d, dropped %d", rep.Connected, rep.ConnectErrors, rep.MessagesSent, rep.Dropped)
+	}
+}
+
 // jsonKeys returns the JSON keys of a struct's fields.
 func jsonKeys(typ reflect.Type) []string {
 	var keys []string
@@ -286,17 +400,27 @@ func TestRunPlainSSHEverybodySends(t *testing.T) {
 
 // A client the server disconnects is reported as dropped, and what it then misses is not lost.
 func TestRunDroppedClient(t *testing.T) {
+	for _, tr := range []transport{overTCP, overWS} {
+		t.Run(tr.String(), func(t *testing.T) { testDroppedClient(t, tr) })
+	}
+}
+
+func testDroppedClient(t *testing.T, tr transport) {
 	srv := startChatd(t)
 	cfg := srv.config(2, 3, 2)
+	conns := srv.tcpConns
+	if tr == overWS {
+		cfg.TCPClients, cfg.WSClients, conns = 0, 3, srv.wsConns
+	}
 	var victim *client
 	cfg.testHookRunning = func(b *bench) {
 		for _, c := range b.live {
-			if c.transport == overTCP && c.senderIdx.Load() < 0 {
+			if c.transport == tr && c.senderIdx.Load() < 0 {
 				victim = c
 				break
 			}
 		}
-		end := srv.tcpConns.serverEnd(victim.netConn.LocalAddr().String())
+		end := conns.serverEnd(victim.netConn.LocalAddr().String())
 		if end == nil {
 			t.Error("no server end for the victim's connection")
 			return
@@ -316,8 +440,8 @@ func TestRunDroppedClient(t *testing.T) {
 		t.Fatalf("dropped %d: %+v", rep.Dropped, rep.Drops)
 	}
 	d := rep.Drops[0]
-	if d.Name != victim.name || d.Transport != "tcp" || d.Error == "" {
-		t.Errorf("drop = %+v, want %s over tcp with an error", d, victim.name)
+	if d.Name != victim.name || d.Transport != tr.String() || d.Error == "" {
+		t.Errorf("drop = %+v, want %s over %s with an error", d, victim.name, tr)
 	}
 	// "NAME left", or "NAME left #lobby" from a server with rooms.
 	if d.Notice != "" && d.Notice != victim.name+" left" && !strings.HasPrefix(d.Notice, victim.name+" left #") {
@@ -329,7 +453,7 @@ func TestRunDroppedClient(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(buf.String(), victim.name+" (tcp)") {
+	if !strings.Contains(buf.String(), victim.name+" ("+tr.String()+")") {
 		t.Errorf("the text report does not name the dropped client:\n%s", buf.String())
 	}
 }
@@ -528,6 +652,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"-size", "1001"}, 2},
 		{[]string{"-ssh", "", "-tcp-clients", "0"}, 2},
 		{[]string{"-tcp", "", "-tcp-clients", "3"}, 2},
+		{[]string{"-ws", "", "-ws-clients", "3"}, 2},
+		{[]string{"-ws-clients", "-1"}, 2},
+		{[]string{"-ssh", "", "-ws-clients", "2", "-rooms", "3"}, 2},
 		{[]string{"-name-prefix", "-x"}, 2},
 		{[]string{"-name-prefix", strings.Repeat("a", 30)}, 2},
 		{[]string{"-rooms", "-1"}, 2},
@@ -543,6 +670,10 @@ func TestFlags(t *testing.T) {
 	cfg, asJSON, quiet, err := parseFlags([]string{"-ssh", "", "-tcp-clients", "5", "-senders", "5", "-rooms", "5", "-json", "-q", "-pty=false"}, &bytes.Buffer{})
 	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 || cfg.Rooms != 5 {
 		t.Errorf("parseFlags: %+v %v %v %v", cfg, asJSON, quiet, err)
+	}
+	cfg, _, _, err = parseFlags([]string{"-ssh", "", "-ws", "127.0.0.1:9", "-ws-clients", "7", "-hold"}, &bytes.Buffer{})
+	if err != nil || cfg.WSAddr != "127.0.0.1:9" || cfg.WSClients != 7 || !cfg.Hold {
+		t.Errorf("parseFlags: %+v %v", cfg, err)
 	}
 }
 

@@ -28,11 +28,16 @@ type transport uint8
 const (
 	overSSH transport = iota
 	overTCP
+	overWS
+	nTransports = iota
 )
 
 func (t transport) String() string {
-	if t == overTCP {
+	switch t {
+	case overTCP:
 		return "tcp"
+	case overWS:
+		return "ws"
 	}
 	return "ssh"
 }
@@ -42,7 +47,8 @@ type client struct {
 	id        int
 	name      string
 	transport transport
-	pty       bool // an SSH session with a PTY: its own messages come back
+	pty       bool // an SSH session with a PTY
+	echo      bool // its own messages come back: a PTY session's, a WebSocket's
 	signer    gossh.Signer
 	joinPats  [][]byte // any of them shows it is in: ", NAME! " (the welcome) or its join notice
 	room      int32    // its room's index: 0 without -rooms (the default room)
@@ -500,6 +506,9 @@ func (b *bench) ended(c *client, err error) {
 }
 
 func describeReadErr(err error) string {
+	if s, ok := describeWSClose(err); ok {
+		return s
+	}
 	if errors.Is(err, io.EOF) {
 		return "connection closed by the server"
 	}

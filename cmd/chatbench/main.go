@@ -1,7 +1,8 @@
 // Command chatbench is a load generator for chatd: point it at a running server, and it connects
-// many SSH clients (each with its own ed25519 key, a PTY and a shell, like a person at a terminal)
-// and/or TCP clients into the room, makes some of them send at a steady rate, and reports how
-// fast everyone got in, what every message's delivery took, and whether anything was lost.
+// many SSH clients (each with its own ed25519 key, a PTY and a shell, like a person at a terminal),
+// TCP clients and/or WebSocket clients (the web transport's, as guests) into the room, makes some
+// of them send at a steady rate, and reports how fast everyone got in, what every message's
+// delivery took, and whether anything was lost.
 //
 //	chatbench [flags]
 //
@@ -9,10 +10,13 @@
 //
 //	-ssh ADDR             SSH address (default 127.0.0.1:2222); empty for no SSH clients
 //	-tcp ADDR             TCP address (default 127.0.0.1:2323); empty for no TCP clients
+//	-ws ADDR              the web listener's address (default 127.0.0.1:8080): WebSocket clients
+//	                      connect to ws://ADDR/ws?name=NAME
 //	-clients N            SSH clients (default 100)
 //	-tcp-clients M        TCP clients (default 0)
+//	-ws-clients W         WebSocket clients (default 0)
 //	-senders S            how many of the clients send (default 2; at most all of them),
-//	                      alternately SSH and TCP while there are both
+//	                      SSH, TCP and WebSocket clients in turn while there are several kinds
 //	-rate R               messages per second per sender (default 0.5)
 //	-duration D           measurement time once everyone is in the room (default 10s)
 //	-drain D              after the last send, how long to wait for deliveries still in flight
@@ -24,7 +28,8 @@
 //	                      (default 0: everyone stays in the default room)
 //	-pty                  SSH sessions request a PTY (default true; -pty=false for plain sessions)
 //	-pid PID              the server's process id: report its CPU time and RSS, from /proc
-//	-name-prefix P        client names are P-s0, P-s1, ... (SSH) and P-t0, ... (TCP); default
+//	-name-prefix P        client names are P-s0, P-s1, ... (SSH), P-t0, ... (TCP) and P-w0, ...
+//	                      (WebSocket); default
 //	                      "bench" and 4 random characters, new every run (chatd pins a name to
 //	                      the first key that uses it, so names cannot be reused with new keys)
 //	-hold                 connect, then hold the sessions for -duration without sending
@@ -38,7 +43,12 @@
 // more than a period, because a write blocked, is skipped and counted. Every message carries a
 // token, "~RUN.S.Q.T~" (the run's id, the sender's index, the message's sequence number and the
 // time it was sent, in Unix nanoseconds), padded with '.' to -size bytes; SSH PTY sessions end
-// it with CR, as a terminal does, the others with LF. Every client has one reader that finds the
+// it with CR, as a terminal does, the others with LF. A WebSocket client sends each line as
+// {"type":"say","text":LINE} and reads the server's JSON events (one or more JSON lines a
+// message) through an adapter that renders them as the plain lines a TCP client gets
+// ("NAME: TEXT", "* TEXT", "error: TEXT"; with -rooms, other rooms' lines tagged "#ROOM NAME:
+// TEXT"); it connects as a guest with no Origin header, as a bot does. Every client has one
+// reader that finds the
 // tokens in the raw byte stream, so latency is the time of the read minus the time in the token
 // (one machine, one clock). Latencies go into a log-linear histogram (1.6% buckets above 128 µs,
 // exact below), not a list of samples.
@@ -51,8 +61,8 @@
 // line is tagged with another of the run's rooms, or whose sender is in another room, should
 // never arrive: it is counted as foreign. The figures are computed room by room and summed.
 //
-// Every message should reach every other client in its room; PTY SSH senders also get their own
-// messages back, counted as echoes and not as deliveries. Once the senders stop, chatbench waits
+// Every message should reach every other client in its room; PTY SSH senders and WebSocket
+// senders also get their own messages back, counted as echoes and not as deliveries. Once the senders stop, chatbench waits
 // up to -drain for everything to arrive, then counts, per sender and receiver, what never came
 // (lost), what came twice (duplicates) and what came after a later message (out of order). A
 // client the server disconnects during the run is reported as dropped, with how its connection
@@ -89,7 +99,8 @@
 // in KiB (_kib), latencies in milliseconds (_ms); the server_* figures are null without -pid:
 //
 //	run_id, name_prefix           the run's token id and the clients' name prefix
-//	ssh_addr, tcp_addr, clients_ssh, clients_tcp, pty, senders, rate, size, rooms, duration_s, hold
+//	ssh_addr, tcp_addr, ws_addr, clients_ssh, clients_tcp, clients_ws, pty, senders, rate, size,
+//	rooms, duration_s, hold
 //	                              the settings (senders: how many actually sent; rooms: -rooms)
 //	interrupted                   true when Ctrl-C cut the run short
 //	clients_connected             clients that got into the room
@@ -113,13 +124,14 @@
 //	                              messages to other clients: expected = received + lost
 //	deliveries_foreign            messages that reached a client in another room (should be 0)
 //	duplicates, out_of_order      deliveries seen twice; deliveries that came after a later one
-//	echoes, echoes_expected       PTY senders' own messages that came back; messages they sent
+//	echoes, echoes_expected       PTY and WebSocket senders' own messages that came back; messages
+//	                              they sent
 //	window_seconds                the measurement window: first send slot to the end of -duration
 //	deliveries_in_window, deliveries_per_sec   deliveries received within the window, and per second
 //	latency_p50_ms, latency_p90_ms, latency_p99_ms, latency_max_ms   over every delivery
 //	clients_dropped               clients the server disconnected during the run
 //	drops                         [{name, transport, at_s, error, last_line, notice}], at most 100:
-//	                              at_s is seconds since the first dial
+//	                              transport is ssh, tcp or ws; at_s is seconds since the first dial
 //	room_figures                  with -rooms, one object per room: room (its name), clients
 //	                              (connected), senders, messages_sent, deliveries_expected,
 //	                              deliveries_received, deliveries_lost, deliveries_foreign,
@@ -132,6 +144,7 @@
 //	chatbench -clients 1000 -senders 2 -rate 0.5 -duration 60s    # latency
 //	chatbench -clients 500 -senders 500 -rate 0.5 -duration 30s   # saturation
 //	chatbench -clients 1000 -rooms 100 -senders 1000 -rate 0.5 -duration 30s   # 100 rooms of 10
+//	chatbench -ssh '' -ws 127.0.0.1:8080 -ws-clients 1000 -hold -duration 20s -pid PID   # web sessions
 package main
 
 import (
@@ -174,8 +187,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if lim, err := raiseNoFile(); err != nil {
 		fmt.Fprintf(stderr, "chatbench: cannot raise the open-file limit: %v\n", err)
-	} else if need := uint64(cfg.SSHClients + cfg.TCPClients + 64); lim < need {
-		fmt.Fprintf(stderr, "chatbench: warning: the open-file limit is %d, and %d clients need about %d (ulimit -Hn)\n", lim, cfg.SSHClients+cfg.TCPClients, need)
+	} else if n := cfg.SSHClients + cfg.TCPClients + cfg.WSClients; uint64(n+64) > lim {
+		fmt.Fprintf(stderr, "chatbench: warning: the open-file limit is %d, and %d clients need about %d (ulimit -Hn)\n", lim, n, n+64)
 	}
 	rep, err := Run(ctx, cfg)
 	if rep == nil {
@@ -204,9 +217,11 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.SSHAddr, "ssh", cfg.SSHAddr, "chatd's SSH `address`; empty for no SSH clients")
 	fs.StringVar(&cfg.TCPAddr, "tcp", cfg.TCPAddr, "chatd's TCP `address`; empty for no TCP clients")
+	fs.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "chatd's web `address` (--http-addr): WebSocket clients open ws://ADDR/ws")
 	fs.IntVar(&cfg.SSHClients, "clients", cfg.SSHClients, "`N` SSH clients, each with its own ed25519 key")
 	fs.IntVar(&cfg.TCPClients, "tcp-clients", cfg.TCPClients, "`M` TCP clients")
-	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "how many of the clients send (`S`), alternately SSH and TCP")
+	fs.IntVar(&cfg.WSClients, "ws-clients", cfg.WSClients, "`W` WebSocket clients, guests with no Origin (as bots)")
+	fs.IntVar(&cfg.Senders, "senders", cfg.Senders, "how many of the clients send (`S`), SSH, TCP and WebSocket in turn")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per sender (`R`)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measurement time once everyone is connected")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after the last send, how long to wait for deliveries in flight")
@@ -216,19 +231,20 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "spread the clients over `N` rooms, client i joining #RUN-r(i mod N); 0: all in the default room")
 	fs.BoolVar(&cfg.PTY, "pty", cfg.PTY, "SSH sessions request a PTY, like a terminal (-pty=false: plain sessions)")
 	fs.IntVar(&cfg.PID, "pid", 0, "the server's `PID`: report its CPU time and RSS, from /proc")
-	fs.StringVar(&cfg.NamePrefix, "name-prefix", "", "client names are `P`-s0... (SSH) and P-t0... (TCP) (default \"bench\" + 4 random characters)")
+	fs.StringVar(&cfg.NamePrefix, "name-prefix", "", "client names are `P`-s0... (SSH), P-t0... (TCP) and P-w0... (WebSocket) (default \"bench\" + 4 random characters)")
 	fs.BoolVar(&cfg.Hold, "hold", false, "connect, then hold the sessions for -duration without sending")
 	fs.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&quiet, "q", false, "no progress lines")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: chatbench [flags]
 
-chatbench connects SSH clients (own ed25519 key each, PTY and shell) and/or TCP clients to a
-running chatd, makes -senders of them send -rate messages a second for -duration, and reports
-the connect rate, delivery latency (p50/p90/p99/max), losses, duplicates, dropped clients and,
-with -pid, the server's CPU time and memory. The report goes to stdout (-json: one object),
-progress to stderr. Exit status: 0 after a run, 1 if nothing connected or the run failed, 2 for
-bad flags. Ctrl-C stops the run and still reports.
+chatbench connects SSH clients (own ed25519 key each, PTY and shell), TCP clients and/or
+WebSocket clients (-ws-clients, guests of the web listener at -ws) to a running chatd, makes
+-senders of them send -rate messages a second for -duration, and reports the connect rate,
+delivery latency (p50/p90/p99/max), losses, duplicates, dropped clients and, with -pid, the
+server's CPU time and memory. The report goes to stdout (-json: one object), progress to stderr.
+Exit status: 0 after a run, 1 if nothing connected or the run failed, 2 for bad flags. Ctrl-C
+stops the run and still reports.
 
 With -rooms N the clients are spread over N rooms of the run's own, client i joining #RUN-rK
 for K = i mod N once it is in; senders send to their room, the figures are counted room by room

@@ -16,8 +16,10 @@ type Report struct {
 	NamePrefix  string  `json:"name_prefix"`
 	SSHAddr     string  `json:"ssh_addr"`
 	TCPAddr     string  `json:"tcp_addr"`
+	WSAddr      string  `json:"ws_addr"`
 	ClientsSSH  int     `json:"clients_ssh"`
 	ClientsTCP  int     `json:"clients_tcp"`
+	ClientsWS   int     `json:"clients_ws"`
 	PTY         bool    `json:"pty"`
 	Senders     int     `json:"senders"`
 	Rate        float64 `json:"rate"`
@@ -91,7 +93,7 @@ type ErrorCount struct {
 // Drop is a client the server disconnected during the run.
 type Drop struct {
 	Name      string  `json:"name"`
-	Transport string  `json:"transport"` // "ssh" or "tcp"
+	Transport string  `json:"transport"` // "ssh", "tcp" or "ws"
 	AtSeconds float64 `json:"at_s"`      // since the first dial
 	Error     string  `json:"error"`     // how the connection ended, as the client saw it
 	LastLine  string  `json:"last_line"` // the last line the server sent it, escape codes removed
@@ -105,8 +107,10 @@ func (b *bench) newReport() *Report {
 		NamePrefix:    c.NamePrefix,
 		SSHAddr:       c.SSHAddr,
 		TCPAddr:       c.TCPAddr,
+		WSAddr:        c.WSAddr,
 		ClientsSSH:    c.SSHClients,
 		ClientsTCP:    c.TCPClients,
+		ClientsWS:     c.WSClients,
 		PTY:           c.PTY,
 		Rate:          c.Rate,
 		Size:          c.Size,
@@ -166,6 +170,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.ClientsTCP > 0 {
 		kinds = append(kinds, fmt.Sprintf("%d tcp at %s", r.ClientsTCP, r.TCPAddr))
 	}
+	if r.ClientsWS > 0 {
+		kinds = append(kinds, fmt.Sprintf("%d websocket at %s", r.ClientsWS, r.WSAddr))
+	}
 	p("chatbench run %s: %s; names %s-*\n", r.RunID, strings.Join(kinds, " + "), r.NamePrefix)
 	if r.Interrupted {
 		p("interrupted: the figures cover what was measured until then\n")
@@ -219,7 +226,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("deliveries   %d expected, %d received, %d lost, %d duplicates, %d out of order\n", r.Expected, r.Received, r.Lost, r.Duplicates, r.OutOfOrder)
 		if r.EchoesExpected > 0 || r.Echoes > 0 {
-			p("echoes       %d of %d (PTY senders' own messages, not counted as deliveries)\n", r.Echoes, r.EchoesExpected)
+			p("echoes       %d of %d (PTY and WebSocket senders' own messages, not counted as deliveries)\n", r.Echoes, r.EchoesExpected)
 		}
 		p("throughput   %.0f deliveries/s over the %s window\n", r.DeliveriesPerSec, dur(r.WindowSeconds))
 		p("latency      p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyMax)

@@ -258,7 +258,7 @@ func TestRoomAccounting(t *testing.T) {
 	if err := b.makeClients(); err != nil {
 		t.Fatal(err)
 	}
-	b.clients[0].pty = true // gets its own messages back
+	b.clients[0].pty, b.clients[0].echo = true, true // gets its own messages back
 	b.live = b.clients
 	b.pickSenders()
 	// Clients bx-t0..bx-t5 are in rooms 0, 1, 0, 1, 0, 1; the first four send.
@@ -527,5 +527,37 @@ func TestTextHints(t *testing.T) {
 	}
 	if !strings.Contains(sb.String(), "--rooms-per-hour 0") {
 		t.Errorf("no hint about --rooms-per-hour:\n%s", sb.String())
+	}
+}
+
+// A WebSocket client's events read as the plain lines a TCP client gets; with -rooms, the lines
+// of rooms other than the client's own are tagged with their room.
+func TestWSRender(t *testing.T) {
+	for _, tc := range []struct {
+		room, json, want string
+	}{
+		{"", `{"type":"message","room":"#lobby","from":"bob","text":"hi: there","time":"2026-12-01T17:40:00.123Z","colour":33}`, "bob: hi: there\n"},
+		{"#ab12-r0", `{"type":"message","room":"#lobby","from":"bob","text":"hi"}`, "#lobby bob: hi\n"},
+		{"#ab12-r0", `{"type":"message","room":"#ab12-r0","from":"bob","text":"hi"}`, "bob: hi\n"},
+		{"", `{"type":"action","room":"#lobby","from":"bob","text":"waves"}`, "** bob waves\n"},
+		{"", `{"type":"notice","room":"#lobby","text":"bob joined #lobby (2 online)","joined":["bob"]}`, "* bob joined #lobby (2 online)\n"},
+		{"", `{"type":"info","text":"one\ntwo"}`, "* one\n* two\n"},
+		{"", `{"type":"error","text":"no such room"}`, "error: no such room\n"},
+		{"", `{"type":"dm","from":"bob","to":"me","text":"psst"}`, "[dm from bob] psst\n"},
+		{"", `{"type":"dm","from":"me","to":"bob","text":"psst"}`, "[dm to bob] psst\n"},
+		{"", `{"type":"state","name":"me","rooms":[]}`, ""},
+		{"", `{"type":"history","room":"#lobby","events":[{"type":"message","from":"x","text":"old"}]}`, ""},
+		{"", `not json`, "error: (not JSON) not json\n"},
+	} {
+		w := &wsConn{name: "me", room: tc.room}
+		w.render([]byte(tc.json))
+		if got := string(w.out); got != tc.want {
+			t.Errorf("%s (room %q): %q, want %q", tc.json, tc.room, got, tc.want)
+		}
+	}
+	w := &wsConn{name: "me"}
+	w.render([]byte(`{"type":"error","text":"name taken\nmore"}`))
+	if got := w.lastError(); got != "error: name taken" {
+		t.Errorf("lastError = %q", got)
 	}
 }
