@@ -1,0 +1,458 @@
+package natsjs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"chatd/chat"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// roomCache is every room, as bucket roomlist has it: kept by a watcher of the bucket, and at
+// once by this store's own writes, so that Append learns without waiting whether a room exists
+// and which generation it is, and so that this store reads its own writes. Each entry carries
+// the bucket revision it is from, so that an older state never replaces a newer one, whichever
+// comes first.
+type roomCache struct {
+	mu    sync.RWMutex
+	rooms map[string]cachedRoom // by name, as chat.ParseRoom returns it
+	seen  uint64                // the newest revision the watcher has delivered
+	acked map[string]uint64     // each room's newest sequence this store published
+}
+
+type cachedRoom struct {
+	rec  roomRec // Gen resolved
+	rev  uint64
+	gone bool // deleted by this store, after rev; the watcher has not said so yet
+}
+
+func (c *roomCache) init() {
+	c.rooms = map[string]cachedRoom{}
+	c.acked = map[string]uint64{}
+}
+
+// get returns room's record, and whether it exists.
+func (c *roomCache) get(room string) (roomRec, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	r, ok := c.rooms[room]
+	return r.rec, ok && !r.gone
+}
+
+// put records rec, written at revision rev by this store.
+func (c *roomCache) put(rec roomRec, rev uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev <= c.seen {
+		return // the watcher has delivered this revision, or a newer one, already
+	}
+	if cur, ok := c.rooms[rec.Name]; ok && cur.rev >= rev {
+		return
+	}
+	c.rooms[rec.Name] = cachedRoom{rec: rec, rev: rev}
+}
+
+// drop records that this store deleted room, whose record was at revision rev.
+func (c *roomCache) drop(room string, rev uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.acked, room)
+	if rev < c.seen {
+		if _, ok := c.rooms[room]; !ok {
+			return // the watcher has delivered the deletion already
+		}
+	}
+	if cur, ok := c.rooms[room]; ok && cur.rev > rev {
+		return
+	}
+	c.rooms[room] = cachedRoom{rev: rev, gone: true}
+}
+
+// watched applies what the watcher delivered: a record at rev, or the deletion of room (rec
+// nil) at rev. The watcher delivers revisions in order.
+func (c *roomCache) watched(room string, rec *roomRec, rev uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen = max(c.seen, rev)
+	cur, ok := c.rooms[room]
+	if ok && cur.rev >= rev && !cur.gone {
+		return
+	}
+	if rec == nil {
+		delete(c.rooms, room)
+		return
+	}
+	c.rooms[room] = cachedRoom{rec: *rec, rev: rev}
+}
+
+// noteAcked records that this store published room's line at seq.
+func (c *roomCache) noteAcked(room string, seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.rooms[room]; ok && seq > c.acked[room] {
+		c.acked[room] = seq
+	}
+}
+
+// ackedSeq is room's newest sequence this store published.
+func (c *roomCache) ackedSeq(room string) uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.acked[room]
+}
+
+// all returns every room, in name order.
+func (c *roomCache) all() []chat.Room {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]chat.Room, 0, len(c.rooms))
+	for _, r := range c.rooms {
+		if !r.gone {
+			out = append(out, r.rec.room())
+		}
+	}
+	slices.SortFunc(out, func(a, b chat.Room) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (r roomRec) room() chat.Room {
+	return chat.Room{Name: r.Name, Owner: r.Owner, Topic: r.Topic, Private: r.Private, Created: fromMS(r.Created),
+		Invited: slices.Clone(r.Invited)}
+}
+
+// decodeRoom reads a record of bucket roomlist, resolving its generation.
+func decodeRoom(data []byte, rev uint64) (roomRec, error) {
+	var rec roomRec
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, err
+	}
+	if rec.Gen == 0 {
+		rec.Gen = rev
+	}
+	if !chat.IsRoom(rec.Name) {
+		return rec, fmt.Errorf("record of an invalid room name %q", rec.Name)
+	}
+	return rec, nil
+}
+
+// startRoomWatch loads every room and keeps the cache up to date from then on.
+func (s *Store) startRoomWatch(ctx context.Context) error {
+	s.cache.init()
+	w, err := s.roomList.WatchAll(s.ctx)
+	if err != nil {
+		return fmt.Errorf("watch the rooms: %w", err)
+	}
+	// Everything there is comes first, then a nil entry.
+	for loaded := false; !loaded; {
+		select {
+		case <-ctx.Done():
+			w.Stop()
+			return fmt.Errorf("load the rooms: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("load the rooms: the watcher stopped")
+			}
+			if e == nil {
+				loaded = true
+				break
+			}
+			s.applyRoomEntry(e)
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer w.Stop()
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					if s.ctx.Err() == nil {
+						s.log.Error("the rooms' watcher stopped: other nodes' room changes are no longer seen")
+					}
+					return
+				}
+				if e != nil {
+					s.applyRoomEntry(e)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// applyRoomEntry puts what the watcher delivered in the cache.
+func (s *Store) applyRoomEntry(e jetstream.KeyValueEntry) {
+	room := "#" + strings.ReplaceAll(e.Key(), "=", ".")
+	if e.Operation() != jetstream.KeyValuePut {
+		s.cache.watched(room, nil, e.Revision())
+		return
+	}
+	rec, err := decodeRoom(e.Value(), e.Revision())
+	if err != nil {
+		s.log.Warn("ignoring a bad room record", "key", e.Key(), "err", err)
+		return
+	}
+	s.cache.watched(rec.Name, &rec, e.Revision())
+}
+
+// Rooms returns every room, in name order, each with the names invited to it in the order they
+// were invited: this store's view, which has its own writes and other nodes' within moments.
+func (s *Store) Rooms() ([]chat.Room, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("rooms: %w", errClosed)
+	}
+	return s.cache.all(), nil
+}
+
+// SaveRoom creates r, or updates its owner, topic and private flag if it exists; r.Invited is
+// ignored (see Invite), and so is r.Created for a room that exists. A zero r.Created is now.
+func (s *Store) SaveRoom(r chat.Room) error {
+	if s.isClosed() {
+		return fmt.Errorf("save room: %w", errClosed)
+	}
+	name, err := chat.ParseRoom(r.Name)
+	if err != nil {
+		return fmt.Errorf("save room: %w", err)
+	}
+	if r.Owner != "" {
+		if err := chat.ValidateName(r.Owner); err != nil {
+			return fmt.Errorf("save room %s: owner: %w", name, err)
+		}
+	}
+	created := ms(r.Created)
+	if created == 0 {
+		created = s.now()
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	var rec roomRec
+	var from uint64
+	fromKnown := false
+	rev, err := modify(ctx, s.roomList, roomToken(name), func(cur *roomRec, rev uint64) (action, error) {
+		if rev != 0 {
+			if cur.Gen == 0 {
+				cur.Gen = rev // the record Create wrote: the update writes its generation down
+			}
+			cur.Owner, cur.Topic, cur.Private = r.Owner, r.Topic, r.Private
+			rec = *cur
+			return write, nil
+		}
+		if !fromKnown {
+			// A new room's history starts after whatever its name's subject holds: a
+			// deleted room's lines, should its purge have failed.
+			last, err := s.lastSeq(ctx, s.msgSubject(name))
+			if err != nil {
+				return keep, err
+			}
+			from, fromKnown = last, true
+		}
+		*cur = roomRec{Name: name, Owner: r.Owner, Topic: r.Topic, Private: r.Private, Created: created, From: from}
+		rec = *cur
+		return write, nil
+	})
+	if err != nil {
+		return fmt.Errorf("save room %s: %w", name, err)
+	}
+	if rec.Gen == 0 {
+		rec.Gen = rev
+	}
+	s.cache.put(rec, rev)
+	return nil
+}
+
+// DeleteRoom removes room, its invitations, its memberships (they name its generation, which is
+// gone) and its history: every line appended before the call. The record goes first, so that
+// from then on the room is gone and its name free; this store's queue is then published and the
+// room's subjects purged. Lines that reach the stream later (another node's, in flight) carry
+// the old generation, which no read takes. It returns ErrNotFound when the room does not exist.
+func (s *Store) DeleteRoom(room string) error {
+	if s.isClosed() {
+		return fmt.Errorf("delete room: %w", errClosed)
+	}
+	name, err := chat.ParseRoom(room)
+	if err != nil {
+		return fmt.Errorf("delete room: %w", err)
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	var deleted uint64
+	if _, err := modify(ctx, s.roomList, roomToken(name), func(_ *roomRec, rev uint64) (action, error) {
+		if rev == 0 {
+			return keep, fmt.Errorf("%s: %w", name, chat.ErrNotFound)
+		}
+		deleted = rev
+		return remove, nil
+	}); err != nil {
+		return fmt.Errorf("delete room %s: %w", name, err)
+	}
+	s.cache.drop(name, deleted)
+	if err := s.q.wait(ctx, s.q.last()); err != nil {
+		s.log.Warn("deleting a room before its queued lines are published; reads skip them", "room", name, "err", err)
+	}
+	if err := s.rooms.Purge(ctx, jetstream.WithPurgeSubject(s.subjPrefix+roomToken(name)+".>")); err != nil {
+		s.log.Warn("cannot purge a deleted room's history; reads skip it, the stream's limits delete it", "room", name, "err", err)
+	}
+	return nil
+}
+
+// Invite records name as invited to room. It returns ErrNotFound for a room that does not
+// exist and a *chat.NameError for an invalid name; inviting a name again changes nothing.
+func (s *Store) Invite(room, name string) error {
+	if s.isClosed() {
+		return fmt.Errorf("invite: %w", errClosed)
+	}
+	rname, err := chat.ParseRoom(room)
+	if err != nil {
+		return fmt.Errorf("invite: %w", err)
+	}
+	if err := chat.ValidateName(name); err != nil {
+		return fmt.Errorf("invite to %s: %w", rname, err)
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	var rec roomRec
+	folded := chat.Fold(name)
+	rev, err := modify(ctx, s.roomList, roomToken(rname), func(cur *roomRec, rev uint64) (action, error) {
+		if rev == 0 {
+			return keep, fmt.Errorf("%s: %w", rname, chat.ErrNotFound)
+		}
+		if slices.ContainsFunc(cur.Invited, func(n string) bool { return chat.Fold(n) == folded }) {
+			return keep, nil
+		}
+		if cur.Gen == 0 {
+			cur.Gen = rev
+		}
+		cur.Invited = append(cur.Invited, name)
+		rec = *cur
+		return write, nil
+	})
+	if err != nil {
+		return fmt.Errorf("invite to %s: %w", rname, err)
+	}
+	if rev != 0 {
+		s.cache.put(rec, rev)
+	}
+	return nil
+}
+
+// Memberships returns the rooms name is in, in name order: those it joined that still exist,
+// as the generation it joined.
+func (s *Store) Memberships(name string) ([]string, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("memberships: %w", errClosed)
+	}
+	if !chat.ValidName(name) {
+		return nil, nil
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	rec, _, _, err := getJSON[membersRec](ctx, s.members, nameToken(chat.Fold(name)))
+	if err != nil {
+		return nil, fmt.Errorf("memberships: %w", err)
+	}
+	var rooms []string
+	for room, gen := range rec.Rooms {
+		if r, ok := s.cache.get(room); ok && r.Gen == gen {
+			rooms = append(rooms, room)
+		}
+	}
+	slices.Sort(rooms)
+	return rooms, nil
+}
+
+// AddMembership records that the registered name is in room. It returns ErrNotFound for a name
+// that is not registered or a room that does not exist.
+func (s *Store) AddMembership(name, room string) error {
+	if s.isClosed() {
+		return fmt.Errorf("add membership: %w", errClosed)
+	}
+	rname, err := chat.ParseRoom(room)
+	if err != nil {
+		return fmt.Errorf("add membership: %w", err)
+	}
+	if !chat.ValidName(name) {
+		return fmt.Errorf("add membership: %q: %w", name, chat.ErrNotFound)
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	key := nameToken(chat.Fold(name))
+	if _, _, ok, err := getJSON[identityRec](ctx, s.identities, key); err != nil || !ok {
+		if err == nil {
+			err = fmt.Errorf("%q is not registered: %w", name, chat.ErrNotFound)
+		}
+		return fmt.Errorf("add membership: %w", err)
+	}
+	r, ok := s.cache.get(rname)
+	if !ok {
+		return fmt.Errorf("add membership: %s: %w", rname, chat.ErrNotFound)
+	}
+	_, err = modify(ctx, s.members, key, func(rec *membersRec, _ uint64) (action, error) {
+		changed := s.pruneMemberships(rec)
+		if rec.Rooms[rname] == r.Gen {
+			return writeIf(changed), nil
+		}
+		if rec.Rooms == nil {
+			rec.Rooms = map[string]uint64{}
+		}
+		rec.Rooms[rname] = r.Gen
+		return write, nil
+	})
+	return wrap("add membership", err)
+}
+
+// RemoveMembership forgets that name is in room; one that does not exist is no error.
+func (s *Store) RemoveMembership(name, room string) error {
+	if s.isClosed() {
+		return fmt.Errorf("remove membership: %w", errClosed)
+	}
+	rname, err := chat.ParseRoom(room)
+	if err != nil {
+		return fmt.Errorf("remove membership: %w", err)
+	}
+	if !chat.ValidName(name) {
+		return nil
+	}
+	ctx, cancel := s.call()
+	defer cancel()
+	_, err = modify(ctx, s.members, nameToken(chat.Fold(name)), func(rec *membersRec, _ uint64) (action, error) {
+		changed := s.pruneMemberships(rec)
+		if _, ok := rec.Rooms[rname]; ok {
+			delete(rec.Rooms, rname)
+			changed = true
+		}
+		if changed && len(rec.Rooms) == 0 {
+			return remove, nil
+		}
+		return writeIf(changed), nil
+	})
+	return wrap("remove membership", err)
+}
+
+// pruneMemberships drops the memberships of rooms deleted since (as this store knows), and
+// reports whether it dropped any: a record stays as small as the rooms someone is in.
+func (s *Store) pruneMemberships(rec *membersRec) bool {
+	changed := false
+	for room, gen := range rec.Rooms {
+		if r, ok := s.cache.get(room); !ok || r.Gen != gen {
+			delete(rec.Rooms, room)
+			changed = true
+		}
+	}
+	return changed
+}
+
+func writeIf(changed bool) action {
+	if changed {
+		return write
+	}
+	return keep
+}

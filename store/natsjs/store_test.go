@@ -1,0 +1,65 @@
+package natsjs
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+
+	"chatd/store/natsjs/natstest"
+	"chatd/store/storetest"
+
+	"github.com/charmbracelet/log"
+	"github.com/nats-io/nuid"
+)
+
+// syncBuffer is a log destination the test may read while the store writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// openStore opens a store with cfg on the server at url, with a prefix of its own unless cfg
+// has one, closing it when the test ends.
+func openStore(t testing.TB, url string, cfg Config) (*Store, *syncBuffer) {
+	t.Helper()
+	if cfg.URLs == nil && cfg.Conn == nil {
+		cfg.URLs = []string{url}
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "t" + nuid.Next() // streams and buckets of its own on a shared server
+	}
+	logs := &syncBuffer{}
+	s, err := Open(context.Background(), cfg, log.New(logs))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return s, logs
+}
+
+// TestConformance runs the storage conformance suite against a store on a real, embedded NATS
+// server: a prefix of its own for each subtest.
+func TestConformance(t *testing.T) {
+	srv := natstest.Start(t)
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		s, _ := openStore(t, srv.URL(), Config{})
+		return s
+	})
+}
