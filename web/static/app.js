@@ -481,28 +481,40 @@
     ui.log.setAttribute('aria-busy', 'false');
   }
 
+  // renderRooms updates the room list in place: a button that is being clicked or has the
+  // keyboard focus stays the same element while counts change.
+  const roomItems = new Map(); // room name -> its <li>
   function renderRooms() {
     let total = 0;
     const items = [];
     for (const r of st.rooms.values()) {
       total += r.unread;
-      const b = el('button', '', undefined);
-      b.type = 'button';
-      b.dataset.room = r.name;
-      b.append(el('span', 'name', r.name));
-      if (r.name === st.current) b.setAttribute('aria-current', 'true');
-      if (r.unread > 0) {
-        b.append(el('span', r.mentioned ? 'unread mentioned' : 'unread', String(r.unread)));
-        b.setAttribute('aria-label', `${r.name}, ${r.unread} unread${r.mentioned ? ', mentions you' : ''}`);
+      let li = roomItems.get(r.name);
+      if (!li) {
+        li = el('li');
+        const b = el('button');
+        b.type = 'button';
+        b.dataset.room = r.name;
+        b.append(el('span', 'name', r.name), el('span', 'unread'));
+        li.append(b);
+        roomItems.set(r.name, li);
       }
-      const li = el('li');
-      li.append(b);
+      const b = li.firstChild;
+      const badge = b.lastChild;
+      badge.hidden = r.unread === 0;
+      badge.textContent = String(r.unread);
+      badge.classList.toggle('mentioned', r.mentioned);
+      if (r.name === st.current) b.setAttribute('aria-current', 'true');
+      else b.removeAttribute('aria-current');
+      if (r.unread > 0) b.setAttribute('aria-label', `${r.name}, ${r.unread} unread${r.mentioned ? ', mentions you' : ''}`);
+      else b.removeAttribute('aria-label');
       items.push(li);
     }
-    // Keep keyboard focus on the same room across the redraw.
-    const focused = document.activeElement?.dataset?.room;
-    ui.roomList.replaceChildren(...items);
-    if (focused) ui.roomList.querySelector(`button[data-room="${CSS.escape(focused)}"]`)?.focus();
+    for (const [name, li] of roomItems) {
+      if (!st.rooms.has(name)) { li.remove(); roomItems.delete(name); }
+    }
+    // Appending an element already in place moves nothing: only a changed order moves nodes.
+    items.forEach((li, i) => { if (ui.roomList.children[i] !== li) ui.roomList.insertBefore(li, ui.roomList.children[i] || null); });
     document.title = total ? `(${total}) chatd` : 'chatd';
     ui.me.textContent = st.me ? `Signed in as ${st.me}${st.registered ? '' : ' (guest)'}` : '';
   }
