@@ -22,6 +22,9 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For and Forwarded headers are believed. A
 	// connection from anywhere else is the client itself, whatever its headers say.
 	TrustedProxies []netip.Prefix
+	// RefuseGuests, when set, turns away every WebSocket that signs in with a name rather than a
+	// session or bot token, with this reason (a server for invited people only).
+	RefuseGuests string
 
 	// ReadLimit is the largest WebSocket message a client may send, in bytes; a larger one closes
 	// the connection with status 1009.

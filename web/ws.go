@@ -175,6 +175,10 @@ func (ss *session) run(name, token, refusal string) {
 		ss.refuse(refusal, closeRefused)
 		return
 	}
+	if token == "" && s.cfg.RefuseGuests != "" {
+		ss.refuse(s.cfg.RefuseGuests, closeRefused)
+		return
+	}
 	if name == "" && token == "" {
 		ss.refuse("sign in: choose a name (connect with ?name=NAME), or open a link from /weblogin", closeSignIn)
 		return

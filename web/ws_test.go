@@ -387,3 +387,20 @@ func TestTheRoomsEndsAreSaidInTheCloseStatus(t *testing.T) {
 		}
 	})
 }
+
+func TestAnInvitationOnlyServerRefusesGuests(t *testing.T) {
+	e := newEnv(t, envOptions{store: true, web: func(c *Config) { c.RefuseGuests = "invited people only" }})
+	guest, err := e.dial(t, e.wsURL("name=carol"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest.waitFor("the refusal", isError("invited people only"))
+	wantClose(t, guest.waitClosed(), websocket.StatusPolicyViolation, closeRefused)
+
+	token := e.registered(t, "alice").botToken(t, "bot")
+	bot, err := e.dial(t, e.wsURL(""), http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot.waitFor("the welcome", func(m msg) bool { return m.Type == "info" && strings.Contains(m.Text, "alice") })
+}

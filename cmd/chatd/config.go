@@ -31,6 +31,13 @@ type config struct {
 	MetricsAddr string
 	Pprof       bool
 
+	// The web page and its WebSocket.
+	HTTPAddr       string // empty: no web
+	PublicURL      string // where people reach the page: /weblogin links, the WebSocket's origin
+	TLSCert        string // with TLSKey: serve HTTPS directly
+	TLSKey         string
+	TrustedProxies string // reverse proxies whose X-Forwarded-For is believed; empty: none
+
 	// Rooms.
 	DefaultRoom       string // where newcomers and /part land
 	MaxRooms          int    // 0: no limit
@@ -63,6 +70,7 @@ func defaultConfig() config {
 	return config{
 		SSHAddr:  ":2222",
 		TCPAddr:  ":2323",
+		HTTPAddr: ":8080",
 		MaxConns: 10000,
 		DataDir:  "./data",
 		History:  20,
@@ -83,6 +91,9 @@ func defaultConfig() config {
 		MaxRooms:          1000,
 		MaxRoomsPerPerson: 50,
 		RoomsPerHour:      10,
+
+		// What a browser on the same machine opens; a public server sets its own.
+		PublicURL: "http://localhost:8080",
 	}
 }
 
@@ -106,7 +117,7 @@ func (c *config) options() []option {
 		{"hostkey", "CHAT_HOSTKEYS", "PATH", "serve this host key instead of <data-dir>/hostkeys; repeatable (env: comma-separated)", &listValue{list: &c.HostKeys}},
 		{"msg-rate", "CHAT_MSG_RATE", "N", "lines a second one person may send (over it, lines wait); 0 for no limit", (*floatValue)(&c.MsgRate)},
 		{"msg-burst", "CHAT_MSG_BURST", "N", "lines one person may send at once before the rate applies", (*intValue)(&c.MsgBurst)},
-		{"max-conns", "CHAT_MAX_CONNS", "N", "most connections open at once, SSH and TCP together; 0 for no limit", (*intValue)(&c.MaxConns)},
+		{"max-conns", "CHAT_MAX_CONNS", "N", "most connections open at once, SSH, TCP and web together; 0 for no limit", (*intValue)(&c.MaxConns)},
 		{"max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP", "N", "most connections open at once from one address; 0 for no limit", (*intValue)(&c.MaxConnsPerIP)},
 		{"conn-rate-per-ip", "CHAT_CONN_RATE_PER_IP", "N", "most new connections a minute from one address; 0 for no limit", (*intValue)(&c.ConnRatePerIP)},
 		{"limit-exempt", "CHAT_LIMIT_EXEMPT", "CIDR,...", "addresses the per-address limits do not apply to, e.g. 10.0.0.0/8,192.0.2.7", (*stringValue)(&c.LimitExempt)},
@@ -119,6 +130,11 @@ func (c *config) options() []option {
 		{"allow", "CHAT_ALLOW", "FILE", "authorized_keys file: only these keys may log in over SSH; keyless and TCP logins are then refused", (*stringValue)(&c.Allow)},
 		{"allow-keyless", "CHAT_ALLOW_KEYLESS", "", "with --allow: let people without a key in over SSH too", (*boolValue)(&c.AllowKeyless)},
 		{"allow-tcp", "CHAT_ALLOW_TCP", "", "with --allow: keep the TCP protocol open to anyone", (*boolValue)(&c.AllowTCP)},
+		{"http-addr", "CHAT_HTTP_ADDR", "ADDR", "web page and WebSocket listen address; empty disables the web", (*stringValue)(&c.HTTPAddr)},
+		{"public-url", "CHAT_PUBLIC_URL", "URL", "where people reach the web page, e.g. https://chat.example.org: the links /weblogin prints, and the only origin whose pages may open the WebSocket", (*stringValue)(&c.PublicURL)},
+		{"tls-cert", "CHAT_TLS_CERT", "FILE", "with --tls-key: serve HTTPS on --http-addr with this certificate (PEM, the chain after it; reloaded when the file changes)", (*stringValue)(&c.TLSCert)},
+		{"tls-key", "CHAT_TLS_KEY", "FILE", "the private key of --tls-cert (PEM)", (*stringValue)(&c.TLSKey)},
+		{"trusted-proxies", "CHAT_TRUSTED_PROXIES", "CIDR,...", "reverse proxies in front of the web (e.g. Caddy on 127.0.0.1) whose X-Forwarded-For or Forwarded header names the client", (*stringValue)(&c.TrustedProxies)},
 		{"metrics-addr", "CHAT_METRICS_ADDR", "ADDR", "serve Prometheus metrics (/metrics) and /healthz here, e.g. 127.0.0.1:9222; empty: off", (*stringValue)(&c.MetricsAddr)},
 		{"pprof", "CHAT_PPROF", "", "with --metrics-addr: also serve Go profiles at /debug/pprof/ (keep that address private)", (*boolValue)(&c.Pprof)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
@@ -214,6 +230,9 @@ func (c *config) validate() error {
 	if _, err := connlimit.ParsePrefixes(c.ProxyProtocol); err != nil {
 		return fmt.Errorf("--proxy-protocol: %w", err)
 	}
+	if err := c.validateWeb(); err != nil {
+		return err
+	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("--pprof needs --metrics-addr")
 	}
@@ -260,11 +279,11 @@ func usageDefaults(c config) map[string]string {
 }
 
 func printUsage(w io.Writer, opts []option, defaults map[string]string) {
-	fmt.Fprint(w, `chatd is a chat server people join with ssh (ssh -p 2222 NAME@HOST) or over plain TCP
-(chat -addr HOST:2323, or nc HOST 2323).
+	fmt.Fprint(w, `chatd is a chat server people join with ssh (ssh -p 2222 NAME@HOST), over plain TCP
+(chat -addr HOST:2323, or nc HOST 2323) or in a browser (http://HOST:8080).
 
 Usage:
-  chatd [flags]                     run the server (SSH on :2222, TCP on :2323)
+  chatd [flags]                     run the server (SSH on :2222, TCP on :2323, the web on :8080)
   chatd [flags] hostkeys COMMAND    manage host keys (chatd hostkeys help)
   chatd [flags] backup FILE         copy the database while the server runs; restore FILE puts it back
   chatd [flags] names list|show|release [NAME]

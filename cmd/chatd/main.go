@@ -1,6 +1,6 @@
 // Command chatd is the chat server: people join with the SSH client they already have
-// (ssh -p 2222 alice@host) or over a plain TCP line protocol. This file only reads the
-// configuration, wires the parts together and handles signals.
+// (ssh -p 2222 alice@host), over a plain TCP line protocol, or in a browser. This file only reads
+// the configuration, wires the parts together and handles signals.
 package main
 
 import (
@@ -35,6 +35,7 @@ import (
 	"chatd/sshd"
 	"chatd/store/sqlite"
 	"chatd/tcp"
+	"chatd/web"
 )
 
 func main() {
@@ -141,12 +142,13 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		MaxRooms:          off(cfg.MaxRooms),
 		MaxRoomsPerPerson: off(cfg.MaxRoomsPerPerson),
 		RoomsPerHour:      off(cfg.RoomsPerHour),
+		PublicURL:         cfg.PublicURL,
 	}, logger.WithPrefix("room"))
 	if err != nil {
 		return err
 	}
 	exempt, _ := connlimit.ParsePrefixes(cfg.LimitExempt) // checked by validate
-	// One limiter for both servers: the caps hold for the server as a whole.
+	// One limiter for every server: the caps hold for the server as a whole.
 	limiter := connlimit.New(connlimit.Config{MaxConns: cfg.MaxConns, MaxPerIP: cfg.MaxConnsPerIP, RatePerIP: cfg.ConnRatePerIP, Exempt: exempt})
 	gate := &connlimit.Gate{
 		Limiter: limiter,
@@ -192,6 +194,23 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 			return err
 		}
 		servers = append(servers, server{"tcp", tcpSrv, tcpLn})
+	}
+	if cfg.HTTPAddr != "" {
+		webSrv, err := web.New(cfg.webConfig(), rm, gate, logger.WithPrefix("web"), mx)
+		if err == nil {
+			var webLn net.Listener
+			if webLn, err = net.Listen("tcp", cfg.HTTPAddr); err == nil {
+				servers = append(servers, server{"web", webSrv, webLn})
+			} else {
+				err = fmt.Errorf("listen web: %w", err)
+			}
+		}
+		if err != nil {
+			for _, s := range servers {
+				s.ln.Close()
+			}
+			return err
+		}
 	}
 
 	if cfg.MetricsAddr != "" {

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	chatdBin, chatBin = filepath.Join(dir, "chatd"), filepath.Join(dir, "chat")
+	// Every chatd a test starts serves the web on a port of its own, not on :8080; a test that
+	// wants otherwise says --http-addr.
+	os.Setenv("CHAT_HTTP_ADDR", "127.0.0.1:0")
 	for bin, pkg := range map[string]string{chatdBin: ".", chatBin: "../chat"} {
 		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
@@ -75,6 +78,23 @@ func TestConfig(t *testing.T) {
 		{name: "bad history keep", args: []string{"--history-keep", "lots"}, wantErr: `--history-keep: history retention "lots"`},
 		{name: "history keep", env: map[string]string{"CHAT_HISTORY_KEEP": "30d"},
 			check: func(c config) string { return c.HistoryKeep }},
+		{name: "web defaults", check: func(c config) string {
+			w := c.webConfig()
+			return fmt.Sprint(w.Addr, " ", w.PublicURL, " ", w.TrustedProxies, " ", w.RefuseGuests == "")
+		}},
+		{name: "web from env", env: map[string]string{"CHAT_PUBLIC_URL": "https://chat.example.org", "CHAT_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8",
+			"CHAT_TLS_CERT": "/c.pem", "CHAT_TLS_KEY": "/k.pem"},
+			check: func(c config) string {
+				w := c.webConfig()
+				return fmt.Sprint(w.PublicURL, " ", w.TrustedProxies, " ", w.TLSCert, " ", w.TLSKey)
+			}},
+		{name: "empty env disables web", env: map[string]string{"CHAT_HTTP_ADDR": ""},
+			check: func(c config) string { return "web=" + c.HTTPAddr }},
+		{name: "bad http addr", args: []string{"--http-addr", "8080"}, wantErr: `--http-addr "8080"`},
+		{name: "bad public url", args: []string{"--public-url", "chat.example.org"}, wantErr: `public url "chat.example.org"`},
+		{name: "public url with a path", args: []string{"--public-url", "https://example.org/chat"}, wantErr: "no path"},
+		{name: "a certificate without its key", args: []string{"--tls-cert", "/c.pem"}, wantErr: "--tls-cert and --tls-key go together"},
+		{name: "bad trusted proxies", args: []string{"--trusted-proxies", "lan"}, wantErr: "--trusted-proxies"},
 	}
 	want := map[string]string{
 		"defaults":                  ":2222 :2323 ./data 10000 info text",
@@ -86,6 +106,9 @@ func TestConfig(t *testing.T) {
 		"hostkey flags replace env": "/c|/d",
 		"subcommand":                "/x",
 		"history keep":              "30d",
+		"web defaults":              ":8080 http://localhost:8080 [] true",
+		"web from env":              "https://chat.example.org [127.0.0.1/32 10.0.0.0/8] /c.pem /k.pem",
+		"empty env disables web":    "web=",
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -103,8 +103,8 @@ func TestNotifyReady(t *testing.T) {
 		name, addr, _ := strings.Cut(f, " ")
 		addrs[name] = addr
 	}
-	if len(addrs) != 3 {
-		t.Fatalf("status %q, want ssh, tcp and metrics", status)
+	if len(addrs) != 4 {
+		t.Fatalf("status %q, want ssh, tcp, web and metrics", status)
 	}
 	// Straight away, no retries: each one answers.
 	for name, want := range map[string]string{"ssh": "SSH-2.0-", "tcp": "*"} {
@@ -122,6 +122,11 @@ func TestNotifyReady(t *testing.T) {
 	resp, err := http.Get("http://" + addrs["metrics"] + "/healthz")
 	if err != nil {
 		t.Fatalf("metrics after READY: %v", err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get("http://" + addrs["web"] + "/")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the web page after READY: %v", err)
 	}
 	resp.Body.Close()
 
