@@ -101,7 +101,9 @@ func TestWebSharesTheRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := roomtest.NewStream(readerOf(tc))
-	waitEvent("tcpy's arrival", func(ev map[string]any) bool { return ev["type"] == "notice" && strings.Contains(ev["text"].(string), "tcpy joined") })
+	waitEvent("tcpy's arrival", func(ev map[string]any) bool {
+		return ev["type"] == "notice" && strings.Contains(ev["text"].(string), "tcpy joined")
+	})
 
 	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"say","text":"hello from a browser"}`)); err != nil {
 		t.Fatal(err)
@@ -110,7 +112,9 @@ func TestWebSharesTheRoom(t *testing.T) {
 	if err := tc.Send("hello from tcp"); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent("tcpy's line", func(ev map[string]any) bool { return ev["type"] == "message" && ev["from"] == "tcpy" && ev["text"] == "hello from tcp" })
+	waitEvent("tcpy's line", func(ev map[string]any) bool {
+		return ev["type"] == "message" && ev["from"] == "tcpy" && ev["text"] == "hello from tcp"
+	})
 
 	if code, _ := srv.stop(t); code != 0 {
 		t.Errorf("exit code %d after SIGTERM", code)
