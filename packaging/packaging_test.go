@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -464,6 +465,16 @@ func TestInstall(t *testing.T) {
 	ssh.out.WaitLine(t, "* bob joined #packaged (2 online)")
 	ssh.send(t, "hello from the package")
 	chat.out.WaitLine(t, "alice: hello from the package")
+	// The web page, from the packaged binary's embedded files.
+	resp, err := http.Get("http://" + srv.webAddr + "/")
+	if err != nil {
+		t.Fatalf("the web page: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(page, []byte("<html")) {
+		t.Errorf("the web page: %s\n%.200s", resp.Status, page)
+	}
 	ssh.send(t, "bye")
 	chat.send(t, "bye")
 	if code := srv.stop(t); code != 0 {
@@ -523,11 +534,11 @@ func checkOwnDir(t *testing.T, dir string, uid, gid int) {
 
 // installed is the packaged chatd, running.
 type installed struct {
-	cmd              *exec.Cmd
-	env              []string
-	logs             *roomtest.Stream
-	sshAddr, tcpAddr string
-	exited           chan struct{}
+	cmd                       *exec.Cmd
+	env                       []string
+	logs                      *roomtest.Stream
+	sshAddr, tcpAddr, webAddr string
+	exited                    chan struct{}
 }
 
 // startInstalled starts the unit's ExecStart as its User, in its WorkingDirectory, with its
@@ -553,7 +564,7 @@ func startInstalled(t *testing.T, uid, gid int) *installed {
 			env = append(env, line)
 		}
 	}
-	env = append(env, "CHAT_SSH_ADDR=127.0.0.1:0", "CHAT_TCP_ADDR=127.0.0.1:0")
+	env = append(env, "CHAT_SSH_ADDR=127.0.0.1:0", "CHAT_TCP_ADDR=127.0.0.1:0", "CHAT_HTTP_ADDR=127.0.0.1:0")
 	args := strings.Fields(one("ExecStart"))
 	s := &installed{env: env, exited: make(chan struct{})}
 	s.cmd = exec.Command(args[0], args[1:]...)
@@ -570,18 +581,14 @@ func startInstalled(t *testing.T, uid, gid int) *installed {
 	}
 	go func() { <-s.logs.Done(); _ = s.cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() { _ = s.cmd.Process.Kill(); <-s.exited })
-	re := regexp.MustCompile(`(sshd|tcp): listening addr=(\S+)`)
+	re := regexp.MustCompile(`(sshd|tcp|web): listening addr=(\S+)`)
 	s.logs.Wait(t, "chatd listening", func() bool {
 		for _, m := range re.FindAllStringSubmatch(s.logs.Text(), -1) {
-			if m[1] == "sshd" {
-				s.sshAddr = m[2]
-			} else {
-				s.tcpAddr = m[2]
-			}
+			*map[string]*string{"sshd": &s.sshAddr, "tcp": &s.tcpAddr, "web": &s.webAddr}[m[1]] = m[2]
 		}
-		return s.sshAddr != "" && s.tcpAddr != "" || s.logs.Closed()
+		return s.sshAddr != "" && s.tcpAddr != "" && s.webAddr != "" || s.logs.Closed()
 	})
-	if s.sshAddr == "" || s.tcpAddr == "" {
+	if s.sshAddr == "" || s.tcpAddr == "" || s.webAddr == "" {
 		t.Fatalf("the installed chatd did not start:\n%s", s.logs.Text())
 	}
 	return s
