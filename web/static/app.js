@@ -34,7 +34,8 @@
     signedIn: false,       // a state line has arrived: the server has said who we are
     current: '',
     rooms: new Map(),      // name -> room, in the order the server lists them
-    early: [],             // replies that arrived before the first state said the current room
+    early: [],             // replies waiting for a state line to say the current room
+    awaiting: 0,           // state requests not answered yet
     colours: new Map(),    // folded name -> xterm colour index, learned from events
     attempt: 0,            // reconnects since the last good connection
     retryTimer: 0,
@@ -305,17 +306,24 @@
     return true;
   }
 
-  // roomFor is where an event is shown: its room, or (replies, DMs) the room on screen.
+  // roomFor is where an event is shown: its room, or (replies, DMs) the room on screen. While a
+  // state request is out, a reply waits for its answer (see onState): the reply to a command
+  // ("you are in #go now") belongs to the room the command made current.
   function roomFor(e) {
     if (e.room && e.type !== 'dm' && e.type !== 'info' && e.type !== 'error') return room(e.room);
-    return st.current ? room(st.current) : null;
+    return st.current && st.awaiting === 0 ? room(st.current) : null;
   }
 
   function onEvent(e) {
     if (e.from && e.colour !== undefined) st.colours.set(fold(e.from), e.colour);
     if (e.type === 'notice' && e.room) presence(e);
     const r = roomFor(e);
-    if (!r) { st.early.push(e); return; }
+    const dmIn = e.type === 'dm' && !e.history && fold(e.from) !== fold(st.me);
+    if (!r) {
+      st.early.push(e);
+      if (dmIn) notify(e, null);
+      return;
+    }
     add(r, e);
     if (e.history) return;
     const counts = e.type === 'message' || e.type === 'action';
@@ -325,7 +333,6 @@
       if (mention) r.mentioned = true;
       renderRooms();
     }
-    const dmIn = e.type === 'dm' && fold(e.from) !== fold(st.me);
     if (mention || dmIn) notify(e, r);
   }
 
@@ -392,9 +399,9 @@
     const current = rooms.has(s.current) ? s.current : (listed[0] ? listed[0].name : '');
     const switched = current !== st.current;
     st.current = current;
-    if (current && st.early.length) {
-      for (const e of st.early.splice(0)) insert(room(current), e);
-    }
+    // Replies held while this answer was on its way (see roomFor) go to the room it makes current.
+    const held = current ? st.early.splice(0) : [];
+    for (const e of held) insert(room(current), e);
     // What was said while we were away, room by room, once we are back in it. The join replay
     // may have brought some of it already: duplicates are dropped by insert.
     for (const r of rooms.values()) {
@@ -403,7 +410,15 @@
     }
     if (first) showApp();
     if (switched) openRoom();
-    else { renderRooms(); renderHeader(); }
+    else {
+      renderRooms();
+      renderHeader();
+      if (held.length) {
+        const stick = nearBottom();
+        renderLog();
+        if (stick) scrollToBottom();
+      }
+    }
   }
 
   function onHistory(h) {
@@ -438,6 +453,7 @@
   function send(o) {
     if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
     st.ws.send(JSON.stringify(o));
+    if (o.type === 'state') st.awaiting++;
     return true;
   }
 
@@ -571,10 +587,12 @@
 
   function notify(e, r) {
     if (!('Notification' in window) || Notification.permission !== 'granted') return;
-    if (!document.hidden && r.name === st.current) return;
-    const title = e.type === 'dm' ? `${e.from} (private)` : `${e.from} in ${r.name}`;
+    // A DM shows in the room on screen; a mention in its own room.
+    const where = e.type === 'dm' ? '' : r.name;
+    if (!document.hidden && (!where || where === st.current)) return;
+    const title = where ? `${e.from} in ${where}` : `${e.from} (private)`;
     try {
-      const n = new Notification(title, { body: e.text, tag: `chatd:${r.name}` });
+      const n = new Notification(title, { body: e.text, tag: `chatd:${where || 'dm'}` });
       n.onclick = () => { window.focus(); n.close(); };
     } catch { /* some phones only notify from a service worker: the highlight is enough */ }
   }
@@ -594,6 +612,7 @@
 
     ws.addEventListener('open', () => {
       setStatus('');
+      st.awaiting = 0;
       st.resync = st.signedIn;
       send({ type: 'state' });
     });
@@ -604,7 +623,13 @@
         let o;
         try { o = JSON.parse(line); } catch { continue; }
         if (!o || typeof o !== 'object') continue;
-        if (o.type === 'state') { st.attempt = 0; greeted = true; onState(o); continue; }
+        if (o.type === 'state') {
+          st.attempt = 0;
+          st.awaiting = Math.max(0, st.awaiting - 1);
+          greeted = true;
+          onState(o);
+          continue;
+        }
         if (o.type === 'history') { onHistory(o); continue; }
         const e = normalise(o);
         if (!e) continue;
