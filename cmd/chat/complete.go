@@ -17,7 +17,7 @@ import (
 // README's table, room commands included. The server's /help is authoritative: once it has been
 // seen, its list replaces this one, so that an older or newer server completes what it has.
 const builtinCommands = "/me /msg /who /names /history /whois /keys /ignore /unignore /motd " +
-	"/timestamps /help /quit /exit /join /part /rooms /topic /private /invite /away /back /reply /r"
+	"/timestamps /help /quit /exit /join /part /rooms /topic /private /invite /away /back /reply /r /weblogin"
 
 const (
 	// forgetAfter is how long someone who left stays completable: long enough to answer their
