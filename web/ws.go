@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,20 +107,20 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		refusal, release = t.Refusal, t.Release
 	}
-	defer release()
 
 	if !s.enter() {
+		release()
 		s.errorPage(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down; try again in a moment.")
 		return
 	}
-	defer s.active.Done()
-
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		// The Origin was checked above, against the public URL: stricter than the library's
 		// comparison with the Host header.
 		InsecureSkipVerify: true,
 	})
 	if err != nil {
+		release()
+		s.active.Done()
 		return // Accept has answered
 	}
 	// The request's deadlines stay on a hijacked connection: from here on the room's write
@@ -131,8 +132,24 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ss.ctx, ss.cancel = context.WithCancel(s.base)
 	ss.tokens, ss.refilled = float64(s.cfg.RequestBurst), time.Now()
 	s.track(ss)
-	defer s.untrack(ss)
-	ss.run(name, token, refusal)
+	end := func() {
+		ss.abort()
+		ss.bg.Wait()
+		s.untrack(ss)
+		release()
+		s.active.Done()
+	}
+	m := ss.join(name, token, refusal)
+	if m == nil {
+		end()
+		return
+	}
+	// The session goes on in a goroutine of its own, and this one ends: its stack has grown on
+	// the HTTP request and the join, and an idle session should not keep that.
+	go func() {
+		defer end()
+		ss.serve(m)
+	}()
 }
 
 // session is one open WebSocket: the member's Output, and the goroutine reading the client.
@@ -165,23 +182,21 @@ type session struct {
 	pingStopped bool
 }
 
-// run joins the room and reads the client until the session ends.
-func (ss *session) run(name, token, refusal string) {
+// join signs the client in and joins it to the room, or tells it why not and returns nil.
+func (ss *session) join(name, token, refusal string) *room.Member {
 	s := ss.s
-	defer ss.bg.Wait()
-	defer ss.abort()
 	if refusal != "" {
 		s.log.Warn("refused", "remote", ss.remote, "reason", refusal)
 		ss.refuse(refusal, closeRefused)
-		return
+		return nil
 	}
 	if token == "" && s.cfg.RefuseGuests != "" {
 		ss.refuse(s.cfg.RefuseGuests, closeRefused)
-		return
+		return nil
 	}
 	if name == "" && token == "" {
 		ss.refuse("sign in: choose a name (connect with ?name=NAME), or open a link from /weblogin", closeSignIn)
-		return
+		return nil
 	}
 	m, err := s.hub.Join(name, ss, room.JoinOptions{Format: room.JSON, Echo: true, Transport: transport, Remote: ss.remote, WebToken: token})
 	if err != nil {
@@ -191,10 +206,23 @@ func (ss *session) run(name, token, refusal string) {
 		}
 		s.log.Info("join refused", "remote", ss.remote, "name", cleanPeerString(name), "token", token != "", "reason", why)
 		ss.refuse(chat.Sanitize(why), closeRefused)
-		return
+		return nil
 	}
 	ss.m.Store(m)
 	s.log.Info("connect", "remote", ss.remote, "user", m.Name(), "token", token != "")
+	return m
+}
+
+// serve reads the client until the session ends. A panic (a bug) ends the member, logged, not
+// the process: this goroutine is not net/http's, which would recover it.
+func (ss *session) serve(m *room.Member) {
+	s := ss.s
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving a web session", "user", m.Name(), "panic", p, "stack", string(debug.Stack()))
+			m.Leave(room.ReasonFailed)
+		}
+	}()
 	ss.startPings()
 	defer ss.stopPings()
 
