@@ -74,6 +74,16 @@ func TestPage(t *testing.T) {
 		amy.screenshots(t, "signed-in")
 	})
 
+	t.Run("a registered name is refused, with the reason", func(t *testing.T) {
+		eve := b.tab(t)
+		eve.navigate(t, srv.url)
+		eve.wait(t, "the sign-in form", `!document.getElementById('signin').hidden`)
+		eve.keys(t, "#signin-name", "bob\r")
+		eve.wait(t, "the server's reason under the form", `!document.getElementById('signin').hidden &&
+			document.getElementById('signin-error').textContent.includes('registered')`)
+		eve.screenshots(t, "refused")
+	})
+
 	t.Run("the page and OpenSSH talk both ways", func(t *testing.T) {
 		amy.keys(t, "#message", "hello from the browser\r")
 		bob.out.WaitContains(t, "amy: hello from the browser")
@@ -175,6 +185,15 @@ func TestPage(t *testing.T) {
 		bobsBrowser.wait(t, "signed in as bob", `document.getElementById('me').textContent === 'Signed in as bob'`)
 		bobsBrowser.wait(t, "bob's rooms", logHas("amy: hello from the browser"))
 		bobsBrowser.screenshots(t, "weblogin")
+
+		// Signing out ends the browser session: the page is back at the sign-in form, and stays
+		// there on a reload (the cookie no longer opens anything).
+		if status := bobsBrowser.submit(t, "#signout button"); status != http.StatusSeeOther && status != http.StatusOK {
+			t.Fatalf("sign-out answered %d", status)
+		}
+		bobsBrowser.wait(t, "the sign-in form", `!document.getElementById('signin').hidden && document.getElementById('app').hidden`)
+		bobsBrowser.navigate(t, srv.url)
+		bobsBrowser.wait(t, "the sign-in form after a reload", `!document.getElementById('signin').hidden`)
 
 		// The same link again, in another browser: used up.
 		again := b.tab(t)
@@ -566,7 +585,7 @@ func (tb *tab) count(t *testing.T, sel string) int {
 }
 
 func (tb *tab) logText() string {
-	s, err := run(tb, chromedp.Evaluate[string](`document.getElementById('log')?.innerText ?? document.body.innerText`))
+	s, err := run(tb, chromedp.Evaluate[string](`document.getElementById('log')?.innerText ?? document.body?.innerText`))
 	if err != nil {
 		return err.Error()
 	}
