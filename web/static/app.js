@@ -403,7 +403,7 @@
     const held = current ? st.early.splice(0) : [];
     for (const e of held) insert(room(current), e);
     // What was said while we were away, room by room, once we are back in it. The join replay
-    // may have brought some of it already: duplicates are dropped by insert.
+    // may have brought some of it already: merge drops the duplicates.
     for (const r of rooms.values()) {
       if (r.resumeAfter) send({ type: 'history', room: r.name, after: r.resumeAfter, limit: 200 });
       r.resumeAfter = '';
@@ -529,7 +529,7 @@
     for (const [name, li] of roomItems) {
       if (!st.rooms.has(name)) { li.remove(); roomItems.delete(name); }
     }
-    // Appending an element already in place moves nothing: only a changed order moves nodes.
+    // Only a room whose place changed is moved.
     items.forEach((li, i) => { if (ui.roomList.children[i] !== li) ui.roomList.insertBefore(li, ui.roomList.children[i] || null); });
     document.title = total ? `(${total}) chatd` : 'chatd';
     ui.me.textContent = st.me ? `Signed in as ${st.me}${st.registered ? '' : ' (guest)'}` : '';
