@@ -1,6 +1,7 @@
 package natsjs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -295,15 +296,17 @@ func (rr *roomReader) last(lo, hi uint64, n int) ([]chat.Message, error) {
 				break
 			}
 			below = a
-			// Grow by the density seen so far, at least twice, at most sixteen times.
-			grow := uint64(8)
+			// Grow by the density seen so far, with a little to spare, by at most sixteen
+			// times; eight times when the span held none of the room's lines.
+			next := 8 * span
 			if c > 0 {
-				grow = min(max(want*5/(c*4)+1, 2), 16)
+				next = min(span*want/c+span/16+16, 16*span)
 			}
-			span *= grow
+			span = next
 		}
-		// Too far back (a sparse stretch): narrow it down, halving.
-		for below > a+1 && c > 2*want+16 {
+		// Far more than wanted (a denser stretch): narrow it down, halving, as long as a step
+		// (one small request) saves reading more lines than a request's worth.
+		for below > a+1 && c > want+want/16+16 {
 			mid := a + (below-a)/2
 			total, err := rr.count(mid)
 			if err != nil {
@@ -367,15 +370,15 @@ func (s *Store) Recent(room string, n int) ([]chat.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("recent: %w", err)
 	}
-	r, ok := s.cache.get(name)
-	if !ok {
-		return nil, fmt.Errorf("recent: %s: %w", name, chat.ErrNotFound)
+	ctx, cancel := s.call()
+	defer cancel()
+	r, ok, err := s.room(ctx, name)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("recent: %w", cmp.Or(err, fmt.Errorf("%s: %w", name, chat.ErrNotFound)))
 	}
 	if n <= 0 {
 		return nil, nil
 	}
-	ctx, cancel := s.call()
-	defer cancel()
 	rr, lo, hi, err := s.reader(ctx, name, r)
 	if err != nil {
 		return nil, fmt.Errorf("recent %s: %w", name, err)
@@ -404,12 +407,12 @@ func (s *Store) History(room string, r chat.HistoryRange) ([]chat.Message, error
 	if r.Limit <= 0 {
 		return nil, nil
 	}
-	rec, ok := s.cache.get(name)
-	if !ok {
-		return nil, fmt.Errorf("history: %s: %w", name, chat.ErrNotFound)
-	}
 	ctx, cancel := s.call()
 	defer cancel()
+	rec, ok, err := s.room(ctx, name)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("history: %w", cmp.Or(err, fmt.Errorf("%s: %w", name, chat.ErrNotFound)))
+	}
 	rr, lo, hi, err := s.reader(ctx, name, rec)
 	if err != nil {
 		return nil, fmt.Errorf("history %s: %w", name, err)

@@ -1,6 +1,7 @@
 package natsjs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,17 +9,20 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"chatd/chat"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // roomCache is every room, as bucket roomlist has it: kept by a watcher of the bucket, and at
-// once by this store's own writes, so that Append learns without waiting whether a room exists
-// and which generation it is, and so that this store reads its own writes. Each entry carries
-// the bucket revision it is from, so that an older state never replaces a newer one, whichever
-// comes first.
+// once by this store's own writes and reads, so that Append learns without waiting whether a
+// room exists and which generation it is, and so that this store reads its own writes. Each
+// entry carries the bucket revision it is from, and a deleted room stays as a tombstone with
+// the revision of its deletion, so that an older state never replaces a newer one, whichever
+// source delivers it first.
 type roomCache struct {
 	mu    sync.RWMutex
 	rooms map[string]cachedRoom // by name, as chat.ParseRoom returns it
@@ -29,7 +33,7 @@ type roomCache struct {
 type cachedRoom struct {
 	rec  roomRec // Gen resolved
 	rev  uint64
-	gone bool // deleted by this store, after rev; the watcher has not said so yet
+	gone bool // deleted at rev (at the latest: this store's deletion knows only the revision it deleted)
 }
 
 func (c *roomCache) init() {
@@ -45,57 +49,57 @@ func (c *roomCache) get(room string) (roomRec, bool) {
 	return r.rec, ok && !r.gone
 }
 
-// put records rec, written at revision rev by this store.
-func (c *roomCache) put(rec roomRec, rev uint64) {
+// apply records room's state at revision rev: its record, or its deletion (rec nil), unless
+// the cache has a state as new already.
+func (c *roomCache) apply(room string, rec *roomRec, rev uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if rev <= c.seen {
-		return // the watcher has delivered this revision, or a newer one, already
-	}
-	if cur, ok := c.rooms[rec.Name]; ok && cur.rev >= rev {
+	if cur, ok := c.rooms[room]; ok && cur.rev >= rev {
 		return
 	}
-	c.rooms[rec.Name] = cachedRoom{rec: rec, rev: rev}
+	if rec == nil {
+		c.rooms[room] = cachedRoom{rev: rev, gone: true}
+		delete(c.acked, room)
+		return
+	}
+	c.rooms[room] = cachedRoom{rec: *rec, rev: rev}
 }
 
-// drop records that this store deleted room, whose record was at revision rev.
+// put records rec, written or read at revision rev by this store.
+func (c *roomCache) put(rec roomRec, rev uint64) { c.apply(rec.Name, &rec, rev) }
+
+// drop records that this store deleted room's record of revision rev. The deletion's own
+// revision is later, which no state of revision rev or older can undo.
 func (c *roomCache) drop(room string, rev uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.acked, room)
-	if rev < c.seen {
-		if _, ok := c.rooms[room]; !ok {
-			return // the watcher has delivered the deletion already
-		}
-	}
 	if cur, ok := c.rooms[room]; ok && cur.rev > rev {
 		return
 	}
 	c.rooms[room] = cachedRoom{rev: rev, gone: true}
 }
 
-// watched applies what the watcher delivered: a record at rev, or the deletion of room (rec
-// nil) at rev. The watcher delivers revisions in order.
+// watched applies what the watcher delivered, in revision order.
 func (c *roomCache) watched(room string, rec *roomRec, rev uint64) {
+	c.apply(room, rec, rev)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.seen = max(c.seen, rev)
-	cur, ok := c.rooms[room]
-	if ok && cur.rev >= rev && !cur.gone {
-		return
-	}
-	if rec == nil {
-		delete(c.rooms, room)
-		return
-	}
-	c.rooms[room] = cachedRoom{rec: *rec, rev: rev}
+	c.mu.Unlock()
+}
+
+// watchedUpTo returns the newest revision the watcher has delivered.
+func (c *roomCache) watchedUpTo() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.seen
 }
 
 // noteAcked records that this store published room's line at seq.
 func (c *roomCache) noteAcked(room string, seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.rooms[room]; ok && seq > c.acked[room] {
+	if r, ok := c.rooms[room]; ok && !r.gone && seq > c.acked[room] {
 		c.acked[room] = seq
 	}
 }
@@ -141,59 +145,37 @@ func decodeRoom(data []byte, rev uint64) (roomRec, error) {
 	return rec, nil
 }
 
-// startRoomWatch loads every room and keeps the cache up to date from then on.
-func (s *Store) startRoomWatch(ctx context.Context) error {
-	s.cache.init()
-	w, err := s.roomList.WatchAll(s.ctx)
+// roomOfKey is the room whose record is under key (roomToken's inverse).
+func roomOfKey(key string) string { return "#" + strings.ReplaceAll(key, "=", ".") }
+
+// loadRooms reads every room's record as the bucket has it now into the cache (with deleted
+// ones, as deletions), through apply: Open's first load, and Rooms.
+func (s *Store) loadRooms(ctx context.Context, apply func(room string, rec *roomRec, rev uint64)) error {
+	w, err := s.roomList.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("watch the rooms: %w", err)
+		return fmt.Errorf("list the rooms: %w", err)
 	}
-	// Everything there is comes first, then a nil entry.
-	for loaded := false; !loaded; {
+	defer w.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			w.Stop()
-			return fmt.Errorf("load the rooms: %w", ctx.Err())
+			return fmt.Errorf("list the rooms: %w", ctx.Err())
 		case e, ok := <-w.Updates():
 			if !ok {
-				return errors.New("load the rooms: the watcher stopped")
+				return errors.New("list the rooms: the listing stopped")
 			}
 			if e == nil {
-				loaded = true
-				break
+				return nil // everything there was
 			}
-			s.applyRoomEntry(e)
+			s.applyRoomEntry(e, apply)
 		}
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer w.Stop()
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					if s.ctx.Err() == nil {
-						s.log.Error("the rooms' watcher stopped: other nodes' room changes are no longer seen")
-					}
-					return
-				}
-				if e != nil {
-					s.applyRoomEntry(e)
-				}
-			}
-		}
-	}()
-	return nil
 }
 
-// applyRoomEntry puts what the watcher delivered in the cache.
-func (s *Store) applyRoomEntry(e jetstream.KeyValueEntry) {
-	room := "#" + strings.ReplaceAll(e.Key(), "=", ".")
+// applyRoomEntry hands a record (or a deletion) the bucket delivered to apply.
+func (s *Store) applyRoomEntry(e jetstream.KeyValueEntry, apply func(room string, rec *roomRec, rev uint64)) {
 	if e.Operation() != jetstream.KeyValuePut {
-		s.cache.watched(room, nil, e.Revision())
+		apply(roomOfKey(e.Key()), nil, e.Revision())
 		return
 	}
 	rec, err := decodeRoom(e.Value(), e.Revision())
@@ -201,16 +183,111 @@ func (s *Store) applyRoomEntry(e jetstream.KeyValueEntry) {
 		s.log.Warn("ignoring a bad room record", "key", e.Key(), "err", err)
 		return
 	}
-	s.cache.watched(rec.Name, &rec, e.Revision())
+	apply(rec.Name, &rec, e.Revision())
+}
+
+// startRoomWatch loads every room and keeps the cache up to date from then on.
+func (s *Store) startRoomWatch(ctx context.Context) error {
+	s.cache.init()
+	if err := s.loadRooms(ctx, s.cache.watched); err != nil {
+		return err
+	}
+	// A consumer lives on one server: when the connection comes back (to that server
+	// restarted, or to another), the watcher starts afresh rather than wait for its consumer's
+	// heartbeats to be missed.
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	w, err := s.roomList.WatchAll(s.ctx, jetstream.ResumeFromRevision(s.cache.watchedUpTo()+1))
+	if err != nil {
+		s.nc.RemoveStatusListener(reconnected)
+		return fmt.Errorf("watch the rooms: %w", err)
+	}
+	s.wg.Add(1)
+	go s.watchRooms(w, reconnected)
+	return nil
+}
+
+// watchRooms applies every change of bucket roomlist to the cache until Close.
+func (s *Store) watchRooms(w jetstream.KeyWatcher, reconnected chan nats.Status) {
+	defer s.wg.Done()
+	defer s.nc.RemoveStatusListener(reconnected)
+	for {
+		restart := false
+		for !restart {
+			select {
+			case <-s.ctx.Done():
+				w.Stop()
+				return
+			case <-reconnected:
+				restart = true
+			case e, ok := <-w.Updates():
+				switch {
+				case !ok:
+					restart = true
+				case e != nil:
+					s.applyRoomEntry(e, s.cache.watched)
+				}
+			}
+		}
+		w.Stop()
+		wait := 100 * time.Millisecond
+		for {
+			var err error
+			w, err = s.roomList.WatchAll(s.ctx, jetstream.ResumeFromRevision(s.cache.watchedUpTo()+1))
+			if err == nil {
+				break
+			}
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("cannot watch the rooms; retrying", "err", err)
+			t := time.NewTimer(wait)
+			select {
+			case <-s.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			wait = min(2*wait, 2*time.Second)
+		}
+	}
 }
 
 // Rooms returns every room, in name order, each with the names invited to it in the order they
-// were invited: this store's view, which has its own writes and other nodes' within moments.
+// were invited. It reads the whole bucket (chatd asks at start), so that it has every write
+// made before the call, on any node.
 func (s *Store) Rooms() ([]chat.Room, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("rooms: %w", errClosed)
 	}
+	ctx, cancel := s.call()
+	defer cancel()
+	if err := s.loadRooms(ctx, s.cache.apply); err != nil {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
 	return s.cache.all(), nil
+}
+
+// room returns room's record, and whether it exists: from the cache, or, when the cache does
+// not have it (a room another node made a moment ago), from the bucket.
+func (s *Store) room(ctx context.Context, room string) (roomRec, bool, error) {
+	if r, ok := s.cache.get(room); ok {
+		return r, true, nil
+	}
+	e, err := s.roomList.Get(ctx, roomToken(room))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return roomRec{}, false, nil
+	}
+	if err != nil {
+		return roomRec{}, false, err
+	}
+	rec, err := decodeRoom(e.Value(), e.Revision())
+	if err != nil {
+		return roomRec{}, false, err
+	}
+	// The cache decides: it may know of a deletion newer than what a replica said.
+	s.cache.put(rec, e.Revision())
+	rec, ok := s.cache.get(room)
+	return rec, ok, nil
 }
 
 // SaveRoom creates r, or updates its owner, topic and private flag if it exists; r.Invited is
@@ -391,9 +468,9 @@ func (s *Store) AddMembership(name, room string) error {
 		}
 		return fmt.Errorf("add membership: %w", err)
 	}
-	r, ok := s.cache.get(rname)
-	if !ok {
-		return fmt.Errorf("add membership: %s: %w", rname, chat.ErrNotFound)
+	r, ok, err := s.room(ctx, rname)
+	if err != nil || !ok {
+		return fmt.Errorf("add membership: %w", cmp.Or(err, fmt.Errorf("%s: %w", rname, chat.ErrNotFound)))
 	}
 	_, err = modify(ctx, s.members, key, func(rec *membersRec, _ uint64) (action, error) {
 		changed := s.pruneMemberships(rec)
