@@ -27,7 +27,14 @@ type roomCache struct {
 	mu    sync.RWMutex
 	rooms map[string]cachedRoom // by name, as chat.ParseRoom returns it
 	seen  uint64                // the newest revision the watcher has delivered
-	acked map[string]uint64     // each room's newest sequence this store published
+	acked map[string]acked      // each room's newest line this store published
+}
+
+// acked is a room's newest line this store published: its sequence, and when it was
+// acknowledged.
+type acked struct {
+	seq uint64
+	at  time.Time
 }
 
 type cachedRoom struct {
@@ -38,7 +45,7 @@ type cachedRoom struct {
 
 func (c *roomCache) init() {
 	c.rooms = map[string]cachedRoom{}
-	c.acked = map[string]uint64{}
+	c.acked = map[string]acked{}
 }
 
 // get returns room's record, and whether it exists.
@@ -99,17 +106,26 @@ func (c *roomCache) watchedUpTo() uint64 {
 func (c *roomCache) noteAcked(room string, seq uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if r, ok := c.rooms[room]; ok && !r.gone && seq > c.acked[room] {
-		c.acked[room] = seq
+	if r, ok := c.rooms[room]; ok && !r.gone && seq > c.acked[room].seq {
+		c.acked[room] = acked{seq: seq, at: time.Now()}
 	}
 }
 
-// ackedSeq is room's newest sequence this store published.
+// ackedSeq is room's newest line this store published, if that was less than ackedFresh ago:
+// a replica can be behind by that only.
 func (c *roomCache) ackedSeq(room string) uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.acked[room]
+	if a := c.acked[room]; time.Since(a.at) < ackedFresh {
+		return a.seq
+	}
+	return 0
 }
+
+// ackedFresh is how long after a line's acknowledgement a read waits for a replica to have it:
+// replicas follow their leader by milliseconds, and after that the line may have gone for
+// good (the stream's age limit).
+const ackedFresh = 10 * time.Second
 
 // all returns every room, in name order.
 func (c *roomCache) all() []chat.Room {

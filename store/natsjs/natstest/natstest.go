@@ -138,11 +138,11 @@ func StartCluster(t testing.TB, size int) *Cluster {
 		c.Nodes = append(c.Nodes, n)
 		t.Cleanup(n.Stop)
 	}
-	var wg sync.WaitGroup
+	// One after the other: a server accepts clients before its routes are up, so none waits
+	// for the next.
 	for _, n := range c.Nodes {
-		wg.Go(n.Start)
+		n.Start()
 	}
-	wg.Wait()
 	c.WaitForLeader()
 	return c
 }
