@@ -16,7 +16,19 @@ const benchText = "a chat message of a typical length, give or take a few words"
 // them all. msgs/s is acknowledged messages per second.
 func BenchmarkAppend(b *testing.B) {
 	srv := natstest.Start(b)
-	s, _ := openStore(b, srv.URL(), Config{MaxBacklog: max(b.N+1, 10_000)})
+	benchmarkAppend(b, srv.URL(), Config{})
+}
+
+// BenchmarkAppendCluster is BenchmarkAppend on a cluster of three servers (in this process, on
+// the same two cores) with every line kept three times.
+func BenchmarkAppendCluster(b *testing.B) {
+	c := natstest.StartCluster(b, 3)
+	benchmarkAppend(b, "", Config{URLs: c.URLs(), Replicas: 3})
+}
+
+func benchmarkAppend(b *testing.B, url string, cfg Config) {
+	cfg.MaxBacklog = max(b.N+1, 10_000)
+	s, _ := openStore(b, url, cfg)
 	saveRoom(b, s, "#lobby")
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -115,7 +127,17 @@ func BenchmarkLogin(b *testing.B) {
 // the identity's create.
 func BenchmarkClaim(b *testing.B) {
 	srv := natstest.Start(b)
-	s, _ := openStore(b, srv.URL(), Config{})
+	benchmarkClaim(b, srv.URL(), Config{})
+}
+
+// BenchmarkClaimCluster is BenchmarkClaim on a cluster of three servers, replicas 3.
+func BenchmarkClaimCluster(b *testing.B) {
+	c := natstest.StartCluster(b, 3)
+	benchmarkClaim(b, "", Config{URLs: c.URLs(), Replicas: 3})
+}
+
+func benchmarkClaim(b *testing.B, url string, cfg Config) {
+	s, _ := openStore(b, url, cfg)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

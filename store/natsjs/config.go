@@ -118,6 +118,9 @@ func (c Config) withDefaults() Config {
 // maxReplicas is JetStream's own limit.
 const maxReplicas = 5
 
+// minKeepFor is the shortest age limit of the history: well beyond ackedFresh.
+const minKeepFor = time.Minute
+
 // Validate reports the first invalid setting. Zero values are valid (they mean the default),
 // except that one of Conn and URLs is required.
 func (c Config) Validate() error {
@@ -140,6 +143,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("nats store: keep messages %d is negative (0 keeps them all)", c.KeepMessages)
 	case c.KeepFor < 0:
 		return fmt.Errorf("nats store: keep for %v is negative (0 keeps messages for ever)", c.KeepFor)
+	case c.KeepFor > 0 && c.KeepFor < minKeepFor:
+		// A read waits a moment for a replica to have the line it was told was stored; a
+		// line must outlive that moment.
+		return fmt.Errorf("nats store: keep for %v: at least %v", c.KeepFor, minKeepFor)
 	}
 	if c.Conn == nil {
 		for _, u := range c.URLs {

@@ -198,6 +198,7 @@ func TestValidate(t *testing.T) {
 		{"negative backlog", func(c *Config) { c.MaxBacklog = -1 }},
 		{"negative cap", func(c *Config) { c.MaxQueuedDMs = -1 }},
 		{"negative keep", func(c *Config) { c.KeepMessages = -1 }},
+		{"keep for seconds", func(c *Config) { c.KeepFor = 30 * time.Second }},
 		{"missing creds file", func(c *Config) { c.CredsFile = "/nonexistent/creds" }},
 		{"missing CA file", func(c *Config) { c.CAFile = "/nonexistent/ca.pem" }},
 	} {
