@@ -27,8 +27,9 @@
 //   - chatd_roomlist: each room with its owner, topic, flag and invitations, and its generation
 //     (the revision that created it). Lines and memberships carry the generation, so that
 //     nothing of a deleted room (a line still in flight, a membership) passes to a room made
-//     again under its name. Every store watches this bucket: Append knows without waiting
-//     whether a room exists, and Rooms answers from memory.
+//     again under its name. Every store watches this bucket (starting the watch afresh when its
+//     connection comes back), so that Append knows without waiting whether a room exists and of
+//     which generation; a read that finds a room missing asks the bucket.
 //   - chatd_members: a registered person's rooms, one record per name.
 //   - chatd_dms: a recipient's waiting private messages, one record, so that its three caps are
 //     checked and TakeDMs empties it in one compare-and-set each.
@@ -45,8 +46,8 @@
 // messages). Recent and History read with JetStream's direct gets, which need no consumer:
 // Recent counts the room's messages from the end backwards with growing steps (JetStream
 // indexes messages by subject) and reads the newest n in one batch; History finds a time by
-// bisecting the room's sequences, one small read a step (about 17 for 100 000 lines). Rooms is
-// in memory. Bans reads the whole bucket: chatd asks at start.
+// bisecting the room's sequences, one small read a step (about 17 for 100 000 lines). Rooms and
+// Bans read their whole bucket: chatd asks at start.
 //
 // # Append, and what happens when NATS is slow
 //
