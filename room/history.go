@@ -38,7 +38,7 @@ func (hs *history) last(n int) []*event {
 // so that the history's order is the order everyone received; Store.Append never blocks.
 func (h *Hub) rememberLocked(ch *channel, ev *event) {
 	ch.history.add(ev)
-	if h.cfg.Store == nil {
+	if h.cfg.Store == nil || h.relayKeepsHistory {
 		return
 	}
 	k := chat.KindMessage

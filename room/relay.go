@@ -15,6 +15,14 @@ type Relay interface {
 	Receive(deliver func(Line))
 }
 
+// HistoryRelay is a Relay whose log of lines is the rooms' history itself (a replicated stream):
+// the hub then stores nothing of what it relays, since every node would store the same line.
+type HistoryRelay interface {
+	Relay
+	// KeepsHistory reports whether the relay's log is where the store reads the history from.
+	KeepsHistory() bool
+}
+
 // Line is something said in a room, as it crosses between nodes: plain data, no rendering.
 type Line struct {
 	Room   string    // where it was said, as chat.ParseRoom returns it

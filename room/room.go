@@ -22,12 +22,15 @@ var ErrClosed = errors.New("the server is shutting down")
 // Hub is the chat: its rooms, the people in them and their sessions, and the order of everything
 // said in each room. Every method is safe for concurrent use.
 type Hub struct {
-	cfg      Config
-	log      *log.Logger
-	relay    Relay
-	commands map[string]*command
-	help     string // /help for everyone
-	opHelp   string // what /help adds for operators
+	cfg   Config
+	log   *log.Logger
+	relay Relay
+	// relayKeepsHistory: the relay's log is the history (a cluster's stream), so the hub appends
+	// nothing to the store.
+	relayKeepsHistory bool
+	commands          map[string]*command
+	help              string // /help for everyone
+	opHelp            string // what /help adds for operators
 
 	// mu guards the rooms, the people and the sessions: one lock, held across a room's
 	// broadcast, is what gives every member of a room the same order of lines.
@@ -73,6 +76,9 @@ func New(cfg Config, logger *log.Logger) (*Hub, error) {
 	}
 	if h.relay == nil {
 		h.relay = &LocalRelay{}
+	}
+	if hr, ok := h.relay.(HistoryRelay); ok {
+		h.relayKeepsHistory = hr.KeepsHistory()
 	}
 	h.relay.Receive(h.deliver)
 	if err := h.loadRooms(); err != nil {
