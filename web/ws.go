@@ -139,13 +139,19 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		release()
 		s.active.Done()
 	}
+	handedOff := false
+	defer func() {
+		if !handedOff { // refused, or a panic (net/http recovers it): the session ends here
+			end()
+		}
+	}()
 	m := ss.join(name, token, refusal)
 	if m == nil {
-		end()
 		return
 	}
 	// The session goes on in a goroutine of its own, and this one ends: its stack has grown on
 	// the HTTP request and the join, and an idle session should not keep that.
+	handedOff = true
 	go func() {
 		defer end()
 		ss.serve(m)
