@@ -138,3 +138,17 @@ func TestTLSNeedsACertificateAndAKey(t *testing.T) {
 		t.Errorf("New with a certificate for a key: %v, want a tls error", err)
 	}
 }
+
+func TestATLSHandshakeThatNeverComesIsCutOff(t *testing.T) {
+	certFile, keyFile, _ := selfSigned(t)
+	e := newEnv(t, envOptions{web: func(c *Config) {
+		c.TLSCert, c.TLSKey = certFile, keyFile
+		c.PublicURL = "https://" + c.Addr
+		c.ReadHeaderTimeout = 50 * time.Millisecond // bounds the handshake too
+	}})
+	nc, closed := rawConn(t, e.addr)
+	if _, err := nc.Write([]byte{0x16, 0x03, 0x01}); err != nil { // the start of a ClientHello, and no more
+		t.Fatal(err)
+	}
+	waitClosed(t, "a TLS handshake that stops halfway", closed)
+}
