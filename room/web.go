@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -196,7 +197,25 @@ func (h *Hub) RedeemWebLink(secret, label string) (session, name string, err err
 	return session, link.Name, nil
 }
 
-// EndWebSession signs a browser out: its session secret no longer opens anything.
+// WebLinkName names the person a /weblogin link signs in as, without using it up: the page that
+// asks "sign in as alice?" before the link is used.
+func (h *Hub) WebLinkName(secret string) (string, error) {
+	if h.cfg.Store == nil || secret == "" {
+		return "", ErrWebToken
+	}
+	tok, err := h.cfg.Store.WebToken(chat.WebLink, hashSecret(secret))
+	if errors.Is(err, chat.ErrNotFound) {
+		return "", ErrWebToken
+	}
+	if err != nil {
+		h.log.Error("store: web link", "err", err)
+		return "", ErrUnavailable
+	}
+	return tok.Name, nil
+}
+
+// EndWebSession signs a browser out: its session secret no longer opens anything, and the
+// sessions it opened end.
 func (h *Hub) EndWebSession(secret string) error {
 	if h.cfg.Store == nil || secret == "" {
 		return nil
@@ -211,6 +230,30 @@ func (h *Hub) EndWebSession(secret string) error {
 	if _, err := h.cfg.Store.RevokeWebTokens(tok.Name, tok.ID); err != nil && !errors.Is(err, chat.ErrNotFound) {
 		return webTokenError(h, err)
 	}
+	h.mu.Lock()
+	p := h.people[chat.Fold(tok.Name)]
+	h.mu.Unlock()
+	if p != nil {
+		h.endWebSessions(p, tok.ID)
+	}
+	return nil
+}
+
+// SendJSON queues v, as one JSON line, for a member of Format JSON, after the lines already
+// queued: the answers to a structured client's requests (its state, a page of history) keep
+// their place among the room's lines, and a client that does not read them is too slow like any.
+func (m *Member) SendJSON(v any) error {
+	if m.format != JSON {
+		return errors.New("send json: the member does not read JSON")
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("send json: %w", err)
+	}
+	b = append(b, '\n')
+	ev := &event{kind: kindInfo, at: m.hub.now(), born: time.Now()}
+	ev.json.Store(&b)
+	m.enqueue(ev)
 	return nil
 }
 

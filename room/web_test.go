@@ -207,3 +207,59 @@ func TestWebLoginSignsInAsTheRegisteredPerson(t *testing.T) {
 	}
 	aliceOut.waitFor(t, "alice is still here", hasSuffixLine("* revoked 2"))
 }
+
+func TestSendJSONKeepsItsPlaceAndLinkNames(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	r := storedRoom(t, st)
+	key := newKey(t)
+	alice, aliceOut := join(t, r, "alice", JoinOptions{Key: &key})
+	web, webOut := join(t, r, "watcher", JoinOptions{Format: JSON})
+	if err := alice.SendJSON(map[string]string{"type": "x"}); err == nil {
+		t.Error("a terminal member took a JSON line")
+	}
+	alice.Handle("first")
+	if err := web.SendJSON(web.State()); err != nil {
+		t.Fatal(err)
+	}
+	alice.Handle("second")
+	ls := webOut.waitFor(t, "the second line", func(ls []string) bool { return strings.Contains(strings.Join(ls, "\n"), `"second"`) })
+	var order []string
+	for _, l := range ls {
+		switch {
+		case strings.Contains(l, `"first"`):
+			order = append(order, "first")
+		case strings.Contains(l, `"type":"state"`):
+			order = append(order, "state")
+		case strings.Contains(l, `"second"`):
+			order = append(order, "second")
+		}
+	}
+	if strings.Join(order, ",") != "first,state,second" {
+		t.Errorf("order %v: the state must keep its place among the room's lines", order)
+	}
+
+	alice.Handle("/weblogin")
+	ls = aliceOut.waitFor(t, "the link", func(ls []string) bool { return strings.Contains(strings.Join(ls, "\n"), "/login?t=") })
+	all := strings.Join(ls, "\n")
+	secret, _, _ := strings.Cut(all[strings.Index(all, "/login?t=")+len("/login?t="):], "\n")
+	for range 2 { // naming it does not use it up
+		if name, err := r.WebLinkName(secret); err != nil || name != "alice" {
+			t.Fatalf("link name: %q, %v", name, err)
+		}
+	}
+	session, _, err := r.RedeemWebLink(secret, "browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.WebLinkName(secret); !errors.Is(err, ErrWebToken) {
+		t.Errorf("a used link still has a name: %v", err)
+	}
+	_, browserOut := join(t, r, "", JoinOptions{Format: JSON, WebToken: session})
+	if err := r.EndWebSession(session); err != nil {
+		t.Fatal(err)
+	}
+	browserOut.waitClosed(t) // signing out ends the sessions it opened
+	if _, err := r.Join("", newRecorder(), JoinOptions{WebToken: session}); !errors.Is(err, ErrWebToken) {
+		t.Errorf("a session signed out still opens: %v", err)
+	}
+}

@@ -186,11 +186,6 @@ func (s *Server) errorPage(w http.ResponseWriter, status int, title, msg string)
 	s.page(w, status, pageData{Title: title, Message: msg})
 }
 
-// linkPeeker is what the hub offers, if anything, to name a link's person without using it up.
-type linkPeeker interface {
-	WebLinkName(secret string) (string, error)
-}
-
 // loginPage is where a /weblogin link leads: a question and a button. Opening the link does not
 // use it up, so that a chat client or a mail scanner fetching it to show a preview does not burn
 // it; the button's POST does.
@@ -204,23 +199,17 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusGone, "Link not valid", room.ErrWebToken.Error()+". Type /weblogin in your SSH session for a new one.")
 		return
 	}
-	d := pageData{Title: "Sign in?", Message: "This link signs this browser in as the person who made it with /weblogin. It works once.",
-		Secret: secret, Button: "Sign in"}
-	if p, ok := s.hub.(linkPeeker); ok {
-		if refusal := s.charge(r); refusal != "" {
-			s.errorPage(w, http.StatusTooManyRequests, "Not now", refusal)
-			return
-		}
-		name, err := p.WebLinkName(secret)
-		if err != nil {
-			s.loginError(w, err)
-			return
-		}
-		d.Title = "Sign in as " + name + "?"
-		d.Message = "This link signs this browser in as " + name + ". It works once."
-		d.Button = "Sign in as " + name
+	if refusal := s.charge(r); refusal != "" {
+		s.errorPage(w, http.StatusTooManyRequests, "Not now", refusal)
+		return
 	}
-	s.page(w, http.StatusOK, d)
+	name, err := s.hub.WebLinkName(secret)
+	if err != nil {
+		s.loginError(w, err)
+		return
+	}
+	s.page(w, http.StatusOK, pageData{Title: "Sign in as " + name + "?", Secret: secret, Button: "Sign in as " + name,
+		Message: "This link signs this browser in as " + name + ". It works once."})
 }
 
 // login uses a /weblogin link up and gives the browser its session cookie.

@@ -46,7 +46,7 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 		{"GET", "/static/index.html", "", 404, "text/html", ""},
 		{"POST", "/", "", 405, "", ""},
 		{"GET", "/login", "", 400, "text/html", "whole link"},
-		{"GET", "/login?t=" + strings.Repeat("A", 43), "", 200, "text/html", "Sign in"},
+		{"GET", "/login?t=" + strings.Repeat("A", 43), "", 410, "text/html", "not valid"}, // nobody made it
 		{"GET", "/login?t=%3Cscript%3E", "", 410, "text/html", "not valid"},
 		{"POST", "/login", "", 400, "text/html", "no sign-in link"},
 		{"POST", "/login", "t=" + strings.Repeat("A", 43), 410, "text/html", "not valid"},
@@ -75,11 +75,16 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 	}
 }
 
-func TestTheLoginPageQuotesTheSecretAsText(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	resp, body := do(t, noRedirect, newRequest(t, "GET", e.base+"/login?t="+strings.Repeat("x", 43), nil))
-	if resp.StatusCode != 200 || !strings.Contains(body, `name="t" value="`+strings.Repeat("x", 43)+`"`) {
-		t.Fatalf("status %d; the form does not hold the link's secret:\n%s", resp.StatusCode, body)
+func TestTheLoginPageNamesThePersonAndQuotesTheSecretAsText(t *testing.T) {
+	e := newEnv(t, envOptions{store: true})
+	secret := e.registered(t, "alice").webLink(t)
+	resp, body := do(t, noRedirect, newRequest(t, "GET", e.base+"/login?t="+secret, nil))
+	if resp.StatusCode != 200 || !strings.Contains(body, `name="t" value="`+secret+`"`) || !strings.Contains(body, "Sign in as alice") {
+		t.Fatalf("status %d; the form does not hold the link's secret or name its person:\n%s", resp.StatusCode, body)
+	}
+	resp, _ = do(t, noRedirect, newRequest(t, "GET", e.base+"/login?t="+strings.Repeat("x", 43), nil))
+	if resp.StatusCode != http.StatusGone {
+		t.Errorf("a link nobody made: status %d, want 410", resp.StatusCode)
 	}
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q: a page with a secret must not be kept", cc)

@@ -31,6 +31,7 @@ var ErrServerClosed = errors.New("web: server closed")
 type Hub interface {
 	Join(name string, out room.Output, opts room.JoinOptions) (*room.Member, error)
 	Config() room.Config
+	WebLinkName(secret string) (string, error)
 	RedeemWebLink(secret, label string) (session, name string, err error)
 	EndWebSession(secret string) error
 }

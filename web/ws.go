@@ -128,7 +128,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	_ = nc.SetDeadline(time.Time{})
 	c.SetReadLimit(s.cfg.ReadLimit)
 
-	ss := &session{s: s, c: c, nc: nc, raw: gc, remote: remote, start: start, writeTimeout: s.hub.Config().WriteTimeout}
+	ss := &session{s: s, c: c, nc: nc, raw: gc, remote: remote, start: start}
 	ss.ctx, ss.cancel = context.WithCancel(s.base)
 	ss.tokens, ss.refilled = float64(s.cfg.RequestBurst), time.Now()
 	s.track(ss)
@@ -160,20 +160,18 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 
 // session is one open WebSocket: the member's Output, and the goroutine reading the client.
 type session struct {
-	s            *Server
-	c            *websocket.Conn
-	nc           net.Conn // the connection under the WebSocket (TLS, if any)
-	raw          net.Conn // the TCP connection under everything (closing it gives its gate slot back)
-	remote       string
-	start        time.Time
-	writeTimeout time.Duration
+	s      *Server
+	c      *websocket.Conn
+	nc     net.Conn // the connection under the WebSocket (TLS, if any)
+	raw    net.Conn // the TCP connection under everything (closing it gives its gate slot back)
+	remote string
+	start  time.Time
 
 	ctx    context.Context // cancelled: every read and write on c fails at once
 	cancel context.CancelFunc
 
 	m       atomic.Pointer[room.Member]
 	writing atomic.Int32 // writes in progress
-	stall   atomic.Bool  // a reply could not be written within the write timeout
 
 	closeOnce sync.Once
 	bg        sync.WaitGroup // the closing handshake and the pings
@@ -247,9 +245,6 @@ func (ss *session) read(m *room.Member) room.Reason {
 	for {
 		typ, data, err := ss.c.Read(ss.ctx)
 		if err != nil {
-			if ss.stalled() {
-				return room.ReasonStalled
-			}
 			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
 				ss.s.log.Info("message too big", "remote", ss.remote, "user", m.Name(), "limit", ss.s.cfg.ReadLimit)
 			}
@@ -271,7 +266,7 @@ func (ss *session) read(m *room.Member) room.Reason {
 			}
 		case "state":
 			if ss.take(m) {
-				ss.reply(m.State())
+				ss.reply(m, m.State())
 			}
 		case "history":
 			if ss.take(m) {
@@ -279,9 +274,6 @@ func (ss *session) read(m *room.Member) room.Reason {
 			}
 		default:
 			ss.junk(m, fmt.Sprintf("unknown message type %q: send say, state or history", chat.Excerpt(req.Type, 32)))
-		}
-		if ss.stalled() {
-			return room.ReasonStalled
 		}
 	}
 }
@@ -335,7 +327,7 @@ func (ss *session) history(m *room.Member, req request) {
 		evs = []room.Event{}
 	}
 	name, _ := chat.ParseRoom(req.Room) // History accepted it
-	ss.reply(historyReply{Type: "history", Room: name, Events: evs, Before: req.Before, After: req.After})
+	ss.reply(m, historyReply{Type: "history", Room: name, Events: evs, Before: req.Before, After: req.After})
 }
 
 // take spends one of the connection's request tokens. Over the rate the request is refused,
@@ -365,27 +357,14 @@ func (ss *session) junk(m *room.Member, msg string) {
 	}
 }
 
-// reply writes a JSON answer (state, history) straight to the client. It is bounded by the
-// room's write timeout, as the room's own writes are: a client that does not read its answers is
-// too slow and goes.
-func (ss *session) reply(v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		ss.s.log.Error("reply: marshal", "err", err)
-		return
-	}
-	b = append(b, '\n')
-	ctx, cancel := context.WithTimeout(ss.ctx, ss.writeTimeout)
-	defer cancel()
-	ss.writing.Add(1)
-	err = ss.c.Write(ctx, websocket.MessageText, b)
-	ss.writing.Add(-1)
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && ss.ctx.Err() == nil {
-		ss.stall.Store(true)
+// reply queues a JSON answer (state, history) behind the lines already queued for the member,
+// so that it keeps its place among them; a client that does not read its answers is too slow and
+// goes, as with any line.
+func (ss *session) reply(m *room.Member, v any) {
+	if err := m.SendJSON(v); err != nil {
+		ss.s.log.Error("reply", "err", err)
 	}
 }
-
-func (ss *session) stalled() bool { return ss.stall.Load() }
 
 // refuse tells a client that could not join why, and closes with 1008.
 func (ss *session) refuse(why, reason string) {
