@@ -199,10 +199,8 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		webSrv, err := web.New(cfg.webConfig(), rm, gate, logger.WithPrefix("web"), mx)
 		if err == nil {
 			var webLn net.Listener
-			if webLn, err = net.Listen("tcp", cfg.HTTPAddr); err == nil {
+			if webLn, err = listenChat("web", cfg.HTTPAddr, cfg, mx.Refused, logger); err == nil {
 				servers = append(servers, server{"web", webSrv, webLn})
-			} else {
-				err = fmt.Errorf("listen web: %w", err)
 			}
 		}
 		if err != nil {

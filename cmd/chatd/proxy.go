@@ -10,7 +10,7 @@ import (
 	"chatd/proxied"
 )
 
-// listenChat listens for a chat transport ("ssh", "tcp") on addr. With --proxy-protocol the
+// listenChat listens for a chat transport ("ssh", "tcp", "web") on addr. With --proxy-protocol the
 // listener takes the PROXY header from the listed load balancers: the servers, their limits and
 // bans then see the clients behind them, from accept time on.
 func listenChat(transport, addr string, cfg config, refused func(transport, reason string), logger *log.Logger) (net.Listener, error) {

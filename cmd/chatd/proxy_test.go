@@ -88,7 +88,8 @@ func TestProxyProtocolAddressIsTheClients(t *testing.T) {
 	if err := os.WriteFile(ops, pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv, base := withMetrics(t, "--data-dir", t.TempDir(), "--ops", ops, "--proxy-protocol", lbAddr+"/32", "--max-conns-per-ip", "2")
+	srv, base := withMetrics(t, "--data-dir", t.TempDir(), "--ops", ops, "--proxy-protocol", lbAddr+"/32", "--max-conns-per-ip", "2", "--http-addr", "127.0.0.1:0")
+	webAddr := srv.webAddr(t)
 
 	// Two connections relayed for one client fill its allowance; the third is refused, while
 	// another client behind the same balancer still gets in.
@@ -119,6 +120,22 @@ func TestProxyProtocolAddressIsTheClients(t *testing.T) {
 	if _, banners, err := sshViaProxy(t, srv, "203.0.113.9:40001", "mallory"); err == nil || !strings.Contains(banners, "chatd: you are banned from this server") {
 		t.Errorf("SSH from a banned client behind the balancer: %v, banners %q", err, banners)
 	}
+	// The web listener takes the header too: the banned client's page loads are refused by its
+	// address, another client's are served.
+	for _, tc := range []struct {
+		client, want string
+	}{{"203.0.113.9:40002", "403 Forbidden"}, {"203.0.113.10:40002", "200 OK"}} {
+		c := viaProxy(t, 2, tc.client, webAddr)
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: " + webAddr + "\r\nConnection: close\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		out := roomtest.NewStream(c)
+		out.WaitClosed(t)
+		if status, _, _ := strings.Cut(out.Text(), "\r\n"); !strings.Contains(status, tc.want) {
+			t.Errorf("GET / relayed for %s: %q, want %s", tc.client, status, tc.want)
+		}
+	}
+
 	// Everyone else behind the same balancer is not banned.
 	c, _, err := sshViaProxy(t, srv, "203.0.113.10:40000", "dave")
 	if err != nil {
