@@ -24,8 +24,8 @@ type Event struct {
 	// To is who a DM went to.
 	To   string `json:"to,omitempty"`
 	Text string `json:"text"`
-	// Time is when it was said, to the millisecond: the unit history is kept in, so that a time
-	// seen here is an exact bound for a history request.
+	// Time is when it was said, in UTC, to the millisecond: the unit history is kept in, so that
+	// a time seen here is an exact bound for a history request.
 	Time time.Time `json:"time"`
 	// History marks lines replayed from the room's history.
 	History bool `json:"history,omitempty"`
@@ -46,7 +46,7 @@ type presence struct {
 
 // Event is ev as structured clients get it.
 func (ev *event) Event() Event {
-	e := Event{Room: ev.room, Text: ev.text, Time: ev.at.Truncate(time.Millisecond), History: ev.earlier}
+	e := Event{Room: ev.room, Text: ev.text, Time: ev.at.UTC().Truncate(time.Millisecond), History: ev.earlier}
 	switch ev.kind {
 	case kindMessage:
 		e.Type, e.From = "message", ev.from

@@ -263,3 +263,13 @@ func TestSendJSONKeepsItsPlaceAndLinkNames(t *testing.T) {
 		t.Errorf("a session signed out still opens: %v", err)
 	}
 }
+
+func TestEventTimesAreUTC(t *testing.T) {
+	zone := time.FixedZone("UTC+5", 5*3600)
+	r := newTestRoom(t, Config{Location: zone})
+	_, out := join(t, r, "webby", JoinOptions{Format: JSON})
+	ls := out.waitFor(t, "the welcome", func(ls []string) bool { return len(ls) > 0 })
+	if !strings.Contains(ls[0], `"time":"2026-11-25T09:41:00Z"`) {
+		t.Errorf("welcome %s: want the time in UTC", ls[0])
+	}
+}
