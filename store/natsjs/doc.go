@@ -1,7 +1,8 @@
 // Package natsjs is chatd's storage on NATS JetStream, shared by every node of a cluster: it
 // implements room.Store (the same contract as store/sqlite, checked by store/storetest) with
 // JetStream streams and key-value buckets, created with Config.Replicas copies, so that no node
-// holds anything another needs.
+// holds anything another needs; and Relay (room.HistoryRelay) carries the rooms' lines between
+// the nodes on the stream that is their history.
 //
 // # Where things are (prefix "chatd")
 //
@@ -69,16 +70,18 @@
 // lines are never missed: a read of the history waits until the replica that answers has the
 // newest line this store had acknowledged.
 //
-// # The relay, in cluster mode (design note)
+// # The relay, in cluster mode
 //
-// In cluster mode the relay (room.Relay) will publish every line said in a room to these same
-// subjects, chatd.room.<room>.msg (and .notice), so that the stream IS the history and its
-// sequence the one order every node delivers in: a node subscribes to the rooms it has members
-// in, and hands each line to the hub in stream order. The room then skips Store.Append for
-// relayed lines (the lead adds that switch in package room); Append remains for single-writer
-// uses: storetest, and "chatd migrate" copying a SQLite history. A relayed line is the JSON
-// object {"g": generation, "k": kind, "f": from, "t": text, "at": Unix ms}: "g" may be 0 (any
-// generation of the room) and "at" 0 (the stream's time stamp, the leader's clock, which makes
-// times grow with the order); kinds other than message (1) and action (2), such as notices, are
-// skipped by Recent and History.
+// Relay (room.HistoryRelay) publishes every line said in a room to these same subjects,
+// chatd.room.<room>.msg for messages and actions and chatd.room.<room>.notice for notices (a
+// topic set), so that the stream IS the history and its sequence the one order every node
+// delivers in: one ordered consumer per node reads the stream and hands each line to the hub in
+// stream order. The hub then skips Store.Append for relayed lines (KeepsHistory); Append remains
+// for single-writer uses: storetest, and "chatd migrate" copying a SQLite history. A relayed
+// line is the JSON object {"g": generation, "k": kind, "f": from, "t": text}, with "topic" on
+// the notice that sets one: "at" is left out, so its time is the stream's time stamp (the
+// leader's clock), which grows with the order and is the time every node shows. "g" may be 0
+// (any generation of the room); kinds other than message (1) and action (2), such as notices
+// (3), are skipped by Recent and History. A header, Chatd-Origin, names the relay and the
+// session that said it, for the echo rules; the history has no use for it.
 package natsjs

@@ -188,6 +188,10 @@ func NewRelay(ctx context.Context, s *Store, cfg RelayConfig, logger *log.Logger
 	return r, nil
 }
 
+// Connected reports whether the relay's connection to NATS is up: while it is not, Publish
+// fails at once.
+func (r *Relay) Connected() bool { return r.s.nc.IsConnected() }
+
 // KeepsHistory reports that the stream is the history: the hub must not append what it relays.
 func (r *Relay) KeepsHistory() bool { return true }
 

@@ -106,6 +106,12 @@ type chatNode struct {
 // in order (hub, relay, store), when the test ends.
 func startNode(t testing.TB, urls []string, prefix string, scfg Config) *chatNode {
 	t.Helper()
+	return startNodeWith(t, urls, prefix, scfg, room.Config{MsgRate: -1, WriteGap: -1})
+}
+
+// startNodeWith is startNode with the hub's settings (its store and relay are the node's).
+func startNodeWith(t testing.TB, urls []string, prefix string, scfg Config, rcfg room.Config) *chatNode {
+	t.Helper()
 	scfg.URLs, scfg.Prefix = urls, prefix
 	st, _ := openStore(t, "", scfg)
 	rl, err := NewRelay(context.Background(), st, RelayConfig{}, nil)
@@ -117,7 +123,8 @@ func startNode(t testing.TB, urls []string, prefix string, scfg Config) *chatNod
 			t.Errorf("close relay: %v", err)
 		}
 	})
-	h, err := room.New(room.Config{Store: st, Relay: rl, MsgRate: -1, WriteGap: -1}, nil)
+	rcfg.Store, rcfg.Relay = st, rl
+	h, err := room.New(rcfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
