@@ -50,34 +50,9 @@ func (s *SQLite) History(room string, r chat.HistoryRange) ([]chat.Message, erro
 	if !r.After.IsZero() {
 		query, from, to = historyAfterSQL, after, before
 	}
-	p := s.prepared(nil)
-	rows, err := p.Query(query, room, from, to, r.Limit)
+	msgs, err := s.roomMessages("history", room, query, room, from, to, r.Limit)
 	if err != nil {
-		return nil, s.fail("history", err)
-	}
-	defer rows.Close()
-	var msgs []chat.Message
-	for rows.Next() {
-		m := chat.Message{Room: room}
-		var at, kind int64
-		if err := rows.Scan(&m.ID, &at, &kind, &m.From, &m.Text); err != nil {
-			return nil, s.fail("history", err)
-		}
-		m.At, m.Kind = fromMilli(at), chat.Kind(kind)
-		msgs = append(msgs, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("history", err)
-	}
-	if len(msgs) == 0 {
-		// Messages exist only in rooms that do: only an empty answer needs the look-up.
-		ok, err := roomExists(p, room)
-		if err != nil {
-			return nil, s.fail("history", err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("history: %s: %w", room, chat.ErrNotFound)
-		}
+		return nil, err
 	}
 	if query == historyBeforeSQL {
 		slices.Reverse(msgs)

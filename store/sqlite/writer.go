@@ -403,6 +403,41 @@ func insertMessagesSQL(n int) string {
 	return "INSERT INTO messages(at, kind, room, sender, text) VALUES (?, ?, ?, ?, ?)" + strings.Repeat(", (?, ?, ?, ?, ?)", n-1)
 }
 
+// roomMessages runs query, which selects (id, at, kind, sender, text) of room's messages, for op
+// ("recent", "history"). An empty answer is ErrNotFound when the room does not exist.
+func (s *SQLite) roomMessages(op, room, query string, args ...any) ([]chat.Message, error) {
+	p := s.prepared(nil)
+	rows, err := p.Query(query, args...)
+	if err != nil {
+		return nil, s.fail(op, err)
+	}
+	defer rows.Close()
+	var msgs []chat.Message
+	for rows.Next() {
+		m := chat.Message{Room: room}
+		var at, kind int64
+		if err := rows.Scan(&m.ID, &at, &kind, &m.From, &m.Text); err != nil {
+			return nil, s.fail(op, err)
+		}
+		m.At, m.Kind = fromMilli(at), chat.Kind(kind)
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(op, err)
+	}
+	if len(msgs) == 0 {
+		// Messages exist only in rooms that do: only an empty answer needs the look-up.
+		ok, err := roomExists(p, room)
+		if err != nil {
+			return nil, s.fail(op, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: %s: %w", op, room, chat.ErrNotFound)
+		}
+	}
+	return msgs, nil
+}
+
 // recentSQL reads a room's newest messages, walking messages_room backwards. Those up to the
 // room's pending deletion (see DeleteRoom) are gone already, whatever is left of their rows.
 const recentSQL = `SELECT id, at, kind, sender, text FROM messages
@@ -423,34 +458,9 @@ func (s *SQLite) Recent(room string, n int) ([]chat.Message, error) {
 	if n <= 0 {
 		return nil, nil
 	}
-	p := s.prepared(nil)
-	rows, err := p.Query(recentSQL, room, n)
+	msgs, err := s.roomMessages("recent", room, recentSQL, room, n)
 	if err != nil {
-		return nil, s.fail("recent", err)
-	}
-	defer rows.Close()
-	var msgs []chat.Message
-	for rows.Next() {
-		m := chat.Message{Room: room}
-		var at, kind int64
-		if err := rows.Scan(&m.ID, &at, &kind, &m.From, &m.Text); err != nil {
-			return nil, s.fail("recent", err)
-		}
-		m.At, m.Kind = fromMilli(at), chat.Kind(kind)
-		msgs = append(msgs, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("recent", err)
-	}
-	if len(msgs) == 0 {
-		// Messages exist only in rooms that do: only an empty answer needs the look-up.
-		ok, err := roomExists(p, room)
-		if err != nil {
-			return nil, s.fail("recent", err)
-		}
-		if !ok {
-			return nil, fmt.Errorf("recent: %s: %w", room, chat.ErrNotFound)
-		}
+		return nil, err
 	}
 	slices.Reverse(msgs)
 	return msgs, nil
