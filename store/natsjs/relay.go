@@ -25,7 +25,10 @@ import (
 // a line on its room's subject and returns once JetStream has acknowledged it; one ordered
 // consumer per node reads the stream from where it stood when the relay was made and hands each
 // line to the hub in the stream's order. That order is the room's, on every node, and the stream
-// is the history the store reads (KeepsHistory), so the hub appends nothing.
+// is the history the store reads (KeepsHistory), so the hub appends nothing. The consumer
+// reads every room's lines, not only those of rooms with members here: the hub keeps every
+// room's newest lines in memory, and a consumer filtered to a changing set of rooms would have
+// to be made again at each change.
 //
 // What the relay decides about a line:
 //   - Subjects: messages and actions go to chatd.room.<room>.msg, which Recent and History

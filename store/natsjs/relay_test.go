@@ -655,3 +655,69 @@ func TestRelayClusterLosesAServer(t *testing.T) {
 		t.Errorf("the history differs from what was delivered:\n%q\n%q", hist, bOut.messages())
 	}
 }
+
+// TestRelayBounds: a line too large for the stream, of no known kind or of no valid room is
+// refused with an error before anything is sent; after Close, Publish fails and nothing more
+// is delivered.
+func TestRelayBounds(t *testing.T) {
+	srv := natstest.Start(t)
+	s, _ := openStore(t, srv.URL(), Config{})
+	saveRoom(t, s, "#lobby")
+	var published, failed int
+	r, err := NewRelay(t.Context(), s, RelayConfig{OnPublish: func(_ time.Duration, err error) {
+		if err != nil {
+			failed++
+		} else {
+			published++
+		}
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan room.Line, 10)
+	r.Receive(func(l room.Line) { got <- l })
+	for _, tt := range []struct {
+		l    room.Line
+		want error
+	}{
+		{room.Line{Room: "#lobby", Kind: room.LineMessage, From: "alice", Text: strings.Repeat("x", maxLineSize)}, errRelayLineSize},
+		{room.Line{Room: "#lobby", Kind: 0, From: "alice", Text: "no kind"}, errBadRelayLine},
+		{room.Line{Room: "#a b", Kind: room.LineMessage, From: "alice", Text: "bad room"}, chat.ErrRoomInvalid},
+	} {
+		if err := r.Publish(tt.l); !errors.Is(err, tt.want) {
+			t.Errorf("Publish(%.40q) = %v, want %v", tt.l.Text, err, tt.want)
+		}
+	}
+	if err := r.Publish(room.Line{Room: "#lobby", Kind: room.LineMessage, From: "alice", Text: "fits"}); err != nil {
+		t.Fatal(err)
+	}
+	if l := <-got; l.Text != "fits" || l.From != "alice" || l.Room != "#lobby" || l.Kind != room.LineMessage {
+		t.Errorf("delivered %+v", l)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Publish(room.Line{Room: "#lobby", Kind: room.LineMessage, From: "alice", Text: "closed"}); !errors.Is(err, errRelayClosed) {
+		t.Errorf("Publish after Close: %v", err)
+	}
+	// Another publisher's line, stored after Close: not delivered.
+	r2, err := NewRelay(t.Context(), s, RelayConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	seen := make(chan room.Line, 1)
+	r2.Receive(func(l room.Line) { seen <- l })
+	if err := r2.Publish(room.Line{Room: "#lobby", Kind: room.LineMessage, From: "bob", Text: "after close"}); err != nil {
+		t.Fatal(err)
+	}
+	<-seen // delivered to r2: r had every chance to get it too
+	select {
+	case l := <-got:
+		t.Errorf("delivered after Close: %+v", l)
+	default:
+	}
+	if published != 1 || failed != 4 {
+		t.Errorf("OnPublish saw %d published, %d failed; want 1 and 4", published, failed)
+	}
+}
