@@ -73,30 +73,19 @@ func reportLatency(b *testing.B, ds []time.Duration) {
 
 // BenchmarkRelayLatency measures one line's way from one node to the other on one embedded
 // NATS server (one process, loopback, two cores), one line at a time: "relays" from Publish on
-// A's relay to B's relay handing it on; "hubs" from a member's Handle on hub A to the line's
+// A's relay to B's relay handing it on ("relays-cluster3": on a 3-server cluster, replicas 3,
+// A and B on different servers); "hubs" from a member's Handle on hub A to the line's
 // Write to a member of hub B (the room's fan-out and writer included, no write gap).
 func BenchmarkRelayLatency(b *testing.B) {
 	b.Run("relays", func(b *testing.B) {
 		srv := natstest.Start(b)
-		prefix := "t" + nuid.Next()
-		sa, _ := openStore(b, srv.URL(), Config{Prefix: prefix})
-		sb, _ := openStore(b, srv.URL(), Config{Prefix: prefix})
-		saveRoom(b, sa, "#lobby")
-		ra := benchRelay(b, sa, func(room.Line) {})
-		got := make(chan struct{}, 1)
-		benchRelay(b, sb, func(room.Line) { got <- struct{}{} })
-		ds := make([]time.Duration, 0, b.N)
-		b.ResetTimer()
-		for i := range b.N {
-			start := time.Now()
-			if err := ra.Publish(room.Line{Room: "#lobby", Kind: room.LineMessage, From: "alice", Text: strconv.Itoa(i)}); err != nil {
-				b.Fatal(err)
-			}
-			<-got
-			ds = append(ds, time.Since(start))
-		}
-		b.StopTimer()
-		reportLatency(b, ds)
+		benchmarkRelayLatency(b, []string{srv.URL()}, []string{srv.URL()}, 1)
+	})
+	// Three servers in this process, every line kept three times; A and B on different
+	// servers.
+	b.Run("relays-cluster3", func(b *testing.B) {
+		urls := natstest.StartCluster(b, 3).URLs()
+		benchmarkRelayLatency(b, urls[:1], urls[1:2], 3)
 	})
 	b.Run("hubs", func(b *testing.B) {
 		srv := natstest.Start(b)
@@ -120,6 +109,30 @@ func BenchmarkRelayLatency(b *testing.B) {
 		b.StopTimer()
 		reportLatency(b, ds)
 	})
+}
+
+// benchmarkRelayLatency: from Publish on a relay connected to urlsA to delivery by one
+// connected to urlsB, one line at a time.
+func benchmarkRelayLatency(b *testing.B, urlsA, urlsB []string, replicas int) {
+	prefix := "t" + nuid.Next()
+	sa, _ := openStore(b, "", Config{URLs: urlsA, Prefix: prefix, Replicas: replicas})
+	sb, _ := openStore(b, "", Config{URLs: urlsB, Prefix: prefix, Replicas: replicas})
+	saveRoom(b, sa, "#lobby")
+	ra := benchRelay(b, sa, func(room.Line) {})
+	got := make(chan struct{}, 1)
+	benchRelay(b, sb, func(room.Line) { got <- struct{}{} })
+	ds := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if err := ra.Publish(room.Line{Room: "#lobby", Kind: room.LineMessage, From: "alice", Text: strconv.Itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
+		<-got
+		ds = append(ds, time.Since(start))
+	}
+	b.StopTimer()
+	reportLatency(b, ds)
 }
 
 // benchRelay makes a relay on s that hands lines to deliver, closed when the benchmark ends.
