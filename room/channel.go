@@ -25,6 +25,9 @@ type channel struct {
 	members []*Member            // their sessions; a member knows its slot here
 	history history              // the newest lines; the store keeps the rest
 	notices notices              // join and leave notices gathered during a storm
+	// loadedSeq is the ID of the newest line loaded from the store at the start: a relay whose
+	// log is the history may hand it over again (Line.Seq).
+	loadedSeq uint64
 }
 
 func newChannel(r chat.Room, tail int) *channel {

@@ -98,6 +98,12 @@ func (h *Hub) deliver(l Line) {
 	if ch == nil {
 		return // deleted meanwhile
 	}
+	if l.Seq != 0 && l.Seq <= ch.loadedSeq {
+		return // in the history loaded at the start already
+	}
+	if l.Topic != nil {
+		ch.topic = *l.Topic // set by another node, or again by this one
+	}
 	ev.room = ch.name
 	h.flushNoticesLocked(ch)
 	for _, m := range ch.members {

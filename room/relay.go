@@ -32,6 +32,10 @@ type Line struct {
 	At     time.Time // when it was said
 	Origin uint64    // the sending session, so that it gets no echo unless it asked for one
 	Topic  *string   // the room's new topic, on the notice that sets it
+	// Seq is the line's place in the relay's log, when the log is the history (then it is the
+	// stored message's ID); 0 otherwise. A hub that loaded a room's history up to some ID skips
+	// what the relay hands it again up to there.
+	Seq uint64
 }
 
 // LineKind says what a Line is.

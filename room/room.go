@@ -80,10 +80,11 @@ func New(cfg Config, logger *log.Logger) (*Hub, error) {
 	if hr, ok := h.relay.(HistoryRelay); ok {
 		h.relayKeepsHistory = hr.KeepsHistory()
 	}
-	h.relay.Receive(h.deliver)
 	if err := h.loadRooms(); err != nil {
 		return nil, fmt.Errorf("room: %w", err)
 	}
+	// Only now: a relay that hands over lines said meanwhile must find the rooms loaded.
+	h.relay.Receive(h.deliver)
 	if err := h.loadModeration(); err != nil {
 		return nil, fmt.Errorf("room: %w", err)
 	}
@@ -116,6 +117,7 @@ func (h *Hub) loadRooms() error {
 			}
 			for _, m := range recent {
 				ch.history.add(storedEvent(m, h.cfg.Location))
+				ch.loadedSeq = max(ch.loadedSeq, uint64(max(m.ID, 0)))
 			}
 			h.rooms[ch.name] = ch
 		}

@@ -331,7 +331,7 @@ func (r *Relay) decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) (room.Lin
 	if err := json.Unmarshal(msg.Data(), &rl); err != nil {
 		return room.Line{}, false
 	}
-	l := room.Line{Room: name, Text: chat.Sanitize(rl.Text), At: time.UnixMilli(floorMilli(meta.Timestamp))}
+	l := room.Line{Room: name, Text: chat.Sanitize(rl.Text), At: time.UnixMilli(floorMilli(meta.Timestamp)), Seq: meta.Sequence.Stream}
 	switch {
 	case suffix == "msg" && rl.Kind == uint8(chat.KindMessage):
 		l.Kind = room.LineMessage
