@@ -43,6 +43,7 @@ type Config struct {
 	PID            int           // the server's pid, to sample its CPU and RSS; 0 for none
 	NamePrefix     string        // client names are PREFIX-sN and PREFIX-tN
 	Hold           bool          // connect and hold the sessions for Duration without sending
+	Settle         time.Duration // after the last join, wait this long before the after-connect sample and the first send
 	Progress       io.Writer     // once-a-second progress lines; nil for none
 
 	// testHookRunning, when set, runs once everyone is connected and the senders are chosen,
@@ -91,8 +92,8 @@ func (c Config) Validate() error {
 		return errors.New("-senders cannot be negative")
 	case c.Senders > 0 && !c.Hold && !(c.Rate > 0 && c.Rate <= 1e6):
 		return fmt.Errorf("-rate must be more than 0 (and at most 1e6), got %v", c.Rate)
-	case c.Duration < 0 || c.Drain < 0:
-		return errors.New("-duration and -drain cannot be negative")
+	case c.Duration < 0 || c.Drain < 0 || c.Settle < 0:
+		return errors.New("-duration, -drain and -settle cannot be negative")
 	case c.ConnectWorkers < 1:
 		return errors.New("-connect-workers must be at least 1")
 	case c.ConnectTimeout <= 0:
@@ -258,6 +259,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	stopProgress := b.startProgress()
 	defer stopProgress()
 	lastJoin := b.connectAll(ctx)
+	b.settle(ctx)
 	afterConnect = sample()
 	cpu1 := selfCPU()
 	rep.ConnectSeconds = round3(lastJoin.Seconds())
@@ -473,6 +475,21 @@ func (b *bench) pickSenders() {
 		b.senderRoom[i].Store(c.room)
 		b.roomSenders[c.room] = append(b.roomSenders[c.room], i)
 		c.senderIdx.Store(int32(i))
+	}
+}
+
+// settle waits Settle once everyone is in. A join storm's notices are gathered and go out up to
+// a second after the last join, to every member: part of the joins' cost, and what the first
+// message would otherwise wait behind.
+func (b *bench) settle(ctx context.Context) {
+	if b.cfg.Settle <= 0 {
+		return
+	}
+	t := time.NewTimer(b.cfg.Settle)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 

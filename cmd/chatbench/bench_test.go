@@ -279,6 +279,7 @@ func TestRunWebSocket(t *testing.T) {
 	cfg := srv.config(2, 2, 6)
 	cfg.WSClients = 4
 	cfg.PID = os.Getpid()
+	cfg.Settle = 10 * time.Millisecond
 	rep := runBench(t, cfg)
 	if rep.Connected != 8 || rep.Failed != 0 || rep.Dropped != 0 {
 		t.Fatalf("connected %d, failed %d (%v), dropped %d (%v)", rep.Connected, rep.Failed, rep.ConnectErrors, rep.Dropped, rep.Drops)
@@ -298,8 +299,10 @@ func TestRunWebSocket(t *testing.T) {
 	if err := rep.WriteText(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if want := "4 websocket at " + srv.wsAddr; !strings.Contains(buf.String(), want) {
-		t.Errorf("the text report has no %q:\n%s", want, buf.String())
+	for _, want := range []string{"4 websocket at " + srv.wsAddr, "settle       10ms after the last join"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the text report has no %q:\n%s", want, buf.String())
+		}
 	}
 }
 
@@ -654,6 +657,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"-tcp", "", "-tcp-clients", "3"}, 2},
 		{[]string{"-ws", "", "-ws-clients", "3"}, 2},
 		{[]string{"-ws-clients", "-1"}, 2},
+		{[]string{"-settle", "-1s"}, 2},
 		{[]string{"-ssh", "", "-ws-clients", "2", "-rooms", "3"}, 2},
 		{[]string{"-name-prefix", "-x"}, 2},
 		{[]string{"-name-prefix", strings.Repeat("a", 30)}, 2},
@@ -671,8 +675,8 @@ func TestFlags(t *testing.T) {
 	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 || cfg.Rooms != 5 {
 		t.Errorf("parseFlags: %+v %v %v %v", cfg, asJSON, quiet, err)
 	}
-	cfg, _, _, err = parseFlags([]string{"-ssh", "", "-ws", "127.0.0.1:9", "-ws-clients", "7", "-hold"}, &bytes.Buffer{})
-	if err != nil || cfg.WSAddr != "127.0.0.1:9" || cfg.WSClients != 7 || !cfg.Hold {
+	cfg, _, _, err = parseFlags([]string{"-ssh", "", "-ws", "127.0.0.1:9", "-ws-clients", "7", "-hold", "-settle", "2s"}, &bytes.Buffer{})
+	if err != nil || cfg.WSAddr != "127.0.0.1:9" || cfg.WSClients != 7 || !cfg.Hold || cfg.Settle != 2*time.Second {
 		t.Errorf("parseFlags: %+v %v", cfg, err)
 	}
 }

@@ -21,6 +21,9 @@
 //	-duration D           measurement time once everyone is in the room (default 10s)
 //	-drain D              after the last send, how long to wait for deliveries still in flight
 //	                      before counting what is missing as lost (default 5s)
+//	-settle D             once everyone is in, wait D before the after-connect sample and the
+//	                      first send (default 0): a join storm's gathered notices go out up to a
+//	                      second after the last join, and the first message waits behind them
 //	-connect-workers K    parallel dialers (default 8)
 //	-connect-timeout D    per client, from its dial to its join notice (default 30s)
 //	-size B               message length in bytes, padded (default 64; at most 1000)
@@ -70,8 +73,9 @@
 // about it (e.g. "NAME left (too slow)"); from then on nothing more is expected of it (what it
 // did not get from each sender after the last message it got is put down to the drop, not
 // counted as lost). With -pid, the server's CPU time (utime+stime in /proc/PID/stat) and
-// resident memory (VmRSS in /proc/PID/status) are sampled before and after the connect phase and
-// at the end of the run; RSS per session is (after connect - before) / clients connected.
+// resident memory (VmRSS in /proc/PID/status) are sampled before and after the connect phase
+// (after -settle, when given) and at the end of the run; RSS per session is (after connect -
+// before) / clients connected.
 //
 // The load generator costs CPU too; on a machine it shares with the server, its own use is in
 // the report (bench_cpu_*). Each SSH client holds a few goroutines and buffers in chatbench;
@@ -100,7 +104,7 @@
 //
 //	run_id, name_prefix           the run's token id and the clients' name prefix
 //	ssh_addr, tcp_addr, ws_addr, clients_ssh, clients_tcp, clients_ws, pty, senders, rate, size,
-//	rooms, duration_s, hold
+//	rooms, duration_s, settle_s, hold
 //	                              the settings (senders: how many actually sent; rooms: -rooms)
 //	interrupted                   true when Ctrl-C cut the run short
 //	clients_connected             clients that got into the room
@@ -108,11 +112,12 @@
 //	connect_errors                [{error, count}]: why they did not, most frequent first (10 at most)
 //	connect_seconds, connect_rate first dial to last join; clients connected per second
 //	server_pid                    -pid (0 without)
-//	server_cpu_connect_s          server CPU time during the connect phase
+//	server_cpu_connect_s          server CPU time during the connect phase (and -settle)
 //	server_cpu_run_s              server CPU time from the end of the connect phase to the end of
 //	                              the drain (or of the hold)
 //	server_rss_before_kib, server_rss_after_connect_kib, server_rss_end_kib
-//	                              server RSS before and after connecting, and at the end
+//	                              server RSS before and after connecting (after -settle), and at
+//	                              the end
 //	server_rss_per_session_kib    (after connect - before) / clients connected
 //	server_error                  why the server could not be sampled, "" when it could
 //	bench_cpu_connect_s, bench_cpu_run_s   chatbench's own CPU time in the same two phases
@@ -225,6 +230,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "messages per second per sender (`R`)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measurement time once everyone is connected")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "after the last send, how long to wait for deliveries in flight")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "once everyone is in, wait this long before the after-connect sample and the first send")
 	fs.IntVar(&cfg.ConnectWorkers, "connect-workers", cfg.ConnectWorkers, "parallel dialers (`K`)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", cfg.ConnectTimeout, "per client, from its dial to its join notice")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "message length in `bytes`, padded (at most 1000)")

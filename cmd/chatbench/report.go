@@ -26,6 +26,7 @@ type Report struct {
 	Size        int     `json:"size"`
 	Rooms       int     `json:"rooms"`
 	Duration    float64 `json:"duration_s"`
+	Settle      float64 `json:"settle_s"`
 	Hold        bool    `json:"hold"`
 	Interrupted bool    `json:"interrupted"`
 
@@ -116,6 +117,7 @@ func (b *bench) newReport() *Report {
 		Size:          c.Size,
 		Rooms:         c.Rooms,
 		Duration:      c.Duration.Seconds(),
+		Settle:        c.Settle.Seconds(),
 		Hold:          c.Hold,
 		ServerPID:     c.PID,
 		ConnectErrors: []ErrorCount{},
@@ -197,6 +199,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			"             -rooms start it with --rooms-per-hour 0 (and --max-rooms 0 past 1000 rooms)\n")
 	}
 	p("connect      %.3f s from the first dial to the last join: %.1f conn/s\n", r.ConnectSeconds, r.ConnectRate)
+	if r.Settle > 0 {
+		p("settle       %s after the last join before the after-connect sample and the first send\n", dur(r.Settle))
+	}
 	phase := "run"
 	if r.Hold {
 		phase = "hold"
