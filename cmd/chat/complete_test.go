@@ -69,7 +69,7 @@ func TestComplete(t *testing.T) {
 		{name: "command in capitals", line: "/JO|", tabs: []string{"/join |"}},
 		{name: "command after blanks", line: "  /jo|", tabs: []string{"  /join |"}},
 		{name: "command not first", line: "say /jo|", tabs: []string{"say /jo|"}},
-		{name: "commands in common, then cycled", line: "/w|", tabs: []string{"/who|", "/who |", "/whois |", "/who |"}},
+		{name: "commands in common, then cycled", line: "/wh|", tabs: []string{"/who|", "/who |", "/whois |", "/who |"}},
 		{name: "a command that is a prefix of others", line: "/r|", tabs: []string{"/r|", "/r |", "/reply |", "/rooms |", "/r |"}},
 		{name: "no such command", line: "/zz|", tabs: []string{"/zz|"}},
 		{name: "// is no command", line: "//jo|", tabs: []string{"//jo|"}},
