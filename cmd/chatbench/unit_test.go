@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -560,4 +561,105 @@ func TestWSRender(t *testing.T) {
 	if got := w.lastError(); got != "error: name taken" {
 		t.Errorf("lastError = %q", got)
 	}
+}
+
+// decodeEvent reads what encoding/json reads, stopping before a storm's list of names.
+func TestDecodeEvent(t *testing.T) {
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-w%d", i)
+	}
+	topic := "a <b> & \"c\" \u00e9\n"
+	lines := []any{
+		map[string]any{"type": "message", "room": "#lobby", "from": "bob", "text": "hi \"there\" <3 \\ é 日本 \U0001F600", "time": time.Now(), "colour": 33},
+		map[string]any{"type": "notice", "room": "#lobby", "text": "a, b and 998 others joined #lobby (1000 online)", "time": time.Now(), "joined": names},
+		map[string]any{"type": "notice", "room": "#go", "text": "bob set the topic", "topic": &topic},
+		map[string]any{"type": "dm", "from": "bob", "to": "me", "text": "psst"},
+		map[string]any{"type": "info", "text": "one\ntwo"},
+		map[string]any{"type": "state", "name": "me", "rooms": []any{}},
+		map[string]any{"type": "history", "room": "#lobby", "events": []any{map[string]any{"type": "message", "text": "old"}}},
+	}
+	for _, l := range lines {
+		// Marshal writes a map's keys sorted, not in room.Event's order: write them in that order.
+		line := orderedJSON(t, l.(map[string]any))
+		var fast, slow wsEvent
+		if err := decodeEvent(line, &fast); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if err := json.Unmarshal(line, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if fast != slow {
+			t.Errorf("%.80s: decodeEvent %+v, encoding/json %+v", line, fast, slow)
+		}
+	}
+	var ev wsEvent
+	if fastDecode(orderedJSON(t, lines[1].(map[string]any)), &ev) == 0 {
+		t.Error("a join storm's notice took the slow way")
+	}
+	for _, bad := range []string{``, `{`, `{"type":"message","text":"x`, `{"type":1,"text":"x"}`, `{"text":"x","type":"message"}`, "{\"type\":\"m\",\"text\":\"\x01\"}"} {
+		if fastDecode([]byte(bad), &ev) > 0 {
+			t.Errorf("fastDecode accepted %q: %+v", bad, ev)
+		}
+	}
+}
+
+// orderedJSON marshals m with its keys in room.Event's order, then the others sorted.
+func orderedJSON(t *testing.T, m map[string]any) []byte {
+	t.Helper()
+	order := []string{"type", "room", "from", "to", "text", "time", "history", "colour", "joined", "left", "topic"}
+	var keys []string
+	for _, k := range order {
+		if _, ok := m[k]; ok {
+			keys = append(keys, k)
+		}
+	}
+	var rest []string
+	for k := range m {
+		if !slices.Contains(order, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	keys = append(keys, rest...)
+	b := []byte{'{'}
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(m[k])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = append(append(append(b, kb...), ':'), vb...)
+	}
+	return append(b, '}')
+}
+
+// Whenever the fast way takes a line, it reads what encoding/json reads of the object it read,
+// up to the text.
+func FuzzDecodeEvent(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"message","room":"#a","from":"b","text":"c","time":"2026-12-01T17:40:00.123Z"}`,
+		`{"type":"notice","text":"x \u003c \"y\"","joined":["a","b"]}`,
+		`{"type":"dm","from":"a","to":"b","text":"\ud83d\ude00"}`,
+		`{"type":"state","name":"me"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var fast, slow wsEvent
+		end := fastDecode(line, &fast)
+		if end == 0 {
+			return
+		}
+		prefix := append(line[:end:end], '}')
+		if err := json.Unmarshal(prefix, &slow); err != nil {
+			t.Fatalf("%q: fast %+v, but encoding/json: %v", prefix, fast, err)
+		}
+		if fast != slow {
+			t.Errorf("%q: fast %+v, encoding/json %+v", line, fast, slow)
+		}
+	})
 }
