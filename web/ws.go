@@ -113,7 +113,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusServiceUnavailable, "Shutting down", "The server is shutting down; try again in a moment.")
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		// The Origin was checked above, against the public URL: stricter than the library's
 		// comparison with the Host header.
 		InsecureSkipVerify: true,

@@ -406,3 +406,26 @@ func TestAnInvitationOnlyServerRefusesGuests(t *testing.T) {
 	}
 	bot.waitFor("the welcome", func(m msg) bool { return m.Type == "info" && strings.Contains(m.Text, "alice") })
 }
+
+// TestBytesSentWithTheUpgradeAreRead: a client may send its first message in the same packet as
+// its upgrade request; the connection's own small buffers (smallBuffers) must not lose it.
+func TestBytesSentWithTheUpgradeAreRead(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	watcher := e.join(t, "watcher")
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := []byte(`{"type":"say","text":"sent with the upgrade"}`)
+	frame := []byte{0x81, 0x80 | byte(len(payload)), 1, 2, 3, 4} // a masked text frame
+	for i, b := range payload {
+		frame = append(frame, b^[]byte{1, 2, 3, 4}[i%4])
+	}
+	req := "GET /ws?name=eager HTTP/1.1\r\nHost: " + e.addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := c.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	watcher.waitFor("the eager client's line", func(m msg) bool { return m.From == "eager" && m.Text == "sent with the upgrade" })
+}
