@@ -31,17 +31,38 @@ type Event struct {
 	History bool `json:"history,omitempty"`
 	// Colour is From's colour in the SSH shell: an index into the xterm 256-colour palette.
 	Colour int `json:"colour,omitempty"`
-	// Joined and Left name who a join or leave notice is about.
+	// Joined and Left name who a join or leave notice is about: at most MaxNoticeNames, and
+	// Others counts those not named (a join storm's gathered notice); a client that keeps a list
+	// of members asks for its state then.
 	Joined []string `json:"joined,omitempty"`
 	Left   []string `json:"left,omitempty"`
+	Others int      `json:"others,omitempty"`
 	// Topic is the room's new topic, on the notice that sets it.
 	Topic *string `json:"topic,omitempty"`
 }
 
+// MaxNoticeNames is the most names a notice's Joined or Left carries. A join storm's gathered
+// notice goes to every member: naming a thousand people in it would write a thousand times 17 KB
+// before the next line.
+const MaxNoticeNames = 20
+
 // presence is what a notice says in structured form: who joined or left, or the topic it set.
 type presence struct {
 	joined, left []string
+	others       int
 	topic        *string
+}
+
+// gathered is the presence of a gathered notice about names (joined, or left).
+func gathered(names []string, joined bool) *presence {
+	p := &presence{others: max(len(names)-MaxNoticeNames, 0)}
+	names = names[:min(len(names), MaxNoticeNames)]
+	if joined {
+		p.joined = names
+	} else {
+		p.left = names
+	}
+	return p
 }
 
 // Event is ev as structured clients get it.
@@ -67,7 +88,7 @@ func (ev *event) Event() Event {
 		e.Colour = int(nameColour(e.From))
 	}
 	if p := ev.presence; p != nil {
-		e.Joined, e.Left, e.Topic = p.joined, p.left, p.topic
+		e.Joined, e.Left, e.Others, e.Topic = p.joined, p.left, p.others, p.topic
 	}
 	return e
 }

@@ -80,10 +80,10 @@ func (h *Hub) flushNoticesLocked(ch *channel) {
 		return
 	}
 	if len(n.joined) > 0 {
-		h.presenceLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)), &presence{joined: n.joined})
+		h.presenceLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)), gathered(n.joined, true))
 	}
 	if len(n.left) > 0 {
-		h.presenceLocked(ch, nameList(n.left)+" left "+ch.name, &presence{left: n.left})
+		h.presenceLocked(ch, nameList(n.left)+" left "+ch.name, gathered(n.left, false))
 	}
 	n.joined, n.left = nil, nil // the events keep the lists
 }

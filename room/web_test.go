@@ -3,6 +3,7 @@ package room
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,18 @@ func TestEventTimesAreUTC(t *testing.T) {
 	ls := out.waitFor(t, "the welcome", func(ls []string) bool { return len(ls) > 0 })
 	if !strings.Contains(ls[0], `"time":"2026-11-25T09:41:00Z"`) {
 		t.Errorf("welcome %s: want the time in UTC", ls[0])
+	}
+}
+
+func TestAGatheredNoticeNamesAFew(t *testing.T) {
+	r := newTestRoom(t, Config{NoticeBurst: 1})
+	_, out := join(t, r, "webby", JoinOptions{Format: JSON})
+	for i := range 30 {
+		join(t, r, fmt.Sprintf("p%02d", i), JoinOptions{})
+	}
+	e := waitEvent(t, out, "the gathered notice", func(e Event) bool { return len(e.Joined) > 1 })
+	// webby's own join went out alone; the 30 after it are gathered.
+	if len(e.Joined) != MaxNoticeNames || e.Others != 30-MaxNoticeNames || e.Joined[0] != "p00" {
+		t.Errorf("gathered notice: %d names from %s, %d others; want %d, p00, %d", len(e.Joined), e.Joined[0], e.Others, MaxNoticeNames, 30-MaxNoticeNames)
 	}
 }

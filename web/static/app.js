@@ -238,6 +238,7 @@
       colour: Number.isInteger(o.colour) ? o.colour : undefined,
       joined: Array.isArray(o.joined) ? o.joined.filter((n) => typeof n === 'string') : null,
       left: Array.isArray(o.left) ? o.left.filter((n) => typeof n === 'string') : null,
+      others: Number.isInteger(o.others) && o.others > 0 ? o.others : 0,
       topic: typeof o.topic === 'string' ? o.topic : null,
     };
     const t = Date.parse(e.time);
@@ -365,7 +366,10 @@
     }
     r.members.sort((a, b) => fold(a).localeCompare(fold(b)));
     if (e.topic !== null) r.topic = e.topic;
-    if (aboutMe || (!e.joined && !e.left && e.topic === null)) askState();
+    // A join storm's notice names only some (others counts the rest): ask, a while later and
+    // at a random moment, so that a thousand pages do not all ask at once.
+    if (e.others > 0) askState(1000 + Math.random() * 4000);
+    else if (aboutMe || (!e.joined && !e.left && e.topic === null)) askState();
     if (r.name === st.current) renderHeader();
   }
 
@@ -457,10 +461,10 @@
     return true;
   }
 
-  // askState asks for state once after a burst of notices.
-  function askState() {
+  // askState asks for state once after a burst of notices, delay ms (150) after the last.
+  function askState(delay = 150) {
     clearTimeout(st.stateTimer);
-    st.stateTimer = setTimeout(() => send({ type: 'state' }), 150);
+    st.stateTimer = setTimeout(() => send({ type: 'state' }), delay);
   }
 
   // loadOlder asks for the lines before the oldest one shown, one request at a time.
