@@ -40,6 +40,9 @@ type Config struct {
 	// Relay carries the rooms' lines between the nodes of a cluster. Nil: this process is the
 	// only node (LocalRelay).
 	Relay Relay
+	// Cluster tells the other nodes of a cluster who is online here and what operators change,
+	// and hears the same from them. Nil: this process is the only node.
+	Cluster Cluster
 	// HistoryOnJoin is how many earlier messages of a room someone joining it is shown. Default
 	// 20; negative: none. At most HistorySize.
 	HistoryOnJoin int
