@@ -25,6 +25,10 @@ type channel struct {
 	members []*Member            // their sessions; a member knows its slot here
 	history history              // the newest lines; the store keeps the rest
 	notices notices              // join and leave notices gathered during a storm
+	// remote: the people in it on the cluster's other nodes, by folded name; remoteOnly: how
+	// many of them are not in it here too.
+	remote     map[string]*seat
+	remoteOnly int
 	// loadedSeq is the ID of the newest line loaded from the store at the start: a relay whose
 	// log is the history may hand it over again (Line.Seq).
 	loadedSeq uint64
@@ -135,7 +139,7 @@ var ErrRoomLimit = errors.New("room limit")
 // room, greeting m with the room's topic and history before the room hears of the newcomer. It
 // reports whether p was already in it.
 func (h *Hub) joinLocked(p *person, name string, m *Member, operator bool, ops *storeOps) (*channel, bool, error) {
-	ch := h.rooms[name]
+	ch := h.roomLocked(name)
 	if ch != nil && p.in(ch) {
 		m.current.Store(ch)
 		return ch, true, nil
@@ -207,7 +211,12 @@ func (h *Hub) enterLocked(p *person, ch *channel, member bool, ops *storeOps) (b
 	if member {
 		ops.join(p, ch.name)
 	}
-	h.announceLocked(ch, true, p.name, p.name+" joined "+ch.name+" "+onlineIn(len(ch.people)))
+	h.announce(PresenceJoin, p, ch.name)
+	if ch.remote[p.key] != nil {
+		ch.remoteOnly-- // in it on another node already: the room knows
+	} else {
+		h.announceLocked(ch, true, p.name, p.name+" joined "+ch.name+" "+onlineIn(ch.countIn()))
+	}
 	return true, nil
 }
 
@@ -227,7 +236,12 @@ func (h *Hub) exitLocked(p *person, ch *channel, notice string) {
 			s.current.Store(h.currentFor(p))
 		}
 	}
-	if !h.closed && notice != "" {
+	if len(p.sessions) > 0 {
+		h.announce(PresenceLeave, p, ch.name) // by choice: going offline is PresenceOffline
+	}
+	if ch.remote[p.key] != nil {
+		ch.remoteOnly++ // still in it on another node
+	} else if !h.closed && notice != "" {
 		h.announceLocked(ch, false, p.name, notice)
 	}
 }
@@ -359,6 +373,7 @@ func (h *Hub) writeStoreOps(o storeOps) {
 		if err := st.SaveRoom(r); err != nil {
 			h.log.Error("store: save room", "room", r.Name, "err", err)
 		}
+		h.send(ClusterEvent{Kind: EventRoom, Room: &r})
 	}
 	for _, i := range o.invites {
 		if err := st.Invite(i.room, i.name); err != nil {

@@ -131,8 +131,14 @@ func (m *Member) sendDM(name, text string) {
 	h.mu.Lock()
 	to := h.people[chat.Fold(name)]
 	if to == nil || m.index < 0 {
+		var nodes []string
+		if m.index >= 0 {
+			nodes = h.peerNodesLocked(chat.Fold(name))
+		}
 		h.mu.Unlock()
-		m.queueDM(name, text, now)
+		if len(nodes) == 0 || !m.sendElsewhere(nodes, name, text, now) {
+			m.queueDM(name, text, now)
+		}
 		return
 	}
 	if to == m.person {
@@ -162,6 +168,25 @@ func (m *Member) sendDM(name, text string) {
 		m.reply(kindInfo, away)
 	}
 	h.cfg.Metrics.Said("dm")
+}
+
+// sendElsewhere hands a private message to the nodes where its recipient is online, and
+// reports whether they got it there.
+func (m *Member) sendElsewhere(nodes []string, name, text string, now time.Time) bool {
+	h := m.hub
+	dm := chat.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: name, Text: text}
+	if !h.sendRemoteDM(nodes, dm) {
+		return false
+	}
+	h.mu.Lock()
+	display := name
+	if s := h.peers.people[chat.Fold(name)]; s != nil {
+		display = s.name
+	}
+	h.mu.Unlock()
+	h.deliverTo(m.person, newEvent(kindDMOut, now, m.name, display, text))
+	h.cfg.Metrics.Said("dm")
+	return true
 }
 
 // cmdReply is /reply TEXT (/r): a private message to whoever last sent one.

@@ -162,6 +162,15 @@ func (m *Member) peopleFrom(prefix string) []string {
 			elsewhere = append(elsewhere, p.name)
 		}
 	}
+	for key, s := range h.peers.people {
+		switch {
+		case h.people[key] != nil || !strings.HasPrefix(key, prefix):
+		case cur.remote[key] != nil:
+			here = append(here, s.name)
+		default:
+			elsewhere = append(elsewhere, s.name)
+		}
+	}
 	h.mu.Unlock()
 	sortNames(here)
 	sortNames(elsewhere)

@@ -50,7 +50,7 @@ func (h *Hub) Exec(args []string, stdout io.Writer, opts ExecOptions) error {
 		var lines []string
 		for _, ch := range h.rooms {
 			if !ch.private {
-				lines = append(lines, fmt.Sprintf("%s\t%d\t%s", ch.name, len(ch.people), ch.topic))
+				lines = append(lines, fmt.Sprintf("%s\t%d\t%s", ch.name, ch.countIn(), ch.topic))
 			}
 		}
 		h.mu.Unlock()

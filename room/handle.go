@@ -62,6 +62,10 @@ func (m *Member) say(k kind, text string) {
 	default:
 	}
 	h := m.hub
+	if h.paused.Load() {
+		m.reply(kindError, "your line was not sent: the chat is paused until this server reaches the rest of the chat again")
+		return
+	}
 	l := Line{Room: ch.name, Kind: LineMessage, From: m.name, Text: text, At: h.now(), Origin: m.id}
 	if k == kindAction {
 		l.Kind = LineAction
@@ -94,7 +98,7 @@ func (h *Hub) deliver(l Line) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ch := h.rooms[l.Room]
+	ch := h.roomLocked(l.Room)
 	if ch == nil {
 		return // deleted meanwhile
 	}

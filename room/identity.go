@@ -194,8 +194,17 @@ func (h *Hub) whois(name string) (string, error) {
 		if rooms := h.visibleRoomsLocked(p); len(rooms) > 0 {
 			lines = append(lines, "in "+strings.Join(rooms, ", "))
 		}
+		if h.clustered() {
+			lines = append(lines, "on node "+h.cfg.Cluster.Node())
+		}
 		name = p.name
 	}
+	remote := h.remoteWhoisLocked(key)
+	lines = append(lines, remote...)
+	if p == nil && len(remote) > 0 {
+		name = h.peers.people[key].name
+	}
+	online := p != nil || len(remote) > 0
 	h.mu.Unlock()
 
 	if h.cfg.Store != nil {
@@ -205,14 +214,14 @@ func (h *Hub) whois(name string) (string, error) {
 			return "", ErrUnavailable
 		}
 		if ok {
-			if p == nil {
+			if !online {
 				lines = append(lines, id.Name+": offline")
 			}
 			lines = append(lines, fmt.Sprintf("registered %s, keys:", h.stamp(id.Created)))
 			for _, k := range id.Keys {
 				lines = append(lines, "  "+k.Type+" "+k.Fingerprint)
 			}
-		} else if p != nil {
+		} else if online {
 			lines = append(lines, "not registered: logged in without a key")
 		}
 	}

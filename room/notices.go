@@ -80,7 +80,7 @@ func (h *Hub) flushNoticesLocked(ch *channel) {
 		return
 	}
 	if len(n.joined) > 0 {
-		h.presenceLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(len(ch.people)), gathered(n.joined, true))
+		h.presenceLocked(ch, nameList(n.joined)+" joined "+ch.name+" "+onlineIn(ch.countIn()), gathered(n.joined, true))
 	}
 	if len(n.left) > 0 {
 		h.presenceLocked(ch, nameList(n.left)+" left "+ch.name, gathered(n.left, false))

@@ -34,10 +34,10 @@ func (m *Member) cmdKick(args string) Action {
 		m.reply(kindError, "usage: /kick NAME [#ROOM] [reason]")
 		return Continue
 	}
-	p := m.hub.lookup(name)
+	h := m.hub
+	p := h.lookup(name)
 	if p == nil {
-		m.reply(kindError, chat.QuoteName(name)+" is not online")
-		return Continue
+		return m.kickElsewhere(name, reason)
 	}
 	if strings.HasPrefix(reason, "#") { // out of one room only
 		arg, why := nameFields(reason)
@@ -54,7 +54,41 @@ func (m *Member) cmdKick(args string) Action {
 		return Continue
 	}
 	m.opLog("kick", "user", p.name, "reason", reason)
-	m.hub.expel(p, ReasonKicked, "you were kicked by "+m.name+withReason(reason), p.name+" was kicked by "+m.name+withReason(reason))
+	h.send(ClusterEvent{Kind: EventKick, Name: p.name, By: m.name, Text: reason, Reason: ReasonKicked}) // their other nodes' sessions
+	h.expel(p, ReasonKicked, "you were kicked by "+m.name+withReason(reason), p.name+" was kicked by "+m.name+withReason(reason))
+	return Continue
+}
+
+// kickElsewhere is /kick for someone online on other nodes only: those nodes do it.
+func (m *Member) kickElsewhere(name, reason string) Action {
+	h := m.hub
+	h.mu.Lock()
+	s := h.peers.people[chat.Fold(name)]
+	display := ""
+	if s != nil {
+		display = s.name
+	}
+	h.mu.Unlock()
+	if s == nil {
+		m.reply(kindError, chat.QuoteName(name)+" is not online")
+		return Continue
+	}
+	ev := ClusterEvent{Kind: EventKick, Name: display, By: m.name, Text: reason, Reason: ReasonKicked}
+	if strings.HasPrefix(reason, "#") {
+		arg, why := nameFields(reason)
+		ch, err := h.roomNamed(arg)
+		if err != nil {
+			m.reply(kindError, err.Error())
+			return Continue
+		}
+		ev = ClusterEvent{Kind: EventRoomKick, Name: display, RoomName: ch.name, By: m.name, Text: why}
+		m.opLog("kick", "user", display, "room", ch.name, "reason", why)
+		m.reply(kindInfo, display+" is out of "+ch.name)
+	} else {
+		m.opLog("kick", "user", display, "reason", reason)
+		m.reply(kindInfo, display+" is kicked (on another node)")
+	}
+	h.send(ev)
 	return Continue
 }
 
@@ -195,8 +229,18 @@ func (h *Hub) applyBans(op *Member, bans []chat.Ban) {
 		op.reply(kindInfo, "banned "+describeBan(b, h.cfg.Location))
 	}
 
-	// Whoever the bans cover leaves now.
+	// Whoever the bans cover leaves now, on every node.
+	h.send(ClusterEvent{Kind: EventBans, By: op.name, Text: bans[0].Reason})
+	reason := withReason(bans[0].Reason)
+	for _, p := range h.coveredBy(bans) {
+		h.expel(p, ReasonBanned, "you were banned by "+op.name+reason, p.name+" was banned by "+op.name+reason)
+	}
+}
+
+// coveredBy are the people online here with a session that one of bans covers.
+func (h *Hub) coveredBy(bans []chat.Ban) []*person {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	var covered []*person
 	for _, m := range h.sessions {
 		fp := ""
@@ -208,11 +252,7 @@ func (h *Hub) applyBans(op *Member, bans []chat.Ban) {
 			covered = append(covered, m.person)
 		}
 	}
-	h.mu.Unlock()
-	reason := withReason(bans[0].Reason)
-	for _, p := range covered {
-		h.expel(p, ReasonBanned, "you were banned by "+op.name+reason, p.name+" was banned by "+op.name+reason)
-	}
+	return covered
 }
 
 func expiry(b chat.Ban) string {
@@ -261,6 +301,7 @@ func (m *Member) cmdUnban(args string) Action {
 		m.reply(kindError, fmt.Sprintf("no ban #%d (/bans lists them)", id))
 		return Continue
 	}
+	h.send(ClusterEvent{Kind: EventBans, By: m.name})
 	m.opLog("unban", "ban", id, "kind", string(b.Kind), "value", b.Value)
 	m.reply(kindInfo, "lifted "+describeBan(b, h.cfg.Location))
 	return Continue
@@ -317,6 +358,7 @@ func (m *Member) cmdMute(args string) Action {
 	h.mod.mu.Lock()
 	h.mod.mutes[chat.Fold(name)] = until
 	h.mod.mu.Unlock()
+	h.send(ClusterEvent{Kind: EventMute, Name: display, By: m.name, Until: until})
 	howLong := "until unmuted"
 	if !until.IsZero() {
 		howLong = "until " + until.In(h.cfg.Location).Format("15:04")
@@ -339,6 +381,9 @@ func (m *Member) cmdUnmute(args string) Action {
 	_, was := h.mod.mutes[chat.Fold(name)]
 	delete(h.mod.mutes, chat.Fold(name))
 	h.mod.mu.Unlock()
+	if was {
+		h.send(ClusterEvent{Kind: EventUnmute, Name: name, By: m.name})
+	}
 	if !was {
 		m.reply(kindError, chat.QuoteName(name)+" is not muted")
 		return Continue
@@ -380,6 +425,7 @@ func (m *Member) cmdMotd(args string) Action {
 	h.mod.mu.Lock()
 	h.mod.motd = text
 	h.mod.mu.Unlock()
+	h.send(ClusterEvent{Kind: EventMotd, Text: text, By: m.name})
 	m.opLog("motd", "text", text)
 	m.reply(kindInfo, "message of the day set")
 	return Continue

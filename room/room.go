@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/log"
@@ -42,7 +43,9 @@ type Hub struct {
 	nextID    uint64              // session IDs
 	closed    bool
 
-	mod        moderation // bans, mutes, the message of the day: under mod.mu
+	peers      peers       // who is online on the cluster's other nodes: under mu
+	paused     atomic.Bool // this node lost the rest of its cluster: logins and lines refused
+	mod        moderation  // bans, mutes, the message of the day: under mod.mu
 	storeQueue storeQueue // room changes on their way to the store, in order
 
 	shortcodes shortcodeTable // for completing :shortcodes:
@@ -89,6 +92,9 @@ func New(cfg Config, logger *log.Logger) (*Hub, error) {
 		return nil, fmt.Errorf("room: %w", err)
 	}
 	h.commands, h.help, h.opHelp = newCommands(cfg)
+	if cfg.Cluster != nil {
+		cfg.Cluster.Start(clusterSide{h})
+	}
 	h.janitor.Add(1)
 	go h.watch()
 	return h, nil
@@ -197,6 +203,9 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.paused.Load() {
+		return nil, ErrPaused
+	}
 	var start string
 	if opts.Room != "" {
 		if start, err = chat.ParseRoom(opts.Room); err != nil {
@@ -225,9 +234,14 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 		h.mu.Unlock()
 		return nil, takenError(name)
 	}
+	if s := h.peers.people[m.key]; first && s != nil && !(registered && s.registered) {
+		h.mu.Unlock()
+		return nil, takenError(name) // online on another node
+	}
 	if first {
 		p = &person{name: display, key: m.key, registered: registered, since: now, remote: remoteIP(opts.Remote)}
 		h.people[m.key] = p
+		h.announce(PresenceOnline, p, "")
 	}
 	h.nextID++
 	m.id = h.nextID
@@ -262,7 +276,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	var refused string
 	var startCh *channel
 	if start != "" {
-		startCh = h.rooms[start]
+		startCh = h.roomLocked(start)
 		if startCh == nil {
 			// A new room is made only if they may be in one more (and stays empty otherwise).
 			if err = h.roomLeftLocked(p, len(enter)); err == nil {
@@ -322,7 +336,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if rooms := p.roomNames(); len(rooms) > 1 && first {
 		m.enqueue(newEvent(kindInfo, now, "", "", "your rooms: "+strings.Join(rooms, ", ")+" (lines from rooms but the current one start with the room's name)"))
 	}
-	online := len(h.people)
+	online := h.onlineCountLocked()
 	h.unlockAndStore(ops)
 
 	h.cfg.Metrics.Joined(opts.Transport)
@@ -405,6 +419,11 @@ func (h *Hub) Names() []string {
 	for _, p := range h.people {
 		names = append(names, p.name)
 	}
+	for key, s := range h.peers.people {
+		if h.people[key] == nil {
+			names = append(names, s.name)
+		}
+	}
 	h.mu.Unlock()
 	sortNames(names)
 	return names
@@ -416,11 +435,12 @@ func sortNames(names []string) {
 	})
 }
 
-// Online returns how many people are online (a person may have several sessions).
+// Online returns how many people are online, on every node (a person may have several
+// sessions).
 func (h *Hub) Online() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.people)
+	return h.onlineCountLocked()
 }
 
 // remove takes m out of the hub: out of every room's sessions, and when it was its person's
@@ -449,6 +469,7 @@ func (h *Hub) remove(m *Member, reason Reason, notice string) bool {
 	gone := len(p.sessions) == 0
 	if gone {
 		delete(h.people, p.key)
+		h.announce(PresenceOffline, p, "")
 		for _, ch := range slices.Clone(p.rooms) {
 			text := notice
 			if text == "" {
@@ -457,7 +478,7 @@ func (h *Hub) remove(m *Member, reason Reason, notice string) bool {
 			h.exitLocked(p, ch, text)
 		}
 	}
-	online, sessions := len(h.people), len(p.sessions)
+	online, sessions := h.onlineCountLocked(), len(p.sessions)
 	h.mu.Unlock()
 
 	h.cfg.Metrics.Left(m.opts.Transport, reason)

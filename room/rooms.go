@@ -91,14 +91,14 @@ func (m *Member) cmdRooms(string) Action {
 		}
 	}
 	slices.SortFunc(rooms, func(a, b *channel) int {
-		return cmpRooms(len(a.people), a.name, len(b.people), b.name)
+		return cmpRooms(a.countIn(), a.name, b.countIn(), b.name)
 	})
 	lines := []string{fmt.Sprintf("%d rooms (the busiest first):", len(rooms))}
 	for _, ch := range rooms {
 		var b strings.Builder
 		b.WriteString(ch.name)
 		b.WriteString(" (")
-		b.WriteString(strconv.Itoa(len(ch.people)))
+		b.WriteString(strconv.Itoa(ch.countIn()))
 		b.WriteString(" online")
 		if ch.private {
 			b.WriteString(", private")
@@ -232,6 +232,7 @@ func (m *Member) cmdInvite(args string) Action {
 	}
 	var ops storeOps
 	ops.invite(ch.name, name)
+	ops.save(ch) // the other nodes learn of the invitation from the room's record
 	h.unlockAndStore(ops)
 	m.reply(kindInfo, name+" may join "+ch.name+" now")
 	return Continue
@@ -272,6 +273,7 @@ func (h *Hub) namesIn(ch *channel, withAway bool) []string {
 			away[p.name] = p.away
 		}
 	}
+	names = h.remoteNamesLocked(ch, names)
 	h.mu.Unlock()
 	sortNames(names)
 	for i, n := range names {
@@ -402,7 +404,11 @@ func (m *Member) cmdRoom(args string) Action {
 
 // deleteRoom removes a room with its history: everyone in it is told and moved out (to the
 // default room when it was their last).
-func (h *Hub) deleteRoom(name, by string) error {
+func (h *Hub) deleteRoom(name, by string) error { return h.removeRoom(name, by, true) }
+
+// removeRoom takes a room out of the hub: deleted here (the store forgets it and the other nodes
+// are told), or on another node.
+func (h *Hub) removeRoom(name, by string, here bool) error {
 	var ops storeOps
 	h.mu.Lock()
 	ch := h.rooms[name]
@@ -417,8 +423,14 @@ func (h *Hub) deleteRoom(name, by string) error {
 	}
 	ch.notices.stop()
 	delete(h.rooms, name)
-	ops.deleteRoom(name)
+	h.forgetRoomLocked(name)
+	if here {
+		ops.deleteRoom(name)
+	}
 	h.unlockAndStore(ops)
+	if here {
+		h.send(ClusterEvent{Kind: EventRoomDeleted, RoomName: name, By: by})
+	}
 	return nil
 }
 

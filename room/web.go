@@ -68,6 +68,7 @@ func (m *Member) State() State {
 		for p := range ch.people {
 			r.Members = append(r.Members, p.name)
 		}
+		r.Members = h.remoteNamesLocked(ch, r.Members)
 		s.Rooms = append(s.Rooms, r)
 	}
 	h.mu.Unlock()
@@ -236,6 +237,7 @@ func (h *Hub) EndWebSession(secret string) error {
 	if p != nil {
 		h.endWebSessions(p, tok.ID)
 	}
+	h.send(ClusterEvent{Kind: EventWebRevoke, Name: tok.Name, ID: tok.ID})
 	return nil
 }
 
@@ -367,6 +369,7 @@ func (m *Member) cmdWeblogin(args string) Action {
 			return Continue
 		}
 		h.endWebSessions(m.person, id)
+		h.send(ClusterEvent{Kind: EventWebRevoke, Name: m.name, ID: id})
 		m.reply(kindInfo, fmt.Sprintf("revoked %d", n))
 	default:
 		m.reply(kindError, "usage: /weblogin [list | revoke ID|all | token LABEL]")
