@@ -46,7 +46,7 @@ type Hub struct {
 	peers      peers       // who is online on the cluster's other nodes: under mu
 	paused     atomic.Bool // this node lost the rest of its cluster: logins and lines refused
 	mod        moderation  // bans, mutes, the message of the day: under mod.mu
-	storeQueue storeQueue // room changes on their way to the store, in order
+	storeQueue storeQueue  // room changes on their way to the store, in order
 
 	shortcodes shortcodeTable // for completing :shortcodes:
 
