@@ -25,9 +25,9 @@ import (
 
 // Config is one run's settings: the flags.
 type Config struct {
-	SSHAddr        string        // "" for no SSH clients
-	TCPAddr        string        // "" for no TCP clients
-	WSAddr         string        // the web listener, for WebSocket clients; "" for none
+	SSHAddr        string        // "" for no SSH clients; several nodes' separated by commas
+	TCPAddr        string        // "" for no TCP clients; several nodes' separated by commas
+	WSAddr         string        // the web listener, for WebSocket clients; "" for none; several nodes' separated by commas
 	SSHClients     int           // SSH clients to connect
 	TCPClients     int           // TCP clients to connect
 	WSClients      int           // WebSocket clients to connect
@@ -40,7 +40,7 @@ type Config struct {
 	Size           int           // message length in bytes
 	Rooms          int           // rooms the clients are spread over (client i in room i mod Rooms); 0: all in the default room
 	PTY            bool          // SSH sessions request a PTY
-	PID            int           // the server's pid, to sample its CPU and RSS; 0 for none
+	PIDs           []int         // the servers' pids (one per node), to sample their CPU and RSS; none for none
 	NamePrefix     string        // client names are PREFIX-sN and PREFIX-tN
 	Hold           bool          // connect and hold the sessions for Duration without sending
 	Settle         time.Duration // after the last join, wait this long before the after-connect sample and the first send
@@ -100,12 +100,15 @@ func (c Config) Validate() error {
 		return errors.New("the connect timeout must be positive")
 	case c.Size < 1 || c.Size > maxSize:
 		return fmt.Errorf("-size must be 1 to %d bytes (chatd's longest message), got %d", maxSize, c.Size)
-	case c.PID < 0:
-		return errors.New("-pid cannot be negative")
+	case slices.ContainsFunc(c.PIDs, func(pid int) bool { return pid <= 0 }):
+		return errors.New("-pid: a process id is a positive number")
 	case c.Rooms < 0:
 		return errors.New("-rooms cannot be negative")
 	case c.Rooms > nssh+c.TCPClients+c.WSClients:
 		return fmt.Errorf("-rooms %d needs at least as many clients, not %d", c.Rooms, nssh+c.TCPClients+c.WSClients)
+	}
+	if _, _, err := c.nodeAddrs(); err != nil {
+		return err
 	}
 	if c.NamePrefix != "" {
 		longest := c.NamePrefix + "-s" + strconv.Itoa(max(nssh, c.TCPClients, c.WSClients)-1)
@@ -114,6 +117,49 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// nodeAddrs returns, by transport, the addresses its clients connect to: -ssh, -tcp and -ws each
+// name one node or several, separated by commas, and the k-th address of every list is node k's.
+// A transport without clients has none. nodes is how many nodes there are (at least 1).
+func (c Config) nodeAddrs() (addrs [nTransports][]string, nodes int, err error) {
+	for _, f := range []struct {
+		t       transport
+		flag    string
+		list    string
+		clients int
+	}{{overSSH, "-ssh", c.SSHAddr, c.SSHClients}, {overTCP, "-tcp", c.TCPAddr, c.TCPClients}, {overWS, "-ws", c.WSAddr, c.WSClients}} {
+		if f.list == "" || f.clients == 0 {
+			continue
+		}
+		for a := range strings.SplitSeq(f.list, ",") {
+			a = strings.TrimSpace(a)
+			if a == "" {
+				return addrs, 0, fmt.Errorf("%s %q: an empty address in the list", f.flag, f.list)
+			}
+			addrs[f.t] = append(addrs[f.t], a)
+		}
+	}
+	var first string // the flag that set the node count
+	for t, list := range addrs {
+		flag := []string{"-ssh", "-tcp", "-ws"}[t]
+		switch {
+		case len(list) == 0:
+		case nodes == 0:
+			nodes, first = len(list), flag
+		case len(list) != nodes:
+			return addrs, 0, fmt.Errorf("%s names %d nodes and %s %d: give every transport the same nodes, in the same order", first, nodes, flag, len(list))
+		}
+	}
+	return addrs, max(nodes, 1), nil
+}
+
+// nodeOf is the node client id connects to, of n: the clients are dealt to the nodes in turn,
+// and with -rooms each room's members are too (a room's k-th member, client room+k*rooms, goes to
+// node (k+room) mod n), so that every room spans the nodes and the nodes get as many clients.
+func nodeOf(id, rooms, n int) int {
+	r := max(rooms, 1)
+	return (id/r + id%r) % n
 }
 
 // checkName applies chatd's name rules: 1-32 characters of A-Z a-z 0-9 _ . -, starting with a
@@ -161,7 +207,7 @@ const nShards = 64
 // shard is a share of the receivers' statistics, under its own lock: of one room's receivers.
 type shard struct {
 	mu         sync.Mutex
-	hist       histogram // latency, µs
+	hist       [2]histogram // latency, µs: of deliveries on the sender's node [sameNode], on another [crossNode]
 	delivered  int64
 	duplicates int64
 	outOfOrder int64
@@ -169,6 +215,12 @@ type shard struct {
 	foreign    int64    // tokens of another room's sender, or tagged with another of the run's rooms
 	_          [64]byte // keep the next shard's lock off this cache line
 }
+
+// Indices of shard.hist: where a delivery was received, relative to its sender's node.
+const (
+	sameNode  = 0
+	crossNode = 1
+)
 
 // bench is one run.
 type bench struct {
@@ -178,6 +230,7 @@ type bench struct {
 	noticePat []byte
 	clients   []*client
 	nRooms    int       // rooms in use: cfg.Rooms, or 1 (the default room) when that is 0
+	nNodes    int       // the nodes the clients are spread over (1 for one server)
 	roomNames []string  // by room; nil without -rooms
 	shards    []shard   // nRooms × perRoom: room K's are shards[K*perRoom : (K+1)*perRoom]
 	perRoom   int       // shards per room
@@ -203,6 +256,7 @@ type bench struct {
 	senders     []*client      // by sender index; set before the run phase starts
 	roomSenders [][]int        // by room, its senders' indices; set before the run phase starts
 	senderRoom  []atomic.Int32 // by sender index, its room (for the readers: set before the run)
+	senderNode  []atomic.Int32 // by sender index, its node (for the readers: set before the run)
 	deadln      atomic.Int64   // end of the current phase (Unix nanoseconds), for progress lines
 }
 
@@ -238,18 +292,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := b.newReport()
 
-	var before, afterConnect, end *procSample
+	// Each sample is of every -pid, or nil once one could not be sampled.
+	var before, afterConnect, end []procSample
 	var sampleErr error
-	sample := func() *procSample {
-		if cfg.PID == 0 || sampleErr != nil {
+	sample := func() []procSample {
+		if len(cfg.PIDs) == 0 || sampleErr != nil {
 			return nil
 		}
-		s, err := readProc(cfg.PID)
-		if err != nil {
-			sampleErr = err
-			return nil
+		out := make([]procSample, len(cfg.PIDs))
+		for i, pid := range cfg.PIDs {
+			s, err := readProc(pid)
+			if err != nil {
+				sampleErr = err
+				return nil
+			}
+			out[i] = s
 		}
-		return &s
+		return out
 	}
 
 	// Connect.
@@ -294,7 +353,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	b.tally(rep)
 	rep.BenchCPUConnect = round3(cpu1 - cpu0)
 	rep.BenchCPURun = round3(cpu2 - cpu1)
-	if cfg.PID != 0 {
+	if len(cfg.PIDs) > 0 {
 		rep.setServer(before, afterConnect, end)
 		if sampleErr != nil {
 			rep.ServerError = sampleErr.Error()
@@ -315,6 +374,7 @@ func (b *bench) setRooms() {
 	b.perRoom = max(nShards/b.nRooms, 1)
 	b.shards = make([]shard, b.nRooms*b.perRoom)
 	b.senderRoom = make([]atomic.Int32, b.cfg.Senders)
+	b.senderNode = make([]atomic.Int32, b.cfg.Senders)
 	b.roomSenders = make([][]int, b.nRooms)
 }
 
@@ -323,8 +383,14 @@ func (b *bench) shardOf(c *client) *shard {
 	return &b.shards[int(c.room)*b.perRoom+c.id/b.nRooms%b.perRoom]
 }
 
-// makeClients prepares the clients, SSH ones with fresh ed25519 keys, before anything is timed.
+// makeClients prepares the clients, SSH ones with fresh ed25519 keys, before anything is timed,
+// and deals them to the nodes.
 func (b *bench) makeClients() error {
+	addrs, nodes, err := b.cfg.nodeAddrs()
+	if err != nil {
+		return err
+	}
+	b.nNodes = nodes
 	nssh, ntcp := b.cfg.SSHClients, b.cfg.TCPClients
 	n := nssh + ntcp + b.cfg.WSClients
 	b.clients = make([]*client, n)
@@ -340,6 +406,10 @@ func (b *bench) makeClients() error {
 		default:
 			c.transport, c.pty, c.echo = overWS, false, true
 			c.name = fmt.Sprintf("%s-w%d", b.cfg.NamePrefix, i-nssh-ntcp)
+		}
+		c.node = int32(nodeOf(i, b.cfg.Rooms, nodes))
+		if a := addrs[c.transport]; len(a) > 0 {
+			c.addr = a[c.node]
 		}
 		if b.cfg.Rooms > 0 {
 			c.room = int32(i % b.cfg.Rooms)
@@ -458,21 +528,30 @@ func (b *bench) connectErrors() []ErrorCount {
 	return out
 }
 
-// pickSenders chooses the senders among the connected clients, taking SSH, TCP and WebSocket
-// clients in turn while more than one transport has clients left.
+// pickSenders chooses the senders among the connected clients: from the nodes in turn (while
+// a node has clients left), and on each node from SSH, TCP and WebSocket clients in turn (while
+// more than one transport has clients left there).
 func (b *bench) pickSenders() {
-	var by [nTransports][]*client
+	nodes := max(b.nNodes, 1)
+	by := make([][nTransports][]*client, nodes)
 	for _, c := range b.live {
-		by[c.transport] = append(by[c.transport], c)
+		by[c.node][c.transport] = append(by[c.node][c.transport], c)
 	}
+	next := make([]int, nodes) // by node, the transport whose turn it is there
 	n := min(b.cfg.Senders, len(b.live))
-	for t := 0; len(b.senders) < n; t = (t + 1) % nTransports {
-		if len(by[t]) > 0 {
-			b.senders, by[t] = append(b.senders, by[t][0]), by[t][1:]
+	for k := 0; len(b.senders) < n; k = (k + 1) % nodes {
+		for i := range nTransports {
+			t := (next[k] + i) % nTransports
+			if len(by[k][t]) > 0 {
+				b.senders, by[k][t] = append(b.senders, by[k][t][0]), by[k][t][1:]
+				next[k] = (t + 1) % nTransports
+				break
+			}
 		}
 	}
 	for i, c := range b.senders {
 		b.senderRoom[i].Store(c.room)
+		b.senderNode[i].Store(c.node)
 		b.roomSenders[c.room] = append(b.roomSenders[c.room], i)
 		c.senderIdx.Store(int32(i))
 	}
@@ -695,9 +774,12 @@ func (b *bench) tally(rep *Report) {
 	for k, name := range b.roomNames {
 		rooms[k].Room = name
 	}
+	var split [2]NodeSplit // by sameNode, crossNode
+	rep.NodeClients = make([]int, max(b.nNodes, 1))
 	for _, r := range b.live {
 		rf := &rooms[r.room]
 		rf.Clients++
+		rep.NodeClients[r.node]++
 		me := int(r.senderIdx.Load())
 		if me >= 0 {
 			rf.Senders++
@@ -719,16 +801,24 @@ func (b *bench) tally(rep *Report) {
 			rf.Expected += exp
 			rf.Received += got
 			rf.Lost += max(exp-got, 0)
+			ns := &split[b.whereReceived(r, s)]
+			ns.Expected += exp
+			ns.Received += got
+			ns.Lost += max(exp-got, 0)
 		}
 	}
 	var h histogram
+	var splitHist [2]histogram
 	for k := range rooms {
 		rf := &rooms[k]
 		var rh histogram
 		for i := k * b.perRoom; i < (k+1)*b.perRoom; i++ {
 			sh := &b.shards[i]
 			sh.mu.Lock()
-			rh.merge(&sh.hist)
+			for w := range sh.hist {
+				rh.merge(&sh.hist[w])
+				splitHist[w].merge(&sh.hist[w])
+			}
 			rf.Foreign += sh.foreign
 			rep.Duplicates += sh.duplicates
 			rep.OutOfOrder += sh.outOfOrder
@@ -754,6 +844,10 @@ func (b *bench) tally(rep *Report) {
 	rep.LatencyP90 = ms(h.percentile(90))
 	rep.LatencyP99 = ms(h.percentile(99))
 	rep.LatencyMax = ms(h.percentile(100))
+	for w := range split {
+		split[w].setLatency(&splitHist[w])
+	}
+	rep.SameNode, rep.CrossNode = split[sameNode], split[crossNode]
 
 	rep.Drops = []Drop{}
 	for _, c := range b.live {
@@ -778,6 +872,14 @@ func (b *bench) tally(rep *Report) {
 	slices.SortFunc(rep.Drops, func(x, y Drop) int {
 		return cmp.Or(cmp.Compare(x.AtSeconds, y.AtSeconds), cmp.Compare(x.Name, y.Name))
 	})
+}
+
+// whereReceived says whether receiver r is on sender s's node (sameNode) or not (crossNode).
+func (b *bench) whereReceived(r *client, s int) int {
+	if b.senderNode[s].Load() == r.node {
+		return sameNode
+	}
+	return crossNode
 }
 
 // maxDropsListed bounds the report's list of dropped clients (clients_dropped counts them all).

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,8 +31,10 @@ const hangGuard = 20 * time.Second
 
 // testChatd is a real room with its SSH, TCP and web servers on loopback ports.
 type testChatd struct {
-	sshAddr, tcpAddr, wsAddr string
+	sshAddr, tcpAddr, wsAddr string // with several listeners each, their addresses separated by commas
 	tcpConns, wsConns        *recordingListener
+	// Every listener, by transport, in the order of the addresses.
+	listeners [nTransports][]*recordingListener
 }
 
 // startChatd runs a room, an SSH server, a TCP server and a web server in-process until the
@@ -42,6 +45,13 @@ func startChatd(t *testing.T) *testChatd {
 }
 
 func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
+	t.Helper()
+	return startChatdNodes(t, rcfg, 1)
+}
+
+// startChatdNodes is startChatdWith with each server on n listeners: n addresses into one room,
+// which chatbench takes for n nodes (of a cluster that delivers everything everywhere).
+func startChatdNodes(t *testing.T, rcfg room.Config, n int) *testChatd {
 	t.Helper()
 	rcfg.ParseKey = sshd.ParseAuthorizedKey
 	rm, err := room.New(rcfg, nil)
@@ -62,36 +72,43 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sshLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tcfg := tcp.DefaultConfig()
 	tcfg.Addr = "127.0.0.1:0"
 	tcpSrv, err := tcp.New(tcfg, rm, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcpLn := &recordingListener{Listener: ln}
 	wcfg := web.DefaultConfig()
 	wcfg.Addr = "127.0.0.1:0"
 	webSrv, err := web.New(wcfg, rm, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	s := &testChatd{}
+	serves := [nTransports]func(net.Listener) error{overSSH: sshSrv.Serve, overTCP: tcpSrv.Serve, overWS: webSrv.Serve}
+	served := make(chan error, nTransports*n)
+	for tr, serve := range serves {
+		var addrs []string
+		for range n {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rl := &recordingListener{Listener: ln}
+			s.listeners[tr] = append(s.listeners[tr], rl)
+			addrs = append(addrs, ln.Addr().String())
+			go func() { served <- serve(rl) }()
+		}
+		switch transport(tr) {
+		case overSSH:
+			s.sshAddr = strings.Join(addrs, ",")
+		case overTCP:
+			s.tcpAddr = strings.Join(addrs, ",")
+		default:
+			s.wsAddr = strings.Join(addrs, ",")
+		}
 	}
-	webLn := &recordingListener{Listener: ln}
-	served := make(chan error, 3)
-	go func() { served <- sshSrv.Serve(sshLn) }()
-	go func() { served <- tcpSrv.Serve(tcpLn) }()
-	go func() { served <- webSrv.Serve(webLn) }()
+	s.tcpConns, s.wsConns = s.listeners[overTCP][0], s.listeners[overWS][0]
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 		defer cancel()
@@ -107,7 +124,7 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 		if err := webSrv.Shutdown(ctx); err != nil {
 			t.Errorf("web shutdown: %v", err)
 		}
-		for range 3 {
+		for range nTransports * n {
 			select {
 			case <-served:
 			case <-ctx.Done():
@@ -116,7 +133,7 @@ func startChatdWith(t *testing.T, rcfg room.Config) *testChatd {
 			}
 		}
 	})
-	return &testChatd{sshAddr: sshLn.Addr().String(), tcpAddr: tcpLn.Addr().String(), wsAddr: webLn.Addr().String(), tcpConns: tcpLn, wsConns: webLn}
+	return s
 }
 
 // recordingListener keeps the server's end of every connection it accepts.
@@ -134,6 +151,13 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 	}
 	return c, err
+}
+
+// accepted is how many connections the listener accepted.
+func (l *recordingListener) accepted() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
 // serverEnd returns the server's end of the connection whose client end is at addr.
@@ -198,7 +222,7 @@ func checkDeliveries(t *testing.T, rep *Report, receiversPerMessage int64) {
 func TestRunSSHAndTCP(t *testing.T) {
 	srv := startChatd(t)
 	cfg := srv.config(6, 4, 3)
-	cfg.PID = os.Getpid() // the server runs in this process
+	cfg.PIDs = []int{os.Getpid()} // the server runs in this process
 	cfg.Progress = &syncBuffer{}
 	rep := runBench(t, cfg)
 
@@ -244,7 +268,7 @@ func TestRunSSHAndTCP(t *testing.T) {
 			t.Errorf("JSON report has no %q", key)
 		}
 	}
-	for _, typ := range []reflect.Type{reflect.TypeFor[Report](), reflect.TypeFor[ErrorCount](), reflect.TypeFor[Drop](), reflect.TypeFor[RoomFigures]()} {
+	for _, typ := range []reflect.Type{reflect.TypeFor[Report](), reflect.TypeFor[ErrorCount](), reflect.TypeFor[Drop](), reflect.TypeFor[RoomFigures](), reflect.TypeFor[NodeSplit](), reflect.TypeFor[Server]()} {
 		for _, key := range jsonKeys(typ) {
 			if !bytes.Contains(doc, []byte(key)) {
 				t.Errorf("the package comment does not document %q", key)
@@ -271,6 +295,46 @@ func TestRunSSHAndTCP(t *testing.T) {
 	}
 }
 
+// Several nodes: each server listens twice, and chatbench takes the two addresses for two nodes.
+// The clients of every transport are dealt to both, and everything reaches everyone, counted
+// as received on the sender's node or on the other.
+func TestRunNodes(t *testing.T) {
+	srv := startChatdNodes(t, room.Config{MsgRate: -1}, 2)
+	cfg := srv.config(4, 4, 4)
+	cfg.WSClients = 2
+	pid := os.Getpid()
+	cfg.PIDs = []int{pid, pid} // both "nodes" are this process
+	rep := runBench(t, cfg)
+	if rep.Connected != 10 || rep.Failed != 0 || rep.Dropped != 0 {
+		t.Fatalf("connected %d, failed %d (%v), dropped %d (%v)", rep.Connected, rep.Failed, rep.ConnectErrors, rep.Dropped, rep.Drops)
+	}
+	for tr, want := range []int{overSSH: 2, overTCP: 2, overWS: 1} {
+		for k, ln := range srv.listeners[tr] {
+			if got := ln.accepted(); got != want {
+				t.Errorf("%s node %d accepted %d connections, want %d", transport(tr), k, got, want)
+			}
+		}
+	}
+	if rep.Nodes != 2 || !slices.Equal(rep.NodeClients, []int{5, 5}) {
+		t.Errorf("nodes %d, clients %v; want 2, [5 5]", rep.Nodes, rep.NodeClients)
+	}
+	checkDeliveries(t, rep, 9)
+	same, cross := rep.SameNode, rep.CrossNode
+	if same.Received == 0 || cross.Received == 0 || same.Received+cross.Received != rep.Received || same.Expected+cross.Expected != rep.Expected || same.Lost+cross.Lost != 0 {
+		t.Errorf("same node %+v, cross node %+v: want both, adding up to the run's %d of %d", same, cross, rep.Received, rep.Expected)
+	}
+	// Each sender's 8 receivers: 4 on its node, 5 on the other.
+	if same.Expected*5 != cross.Expected*4 {
+		t.Errorf("same node expected %d, cross node %d: want 4 to 5", same.Expected, cross.Expected)
+	}
+	if cross.LatencyP50 <= 0 || cross.LatencyP99 < cross.LatencyP50 || rep.LatencyMax != max(same.LatencyMax, cross.LatencyMax) {
+		t.Errorf("latency: run max %v, same node %+v, cross node %+v", rep.LatencyMax, same, cross)
+	}
+	if rep.ServerPID != pid || len(rep.Servers) != 2 || rep.Servers[1].PID != pid || rep.ServerRSSBefore == nil || *rep.ServerRSSBefore != *rep.Servers[0].RSSBefore+*rep.Servers[1].RSSBefore {
+		t.Errorf("server figures: pid %d, %+v, rss before %v", rep.ServerPID, rep.Servers, rep.ServerRSSBefore)
+	}
+}
+
 // WebSocket clients (guests of the web transport) send and receive beside SSH and TCP ones: the
 // senders take the transports in turn, every line reaches everyone, and WebSocket senders get
 // their own lines back, as PTY sessions do.
@@ -278,7 +342,7 @@ func TestRunWebSocket(t *testing.T) {
 	srv := startChatd(t)
 	cfg := srv.config(2, 2, 6)
 	cfg.WSClients = 4
-	cfg.PID = os.Getpid()
+	cfg.PIDs = []int{os.Getpid()}
 	cfg.Settle = 10 * time.Millisecond
 	rep := runBench(t, cfg)
 	if rep.Connected != 8 || rep.Failed != 0 || rep.Dropped != 0 {
@@ -664,6 +728,11 @@ func TestFlags(t *testing.T) {
 		{[]string{"-rooms", "-1"}, 2},
 		{[]string{"-clients", "2", "-rooms", "3"}, 2},
 		{[]string{"-bogus"}, 2},
+		{[]string{"-pid", "12,x"}, 2},
+		{[]string{"-pid", "-3"}, 2},
+		{[]string{"-pid", "12,0"}, 2},
+		{[]string{"-ssh", "a:1,b:1", "-tcp", "a:2", "-tcp-clients", "1"}, 2},
+		{[]string{"-ssh", "a:1,,b:1"}, 2},
 		{[]string{"extra"}, 2},
 	} {
 		var out, errOut bytes.Buffer
@@ -674,6 +743,13 @@ func TestFlags(t *testing.T) {
 	cfg, asJSON, quiet, err := parseFlags([]string{"-ssh", "", "-tcp-clients", "5", "-senders", "5", "-rooms", "5", "-json", "-q", "-pty=false"}, &bytes.Buffer{})
 	if err != nil || !asJSON || !quiet || cfg.PTY || cfg.TCPClients != 5 || cfg.Rooms != 5 {
 		t.Errorf("parseFlags: %+v %v %v %v", cfg, asJSON, quiet, err)
+	}
+	cfg, _, _, err = parseFlags([]string{"-ssh", "a:1,b:1", "-tcp", "a:2,b:2", "-tcp-clients", "2", "-pid", "12,34"}, &bytes.Buffer{})
+	if err != nil || cfg.SSHAddr != "a:1,b:1" || cfg.TCPAddr != "a:2,b:2" || !slices.Equal(cfg.PIDs, []int{12, 34}) {
+		t.Errorf("parseFlags with two nodes: %+v %v", cfg, err)
+	}
+	if cfg, _, _, err = parseFlags([]string{"-pid", "0"}, &bytes.Buffer{}); err != nil || cfg.PIDs != nil {
+		t.Errorf("-pid 0: %v %v, want no pid", cfg.PIDs, err)
 	}
 	cfg, _, _, err = parseFlags([]string{"-ssh", "", "-ws", "127.0.0.1:9", "-ws-clients", "7", "-hold", "-settle", "2s"}, &bytes.Buffer{})
 	if err != nil || cfg.WSAddr != "127.0.0.1:9" || cfg.WSClients != 7 || !cfg.Hold || cfg.Settle != 2*time.Second {

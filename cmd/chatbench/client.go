@@ -52,6 +52,8 @@ type client struct {
 	signer    gossh.Signer
 	joinPats  [][]byte // any of them shows it is in: ", NAME! " (the welcome) or its join notice
 	room      int32    // its room's index: 0 without -rooms (the default room)
+	node      int32    // the node it connects to: the index of addr in its transport's address list
+	addr      string   // the address it dials: its node's for its transport
 	roomName  string   // with -rooms, the room it joins: "#RUN-rK"
 	roomPat   []byte   // with -rooms, " joined #RUN-rK (": the room's join notices
 
@@ -90,7 +92,7 @@ type pairState struct {
 // the client's join notice. It returns how many bytes that followed the notice are in c.buf.
 func (b *bench) connectSSH(ctx context.Context, c *client) (int, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", b.cfg.SSHAddr)
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return 0, err
 	}
@@ -106,7 +108,7 @@ func (b *bench) connectSSH(ctx context.Context, c *client) (int, error) {
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
 		BannerCallback:  func(m string) error { banner = m; return nil },
 	}
-	sc, chans, reqs, err := gossh.NewClientConn(nc, b.cfg.SSHAddr, conf)
+	sc, chans, reqs, err := gossh.NewClientConn(nc, c.addr, conf)
 	if err != nil {
 		stop()
 		nc.Close()
@@ -183,7 +185,7 @@ func waitSession(sess *gossh.Session, d time.Duration) {
 // the client's join notice. It returns how many bytes that followed the notice are in c.buf.
 func (b *bench) connectTCP(ctx context.Context, c *client) (int, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", b.cfg.TCPAddr)
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return 0, err
 	}
@@ -439,7 +441,7 @@ func (b *bench) record(c *client, toks []token, now int64) {
 		}
 		p.count.Add(1)
 		sh.delivered++
-		sh.hist.record((now - t.nanos) / 1000)
+		sh.hist[b.whereReceived(c, int(t.sender))].record((now - t.nanos) / 1000)
 	}
 }
 

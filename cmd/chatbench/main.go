@@ -12,6 +12,8 @@
 //	-tcp ADDR             TCP address (default 127.0.0.1:2323); empty for no TCP clients
 //	-ws ADDR              the web listener's address (default 127.0.0.1:8080): WebSocket clients
 //	                      connect to ws://ADDR/ws?name=NAME
+//	                      Each of -ssh, -tcp and -ws may name several nodes of a cluster,
+//	                      ADDR,ADDR,...: the k-th address of each is node k's (see below)
 //	-clients N            SSH clients (default 100)
 //	-tcp-clients M        TCP clients (default 0)
 //	-ws-clients W         WebSocket clients (default 0)
@@ -30,7 +32,9 @@
 //	-rooms N              spread the clients over N rooms of their own, client i in room i mod N
 //	                      (default 0: everyone stays in the default room)
 //	-pty                  SSH sessions request a PTY (default true; -pty=false for plain sessions)
-//	-pid PID              the server's process id: report its CPU time and RSS, from /proc
+//	-pid PID              the server's process id: report its CPU time and RSS, from /proc;
+//	                      PID,PID,... for several processes (a cluster's nodes): the server
+//	                      figures are their sums, and each one's are reported too
 //	-name-prefix P        client names are P-s0, P-s1, ... (SSH), P-t0, ... (TCP) and P-w0, ...
 //	                      (WebSocket); default
 //	                      "bench" and 4 random characters, new every run (chatd pins a name to
@@ -77,6 +81,14 @@
 // (after -settle, when given) and at the end of the run; RSS per session is (after connect -
 // before) / clients connected.
 //
+// Several nodes. Given ADDR,ADDR,... (-ssh, -tcp, -ws: every transport with clients names the
+// same nodes, in the same order), chatbench deals the clients to the nodes in turn (client i to
+// node i mod N; with -rooms, each room's members in turn, so every room spans the nodes) and takes
+// the senders from the nodes in turn (2 senders on 2 nodes: one on each). Latency is still from
+// the send to each receipt; the report gives it over every delivery and split by where the
+// delivery was received: on the sender's node (same_node) or on another (cross_node, the
+// cluster's relay in its path), each with its expected, received and lost deliveries.
+//
 // The load generator costs CPU too; on a machine it shares with the server, its own use is in
 // the report (bench_cpu_*). Each SSH client holds a few goroutines and buffers in chatbench;
 // each receiver keeps 8 bytes per sender. It raises its open-file limit to the hard limit.
@@ -111,7 +123,8 @@
 //	clients_failed                clients that did not
 //	connect_errors                [{error, count}]: why they did not, most frequent first (10 at most)
 //	connect_seconds, connect_rate first dial to last join; clients connected per second
-//	server_pid                    -pid (0 without)
+//	server_pid                    -pid (0 without; its first with several)
+//	server_pids                   every -pid ([] without)
 //	server_cpu_connect_s          server CPU time during the connect phase (and -settle)
 //	server_cpu_run_s              server CPU time from the end of the connect phase to the end of
 //	                              the drain (or of the hold)
@@ -119,7 +132,10 @@
 //	                              server RSS before and after connecting (after -settle), and at
 //	                              the end
 //	server_rss_per_session_kib    (after connect - before) / clients connected
+//	                              (with several -pid, every server_* figure is their sum)
 //	server_error                  why the server could not be sampled, "" when it could
+//	servers                       one object per -pid: pid, cpu_connect_s, cpu_run_s,
+//	                              rss_before_kib, rss_after_connect_kib, rss_end_kib
 //	bench_cpu_connect_s, bench_cpu_run_s   chatbench's own CPU time in the same two phases
 //	messages_sent                 messages written by all senders
 //	sends_skipped                 schedule slots skipped because a sender's write blocked
@@ -141,6 +157,12 @@
 //	                              (connected), senders, messages_sent, deliveries_expected,
 //	                              deliveries_received, deliveries_lost, deliveries_foreign,
 //	                              latency_p50_ms, latency_p99_ms, latency_max_ms; [] without
+//	nodes, node_clients           how many nodes the clients were spread over (1 for one server);
+//	                              clients connected to each
+//	same_node, cross_node         the deliveries received on the sender's node and on another:
+//	                              deliveries_expected, deliveries_received, deliveries_lost,
+//	                              latency_p50_ms, latency_p90_ms, latency_p99_ms, latency_max_ms
+//	                              (with one node, cross_node is all zeros)
 //
 // Scenarios (see README, "Load testing"):
 //
@@ -150,6 +172,7 @@
 //	chatbench -clients 500 -senders 500 -rate 0.5 -duration 30s   # saturation
 //	chatbench -clients 1000 -rooms 100 -senders 1000 -rate 0.5 -duration 30s   # 100 rooms of 10
 //	chatbench -ssh '' -ws 127.0.0.1:8080 -ws-clients 1000 -hold -duration 20s -pid PID   # web sessions
+//	chatbench -ssh 127.0.0.1:2222,127.0.0.1:3222 -clients 1000 -senders 2 -rate 0.5 -pid P1,P2   # two nodes
 package main
 
 import (
@@ -160,6 +183,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -215,14 +240,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// pidsFlag is -pid: process ids separated by commas (0 alone: none, as before there were nodes).
+type pidsFlag []int
+
+func (f *pidsFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	s := make([]string, len(*f))
+	for i, pid := range *f {
+		s[i] = strconv.Itoa(pid)
+	}
+	return strings.Join(s, ",")
+}
+
+func (f *pidsFlag) Set(v string) error {
+	var pids []int
+	for p := range strings.SplitSeq(v, ",") {
+		pid, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return fmt.Errorf("not a process id: %q", p)
+		}
+		pids = append(pids, pid)
+	}
+	if len(pids) == 1 && pids[0] == 0 {
+		pids = nil
+	}
+	*f = pids
+	return nil
+}
+
 // parseFlags reads the command line. Its error is flag.ErrHelp after -h.
 func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool, err error) {
 	cfg = DefaultConfig()
 	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.SSHAddr, "ssh", cfg.SSHAddr, "chatd's SSH `address`; empty for no SSH clients")
-	fs.StringVar(&cfg.TCPAddr, "tcp", cfg.TCPAddr, "chatd's TCP `address`; empty for no TCP clients")
-	fs.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "chatd's web `address` (--http-addr): WebSocket clients open ws://ADDR/ws")
+	fs.StringVar(&cfg.SSHAddr, "ssh", cfg.SSHAddr, "chatd's SSH `address`, or several nodes' ADDR,ADDR,...; empty for no SSH clients")
+	fs.StringVar(&cfg.TCPAddr, "tcp", cfg.TCPAddr, "chatd's TCP `address`, or several nodes' ADDR,ADDR,...; empty for no TCP clients")
+	fs.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "chatd's web `address` (--http-addr), or several nodes' ADDR,ADDR,...: WebSocket clients open ws://ADDR/ws")
 	fs.IntVar(&cfg.SSHClients, "clients", cfg.SSHClients, "`N` SSH clients, each with its own ed25519 key")
 	fs.IntVar(&cfg.TCPClients, "tcp-clients", cfg.TCPClients, "`M` TCP clients")
 	fs.IntVar(&cfg.WSClients, "ws-clients", cfg.WSClients, "`W` WebSocket clients, guests with no Origin (as bots)")
@@ -236,7 +291,7 @@ func parseFlags(args []string, stderr io.Writer) (cfg Config, asJSON, quiet bool
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "message length in `bytes`, padded (at most 1000)")
 	fs.IntVar(&cfg.Rooms, "rooms", cfg.Rooms, "spread the clients over `N` rooms, client i joining #RUN-r(i mod N); 0: all in the default room")
 	fs.BoolVar(&cfg.PTY, "pty", cfg.PTY, "SSH sessions request a PTY, like a terminal (-pty=false: plain sessions)")
-	fs.IntVar(&cfg.PID, "pid", 0, "the server's `PID`: report its CPU time and RSS, from /proc")
+	fs.Var((*pidsFlag)(&cfg.PIDs), "pid", "the server's `PID`, or the nodes' PID,PID,...: report their CPU time and RSS, from /proc")
 	fs.StringVar(&cfg.NamePrefix, "name-prefix", "", "client names are `P`-s0... (SSH), P-t0... (TCP) and P-w0... (WebSocket) (default \"bench\" + 4 random characters)")
 	fs.BoolVar(&cfg.Hold, "hold", false, "connect, then hold the sessions for -duration without sending")
 	fs.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
@@ -251,6 +306,11 @@ delivery latency (p50/p90/p99/max), losses, duplicates, dropped clients and, wit
 server's CPU time and memory. The report goes to stdout (-json: one object), progress to stderr.
 Exit status: 0 after a run, 1 if nothing connected or the run failed, 2 for bad flags. Ctrl-C
 stops the run and still reports.
+
+-ssh, -tcp and -ws each take ADDR,ADDR,... for the nodes of a cluster (node k: the k-th of each
+list). The clients are dealt to the nodes in turn, the senders taken from the nodes in turn, and
+latency and losses are reported overall and split into same-node and cross-node receipts. -pid
+takes the nodes' PID,PID,...: the server figures are their sums, each one's listed too.
 
 With -rooms N the clients are spread over N rooms of the run's own, client i joining #RUN-rK
 for K = i mod N once it is in; senders send to their room, the figures are counted room by room

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type Report struct {
 	ConnectRate    float64      `json:"connect_rate"`
 
 	ServerPID             int      `json:"server_pid"`
+	ServerPIDs            []int    `json:"server_pids"`
 	ServerCPUConnect      *float64 `json:"server_cpu_connect_s"`
 	ServerCPURun          *float64 `json:"server_cpu_run_s"`
 	ServerRSSBefore       *int64   `json:"server_rss_before_kib"`
@@ -44,6 +46,7 @@ type Report struct {
 	ServerRSSEnd          *int64   `json:"server_rss_end_kib"`
 	ServerRSSPerSession   *float64 `json:"server_rss_per_session_kib"`
 	ServerError           string   `json:"server_error"`
+	Servers               []Server `json:"servers"`
 	BenchCPUConnect       float64  `json:"bench_cpu_connect_s"`
 	BenchCPURun           float64  `json:"bench_cpu_run_s"`
 	MessagesSent          int64    `json:"messages_sent"`
@@ -68,6 +71,40 @@ type Report struct {
 
 	Foreign     int64         `json:"deliveries_foreign"`
 	RoomFigures []RoomFigures `json:"room_figures"`
+
+	Nodes       int       `json:"nodes"`
+	NodeClients []int     `json:"node_clients"`
+	SameNode    NodeSplit `json:"same_node"`
+	CrossNode   NodeSplit `json:"cross_node"`
+}
+
+// NodeSplit is the share of the delivery figures received on the sender's node (same_node) or
+// on another (cross_node).
+type NodeSplit struct {
+	Expected   int64   `json:"deliveries_expected"`
+	Received   int64   `json:"deliveries_received"`
+	Lost       int64   `json:"deliveries_lost"`
+	LatencyP50 float64 `json:"latency_p50_ms"`
+	LatencyP90 float64 `json:"latency_p90_ms"`
+	LatencyP99 float64 `json:"latency_p99_ms"`
+	LatencyMax float64 `json:"latency_max_ms"`
+}
+
+func (s *NodeSplit) setLatency(h *histogram) {
+	s.LatencyP50 = ms(h.percentile(50))
+	s.LatencyP90 = ms(h.percentile(90))
+	s.LatencyP99 = ms(h.percentile(99))
+	s.LatencyMax = ms(h.percentile(100))
+}
+
+// Server is one -pid's figures; the report's server_* figures are their sums.
+type Server struct {
+	PID             int      `json:"pid"`
+	CPUConnect      *float64 `json:"cpu_connect_s"`
+	CPURun          *float64 `json:"cpu_run_s"`
+	RSSBefore       *int64   `json:"rss_before_kib"`
+	RSSAfterConnect *int64   `json:"rss_after_connect_kib"`
+	RSSEnd          *int64   `json:"rss_end_kib"`
 }
 
 // RoomFigures is one room's share of the delivery figures (with -rooms); the run's are their sums.
@@ -119,37 +156,79 @@ func (b *bench) newReport() *Report {
 		Duration:      c.Duration.Seconds(),
 		Settle:        c.Settle.Seconds(),
 		Hold:          c.Hold,
-		ServerPID:     c.PID,
+		ServerPID:     firstOr0(c.PIDs),
+		ServerPIDs:    slices.Clone(c.PIDs),
+		Servers:       []Server{},
 		ConnectErrors: []ErrorCount{},
 		Drops:         []Drop{},
 		RoomFigures:   []RoomFigures{},
+		Nodes:         max(b.nNodes, 1),
+		NodeClients:   []int{},
 	}
 }
 
-// setServer fills the server figures from the samples taken before and after the connect phase
-// and at the end of the run; a sample that could not be taken (nil) leaves its figures null.
-func (r *Report) setServer(before, afterConnect, end *procSample) {
+func firstOr0(v []int) int {
+	if len(v) == 0 {
+		return 0
+	}
+	return v[0]
+}
+
+// setServer fills the server figures from the samples, each of every -pid, taken before and
+// after the connect phase and at the end of the run; a sample that could not be taken (nil)
+// leaves its figures null. The server_* figures are the pids' sums: with one pid per node, the
+// whole cluster's (RSS per session is the cluster's growth over all the clients).
+func (r *Report) setServer(before, afterConnect, end []procSample) {
+	sum := func(s []procSample) *procSample {
+		if s == nil {
+			return nil
+		}
+		var t procSample
+		for _, p := range s {
+			t.cpu += p.cpu
+			t.rssKiB += p.rssKiB
+		}
+		return &t
+	}
+	at := func(s []procSample, i int) *procSample {
+		if s == nil {
+			return nil
+		}
+		return &s[i]
+	}
+	tb, ta, te := sum(before), sum(afterConnect), sum(end)
+	r.ServerRSSBefore, r.ServerRSSAfterConnect, r.ServerRSSEnd, r.ServerCPUConnect, r.ServerCPURun = serverFigures(tb, ta, te)
+	if tb != nil && ta != nil && r.Connected > 0 {
+		per := round3(float64(ta.rssKiB-tb.rssKiB) / float64(r.Connected))
+		r.ServerRSSPerSession = &per
+	}
+	for i, pid := range r.ServerPIDs {
+		s := Server{PID: pid}
+		s.RSSBefore, s.RSSAfterConnect, s.RSSEnd, s.CPUConnect, s.CPURun = serverFigures(at(before, i), at(afterConnect, i), at(end, i))
+		r.Servers = append(r.Servers, s)
+	}
+}
+
+// serverFigures are the RSS of each sample and the CPU time between them, nil where a sample is missing.
+func serverFigures(before, afterConnect, end *procSample) (rssBefore, rssAfterConnect, rssEnd *int64, cpuConnect, cpuRun *float64) {
 	if before != nil {
-		r.ServerRSSBefore = &before.rssKiB
+		rssBefore = &before.rssKiB
 	}
 	if afterConnect != nil {
-		r.ServerRSSAfterConnect = &afterConnect.rssKiB
+		rssAfterConnect = &afterConnect.rssKiB
 	}
 	if end != nil {
-		r.ServerRSSEnd = &end.rssKiB
+		rssEnd = &end.rssKiB
 	}
 	if before != nil && afterConnect != nil {
 		cpu := round3(afterConnect.cpu - before.cpu)
-		r.ServerCPUConnect = &cpu
-		if r.Connected > 0 {
-			per := round3(float64(afterConnect.rssKiB-before.rssKiB) / float64(r.Connected))
-			r.ServerRSSPerSession = &per
-		}
+		cpuConnect = &cpu
 	}
 	if afterConnect != nil && end != nil {
 		cpu := round3(end.cpu - afterConnect.cpu)
-		r.ServerCPURun = &cpu
+		cpuRun = &cpu
 	}
+	return
 }
 
 // WriteJSON writes the report as one JSON object on one line.
@@ -198,6 +277,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		p("  hint       chatd limits the rooms one address may create (10 an hour) and holds: for\n" +
 			"             -rooms start it with --rooms-per-hour 0 (and --max-rooms 0 past 1000 rooms)\n")
 	}
+	if r.Nodes > 1 {
+		p("nodes        %d, clients connected to each: %s\n", r.Nodes, strings.Trim(fmt.Sprint(r.NodeClients), "[]"))
+	}
 	p("connect      %.3f s from the first dial to the last join: %.1f conn/s\n", r.ConnectSeconds, r.ConnectRate)
 	if r.Settle > 0 {
 		p("settle       %s after the last join before the after-connect sample and the first send\n", dur(r.Settle))
@@ -206,14 +288,24 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.Hold {
 		phase = "hold"
 	}
-	if r.ServerPID == 0 {
+	if len(r.ServerPIDs) == 0 {
 		p("server       (no -pid: CPU and RSS not measured)\n")
 	} else {
-		p("server cpu   %s s during connect, %s s during the %s\n", opt(r.ServerCPUConnect, "%.2f"), opt(r.ServerCPURun, "%.2f"), phase)
+		summed := ""
+		if len(r.ServerPIDs) > 1 {
+			summed = fmt.Sprintf(" (%d processes, summed)", len(r.ServerPIDs))
+		}
+		p("server cpu   %s s during connect, %s s during the %s%s\n", opt(r.ServerCPUConnect, "%.2f"), opt(r.ServerCPURun, "%.2f"), phase, summed)
 		p("server rss   %s KiB before, %s KiB after connect, %s KiB at the end; %s KiB per session\n",
 			opt(r.ServerRSSBefore, "%d"), opt(r.ServerRSSAfterConnect, "%d"), opt(r.ServerRSSEnd, "%d"), opt(r.ServerRSSPerSession, "%.1f"))
+		if len(r.Servers) > 1 {
+			for _, s := range r.Servers {
+				p("  pid %-8d cpu %s s during connect, %s s during the %s; rss %s, %s, %s KiB\n", s.PID,
+					opt(s.CPUConnect, "%.2f"), opt(s.CPURun, "%.2f"), phase, opt(s.RSSBefore, "%d"), opt(s.RSSAfterConnect, "%d"), opt(s.RSSEnd, "%d"))
+			}
+		}
 		if r.ServerError != "" {
-			p("server       pid %d could not be sampled: %s\n", r.ServerPID, r.ServerError)
+			p("server       %s could not be sampled: %s\n", pidList(r.ServerPIDs), r.ServerError)
 		}
 	}
 	p("chatbench    %.2f s CPU during connect, %.2f s during the %s (its own use)\n", r.BenchCPUConnect, r.BenchCPURun, phase)
@@ -235,6 +327,15 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("throughput   %.0f deliveries/s over the %s window\n", r.DeliveriesPerSec, dur(r.WindowSeconds))
 		p("latency      p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n", r.LatencyP50, r.LatencyP90, r.LatencyP99, r.LatencyMax)
+		if r.Nodes > 1 {
+			for _, s := range []struct {
+				what string
+				f    NodeSplit
+			}{{"same node ", r.SameNode}, {"cross node", r.CrossNode}} {
+				p("%s   %d expected, %d received, %d lost; p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms\n",
+					s.what, s.f.Expected, s.f.Received, s.f.Lost, s.f.LatencyP50, s.f.LatencyP90, s.f.LatencyP99, s.f.LatencyMax)
+			}
+		}
 	}
 	r.writeRooms(p)
 	if r.Dropped > 0 {
@@ -316,6 +417,18 @@ func (r *Report) writeRooms(p func(format string, args ...any)) {
 	}
 }
 
+// pidList is "pid N" or "pids N, M, ...".
+func pidList(pids []int) string {
+	if len(pids) == 1 {
+		return "pid " + strconv.Itoa(pids[0])
+	}
+	s := make([]string, len(pids))
+	for i, pid := range pids {
+		s[i] = strconv.Itoa(pid)
+	}
+	return "pids " + strings.Join(s, ", ")
+}
+
 // opt formats *v, or "?" when it was not measured.
 func opt[T any](v *T, format string) string {
 	if v == nil {
@@ -385,7 +498,9 @@ func (b *bench) progressLine(p *progress) string {
 		for i := range b.shards {
 			sh := &b.shards[i]
 			sh.mu.Lock()
-			cur.merge(&sh.hist)
+			for w := range sh.hist {
+				cur.merge(&sh.hist[w])
+			}
 			delivered += sh.delivered
 			sh.mu.Unlock()
 		}

@@ -486,14 +486,14 @@ func TestProgressLine(t *testing.T) {
 	b.deadln.Store(time.Now().Add(3 * time.Second).UnixNano())
 	b.phase.Store(phaseRun)
 	for v := int64(1000); v <= 100000; v += 1000 {
-		b.shards[v%int64(len(b.shards))].hist.record(v)
+		b.shards[v%int64(len(b.shards))].hist[v/1000%2].record(v) // the progress line counts both
 		b.shards[v%int64(len(b.shards))].delivered++
 	}
 	var p progress
 	if got, want := b.progressLine(&p), "run      sent 7, delivered 100 (100/s), p99 99."; !strings.HasPrefix(got, want) {
 		t.Errorf("run line = %q, want it to start with %q", got, want)
 	}
-	b.shards[0].hist.record(5000)
+	b.shards[0].hist[crossNode].record(5000)
 	b.shards[0].delivered++
 	b.phase.Store(phaseDrain)
 	if got, want := b.progressLine(&p), "drain    sent 7, delivered 101 (1/s), p99 5.0"; !strings.HasPrefix(got, want) {
@@ -662,4 +662,206 @@ func FuzzDecodeEvent(f *testing.F) {
 			t.Errorf("%q: fast %+v, encoding/json %+v", line, fast, slow)
 		}
 	})
+}
+
+// -ssh, -tcp and -ws name one node or several; a transport without clients names none, and
+// every transport with clients must name the same number.
+func TestNodeAddrs(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SSHAddr, cfg.TCPAddr, cfg.TCPClients = "a:1, b:1", "a:2,b:2", 3
+	cfg.WSAddr = "x:1,y:1,z:1" // no WebSocket clients: not a node count
+	addrs, n, err := cfg.nodeAddrs()
+	if err != nil || n != 2 {
+		t.Fatalf("nodeAddrs = %v, %d, %v; want 2 nodes", addrs, n, err)
+	}
+	if !slices.Equal(addrs[overSSH], []string{"a:1", "b:1"}) || !slices.Equal(addrs[overTCP], []string{"a:2", "b:2"}) || addrs[overWS] != nil {
+		t.Errorf("addrs = %q", addrs)
+	}
+	if _, n, err := DefaultConfig().nodeAddrs(); n != 1 || err != nil {
+		t.Errorf("the defaults: %d nodes, %v; want 1", n, err)
+	}
+	cfg.SSHAddr, cfg.SSHClients = "", 0
+	if _, n, err := cfg.nodeAddrs(); n != 2 || err != nil {
+		t.Errorf("TCP only: %d nodes, %v; want 2", n, err)
+	}
+	for _, bad := range []struct{ ssh, tcp, want string }{
+		{"a:1,b:1", "a:2", "-ssh names 2 nodes and -tcp 1"},
+		{"a:1", "a:2,b:2,c:2", "-ssh names 1 nodes and -tcp 3"},
+		{"a:1,,b:1", "a:2,b:2", "an empty address"},
+		{"a:1,b:1,", "a:2,b:2", "an empty address"},
+	} {
+		cfg := DefaultConfig()
+		cfg.SSHAddr, cfg.TCPAddr, cfg.TCPClients = bad.ssh, bad.tcp, 1
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("-ssh %q -tcp %q: %v, want an error with %q", bad.ssh, bad.tcp, err, bad.want)
+		}
+	}
+}
+
+// The clients are dealt to the nodes in turn, each transport's to its own address of the node;
+// the senders are taken from the nodes in turn, and on each node from the transports in turn.
+func TestNodeSpreading(t *testing.T) {
+	b := &bench{cfg: Config{SSHAddr: "s0,s1", SSHClients: 3, TCPAddr: "t0,t1", TCPClients: 3, Senders: 4, NamePrefix: "bx"}, runID: "ab12"}
+	b.scanner = newScanner(b.runID)
+	b.setRooms()
+	if err := b.makeClients(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range b.clients {
+		got = append(got, fmt.Sprintf("%s@%d:%s", c.name, c.node, c.addr))
+	}
+	want := []string{"bx-s0@0:s0", "bx-s1@1:s1", "bx-s2@0:s0", "bx-t0@1:t1", "bx-t1@0:t0", "bx-t2@1:t1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("clients:\n got %q\nwant %q", got, want)
+	}
+	b.live = b.clients
+	b.pickSenders()
+	got = got[:0]
+	for _, c := range b.senders {
+		got = append(got, fmt.Sprintf("%s@%d", c.name, c.node))
+	}
+	// Node 0 has s0, s2, t1; node 1 s1, t0, t2: each node's SSH client, then its TCP one.
+	if want := []string{"bx-s0@0", "bx-s1@1", "bx-t1@0", "bx-t0@1"}; !slices.Equal(got, want) {
+		t.Errorf("senders:\n got %q\nwant %q", got, want)
+	}
+	for i, c := range b.senders {
+		if b.senderNode[i].Load() != c.node {
+			t.Errorf("sender %d's node = %d, want %d", i, b.senderNode[i].Load(), c.node)
+		}
+	}
+
+	// Two senders on two nodes: one on each.
+	b = &bench{cfg: Config{SSHAddr: "s0,s1", SSHClients: 1000, Senders: 2, NamePrefix: "bx"}, runID: "ab12"}
+	b.setRooms()
+	if err := b.makeClients(); err != nil {
+		t.Fatal(err)
+	}
+	b.live = b.clients
+	b.pickSenders()
+	if b.senders[0].node != 0 || b.senders[1].node != 1 {
+		t.Errorf("2 senders on nodes %d and %d, want 0 and 1", b.senders[0].node, b.senders[1].node)
+	}
+
+	// One node: the transports in turn, as before there were nodes.
+	b = &bench{cfg: Config{SSHAddr: "s", SSHClients: 3, WSAddr: "w", WSClients: 1, Senders: 4, NamePrefix: "bx"}, runID: "ab12"}
+	b.setRooms()
+	if err := b.makeClients(); err != nil {
+		t.Fatal(err)
+	}
+	b.live = b.clients
+	b.pickSenders()
+	got = got[:0]
+	for _, c := range b.senders {
+		got = append(got, c.name+"@"+c.addr)
+	}
+	if want := []string{"bx-s0@s", "bx-w0@w", "bx-s1@s", "bx-s2@s"}; !slices.Equal(got, want) {
+		t.Errorf("senders with one node:\n got %q\nwant %q", got, want)
+	}
+}
+
+// With rooms, every room's members are dealt to the nodes in turn, and the nodes get as many
+// clients each (give or take one).
+func TestNodeOfRooms(t *testing.T) {
+	for _, tc := range []struct{ clients, rooms, nodes int }{
+		{1000, 0, 2}, {1000, 0, 3}, {1000, 100, 2}, {1000, 100, 3}, {10, 2, 2}, {12, 3, 3}, {7, 7, 2},
+	} {
+		perNode := make([]int, tc.nodes)
+		perRoom := map[[2]int]int{} // (room, node) -> members
+		for id := range tc.clients {
+			k := nodeOf(id, tc.rooms, tc.nodes)
+			perNode[k]++
+			perRoom[[2]int{id % max(tc.rooms, 1), k}]++
+		}
+		if slices.Max(perNode)-slices.Min(perNode) > 1 {
+			t.Errorf("%+v: clients per node %v", tc, perNode)
+		}
+		for r := range max(tc.rooms, 1) {
+			counts := make([]int, tc.nodes)
+			for k := range tc.nodes {
+				counts[k] = perRoom[[2]int{r, k}]
+			}
+			if slices.Max(counts)-slices.Min(counts) > 1 {
+				t.Errorf("%+v: room %d's members per node %v", tc, r, counts)
+			}
+		}
+	}
+}
+
+// Deliveries are counted by where they were received: on the sender's node or another, each
+// with its own latency; the overall figures are the two together.
+func TestNodeAccounting(t *testing.T) {
+	b := &bench{cfg: Config{TCPAddr: "n0,n1", TCPClients: 4, Senders: 2, NamePrefix: "bx"}, runID: "ab12", notices: map[string]string{}}
+	b.scanner = newScanner(b.runID)
+	b.setRooms()
+	if err := b.makeClients(); err != nil {
+		t.Fatal(err)
+	}
+	b.live = b.clients
+	b.pickSenders()
+	// bx-t0 and bx-t2 on node 0, bx-t1 and bx-t3 on node 1; t0 (sender 0) and t1 (sender 1) send.
+	b.senders[0].sent.Store(2)
+	b.senders[1].sent.Store(2)
+	now := time.Now().UnixNano()
+	line := func(sender, seq int, ago time.Duration) string {
+		return fmt.Sprintf("bx-t%d: %s\n", sender, appendMessage(nil, "ab12", sender, seq, now-int64(ago), 64))
+	}
+	const same, cross = time.Millisecond, 20 * time.Millisecond
+	streams := map[int]string{
+		0: line(1, 0, cross) + line(1, 1, cross),
+		1: line(0, 0, cross) + line(0, 1, cross),
+		2: line(0, 0, same) + line(0, 1, same) + line(1, 0, cross), // misses s1's second
+		3: line(1, 0, same) + line(1, 1, same) + line(0, 0, cross) + line(0, 1, cross),
+	}
+	for id, stream := range streams {
+		toks, _ := b.scanner.scan([]byte(stream), nil)
+		b.record(b.clients[id], toks, now)
+	}
+	rep := b.newReport()
+	b.tally(rep)
+	if rep.Nodes != 2 || !slices.Equal(rep.NodeClients, []int{2, 2}) {
+		t.Errorf("nodes %d, clients %v; want 2, [2 2]", rep.Nodes, rep.NodeClients)
+	}
+	if rep.Expected != 12 || rep.Received != 11 || rep.Lost != 1 {
+		t.Errorf("run: expected %d, received %d, lost %d; want 12, 11, 1", rep.Expected, rep.Received, rep.Lost)
+	}
+	if s := rep.SameNode; s.Expected != 4 || s.Received != 4 || s.Lost != 0 || s.LatencyP50 != 1 || s.LatencyMax != 1 {
+		t.Errorf("same node: %+v; want 4 of 4, 1 ms", s)
+	}
+	if s := rep.CrossNode; s.Expected != 8 || s.Received != 7 || s.Lost != 1 || s.LatencyP50 < 19.5 || s.LatencyMax > 20.5 {
+		t.Errorf("cross node: %+v; want 7 of 8, 20 ms", s)
+	}
+	if rep.LatencyP50 < 19.5 || rep.LatencyMax > 20.5 || rep.LatencyP90 < 19.5 {
+		t.Errorf("overall: p50 %v, p90 %v, max %v; want 20 ms (7 of the 11 deliveries)", rep.LatencyP50, rep.LatencyP90, rep.LatencyMax)
+	}
+	var sb strings.Builder
+	if err := rep.WriteText(&sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"nodes        2, clients connected to each: 2 2", "same node    4 expected, 4 received, 0 lost; p50 1.000 ms", "cross node   8 expected, 7 received, 1 lost; p50 "} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("the text report has no %q:\n%s", want, sb.String())
+		}
+	}
+}
+
+// With several -pid, the server figures are their sums, and each one's are kept.
+func TestSetServerSeveral(t *testing.T) {
+	r := &Report{Connected: 100, ServerPIDs: []int{10, 20}}
+	r.setServer(
+		[]procSample{{cpu: 1, rssKiB: 1000}, {cpu: 2, rssKiB: 2000}},
+		[]procSample{{cpu: 1.5, rssKiB: 3000}, {cpu: 3, rssKiB: 5000}},
+		[]procSample{{cpu: 4.5, rssKiB: 3500}, {cpu: 4, rssKiB: 5500}},
+	)
+	if *r.ServerCPUConnect != 1.5 || *r.ServerCPURun != 4 || *r.ServerRSSBefore != 3000 || *r.ServerRSSAfterConnect != 8000 || *r.ServerRSSEnd != 9000 || *r.ServerRSSPerSession != 50 {
+		t.Errorf("sums: cpu %v/%v, rss %v/%v/%v, per session %v", *r.ServerCPUConnect, *r.ServerCPURun, *r.ServerRSSBefore, *r.ServerRSSAfterConnect, *r.ServerRSSEnd, *r.ServerRSSPerSession)
+	}
+	if len(r.Servers) != 2 || r.Servers[1].PID != 20 || *r.Servers[1].CPUConnect != 1 || *r.Servers[1].CPURun != 1 || *r.Servers[1].RSSAfterConnect != 5000 {
+		t.Errorf("servers = %+v", r.Servers)
+	}
+	r = &Report{Connected: 1, ServerPIDs: []int{10, 20}}
+	r.setServer([]procSample{{}, {}}, nil, nil) // the second sample failed
+	if r.ServerCPUConnect != nil || r.ServerRSSBefore == nil || len(r.Servers) != 2 || r.Servers[0].RSSAfterConnect != nil {
+		t.Errorf("with a sample missing: %+v", r)
+	}
 }

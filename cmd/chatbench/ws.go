@@ -311,7 +311,7 @@ func (b *bench) connectWS(ctx context.Context, c *client) (int, error) {
 	dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
 	var nc net.Conn
-	conn, resp, err := websocket.Dial(context.WithValue(dctx, dialedKey{}, &nc), wsURL(b.cfg.WSAddr, c.name), &websocket.DialOptions{HTTPClient: b.httpClient})
+	conn, resp, err := websocket.Dial(context.WithValue(dctx, dialedKey{}, &nc), wsURL(c.addr, c.name), &websocket.DialOptions{HTTPClient: b.httpClient})
 	if err != nil {
 		return 0, dialError(resp, err)
 	}
