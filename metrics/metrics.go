@@ -1,6 +1,7 @@
 // Package metrics counts what the chat server does, for Prometheus: sessions, joins and leaves,
 // messages and deliveries, slow members, rate limits, refused logins, and how long handshakes
-// and deliveries take. It serves them, with a health check, over HTTP.
+// and deliveries take, and on a cluster node its NATS connection and relay. It serves them, with
+// a health check, over HTTP.
 package metrics
 
 import (
@@ -31,6 +32,7 @@ type Metrics struct {
 	closed        *prometheus.CounterVec
 	handshake     prometheus.Histogram
 	deliveryDelay prometheus.Histogram
+	publish       prometheus.Histogram // a cluster node's only (registered by Node)
 }
 
 // New builds the metrics, with the Go runtime's and the process's beside them.
@@ -75,6 +77,7 @@ func New() *Metrics {
 			Name: "chatd_delivery_seconds", Help: "From a line being said to its being written to a member.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}),
+		publish: newPublishHistogram(),
 	}
 	m.reg.MustRegister(m.sessions, m.joins, m.leaves, m.messages, m.deliveries, m.slow, m.rateLimited,
 		m.authFailures, m.refused, m.closed, m.handshake, m.deliveryDelay,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,14 @@ type config struct {
 	AllowKeyless bool
 	AllowTCP     bool
 
+	// Cluster mode (cluster.go): with NATS set, this process is one node of a cluster whose
+	// rooms, people and history are in NATS JetStream.
+	NATS         string // comma-separated nats:// or tls:// URLs; empty: a single node on SQLite
+	NATSCreds    string // NATS credentials file
+	NATSCA       string // PEM file of the CAs that sign the NATS servers' certificates
+	NATSReplicas int    // copies of every stream and bucket: 1-5
+	Node         string // this node's name; empty: the host name (resolved by validate)
+
 	logLevel log.Level // parsed LogLevel
 }
 
@@ -94,6 +103,8 @@ func defaultConfig() config {
 
 		// What a browser on the same machine opens; a public server sets its own.
 		PublicURL: "http://localhost:8080",
+
+		NATSReplicas: 1,
 	}
 }
 
@@ -135,6 +146,11 @@ func (c *config) options() []option {
 		{"tls-cert", "CHAT_TLS_CERT", "FILE", "with --tls-key: serve HTTPS on --http-addr with this certificate (PEM, the chain after it; reloaded when the file changes)", (*stringValue)(&c.TLSCert)},
 		{"tls-key", "CHAT_TLS_KEY", "FILE", "the private key of --tls-cert (PEM)", (*stringValue)(&c.TLSKey)},
 		{"trusted-proxies", "CHAT_TRUSTED_PROXIES", "CIDR,...", "reverse proxies in front of the web (e.g. Caddy on 127.0.0.1) whose X-Forwarded-For or Forwarded header names the client", (*stringValue)(&c.TrustedProxies)},
+		{"nats", "CHAT_NATS", "URL,...", "run as one node of a cluster on these NATS servers (nats://HOST:4222 or tls://HOST:4222, comma-separated, JetStream on): rooms, people and history are kept there, not in <data-dir>/chat.db", (*stringValue)(&c.NATS)},
+		{"nats-creds", "CHAT_NATS_CREDS", "FILE", "with --nats: a NATS credentials file (JWT and NKey seed), for servers that ask for one", (*stringValue)(&c.NATSCreds)},
+		{"nats-ca", "CHAT_NATS_CA", "FILE", "with --nats: PEM file of the CAs that sign the NATS servers' certificates (TLS is then required)", (*stringValue)(&c.NATSCA)},
+		{"nats-replicas", "CHAT_NATS_REPLICAS", "N", "with --nats: NATS servers that keep a copy of every stream and bucket, 1 to 5 (3 on a 3-server NATS cluster)", (*intValue)(&c.NATSReplicas)},
+		{"node", "CHAT_NODE", "NAME", "with --nats: this node's name in logs, metrics and /whois, 1-32 of A-Z a-z 0-9 _ - (default: the host name, cleaned to fit)", (*stringValue)(&c.Node)},
 		{"metrics-addr", "CHAT_METRICS_ADDR", "ADDR", "serve Prometheus metrics (/metrics) and /healthz here, e.g. 127.0.0.1:9222; empty: off", (*stringValue)(&c.MetricsAddr)},
 		{"pprof", "CHAT_PPROF", "", "with --metrics-addr: also serve Go profiles at /debug/pprof/ (keep that address private)", (*boolValue)(&c.Pprof)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
@@ -255,6 +271,9 @@ func (c *config) validate() error {
 	}
 	if _, _, err := sqlite.ParseKeep(c.HistoryKeep); err != nil {
 		return fmt.Errorf("--history-keep: %w", err)
+	}
+	if err := c.validateCluster(os.Hostname); err != nil {
+		return err
 	}
 	lvl, err := log.ParseLevel(c.LogLevel)
 	if err != nil {

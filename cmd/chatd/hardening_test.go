@@ -31,7 +31,7 @@ import (
 func withMetrics(t *testing.T, args ...string) (*chatd, string) {
 	t.Helper()
 	srv := startChatd(t, append([]string{"--metrics-addr", "127.0.0.1:0"}, args...)...)
-	re := regexp.MustCompile(`metrics: listening addr=(\S+)`)
+	re := regexp.MustCompile(`metrics: listening (?:node=\S+ )?addr=(\S+)`)
 	srv.logs.Wait(t, "the metrics address", func() bool { return re.MatchString(srv.logs.Text()) })
 	return srv, "http://" + re.FindStringSubmatch(srv.logs.Text())[1]
 }

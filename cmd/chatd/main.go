@@ -70,6 +70,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		case "hostkeys":
 			return runHostkeys(rest[1:], cfg, stdout, stderr)
 		case "backup", "restore", "names", "export", "check":
+			if cfg.NATS != "" {
+				return refuseAdminInCluster(rest[0], stderr)
+			}
 			return runAdmin(ctx, rest[0], rest[1:], cfg, stdout, stderr)
 		default:
 			fmt.Fprintf(stderr, "chatd: unknown command %q (chatd --help lists the options and commands)\n", rest[0])
@@ -77,6 +80,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		}
 	}
 	logger := newLogger(cfg, stderr, underJournal(lookupEnv, stderr))
+	if cfg.NATS != "" {
+		// Every line a node logs says which node: the cluster's logs are read side by side.
+		logger = logger.With("node", cfg.Node)
+	}
 	logger.Info("chatd starting", buildinfo.Read().KeyVals()...)
 	if err := serve(ctx, cfg, logger); err != nil {
 		logger.Error("chatd stopped", "err", err)
@@ -114,24 +121,40 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	if err != nil {
 		return err
 	}
-	stCfg := sqlite.DefaultConfig()
-	stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
-	stCfg.KeepMessages, stCfg.KeepFor, _ = sqlite.ParseKeep(cfg.HistoryKeep) // checked by validate
-	st, err := sqlite.Open(stCfg, logger.WithPrefix("store"))
-	if err != nil {
-		return err
-	}
-	// Closed last: everything said until the room shut down is written before the process exits.
-	defer func() {
-		if err := st.Close(); err != nil {
-			logger.Error("store close", "err", err)
-		}
-	}()
-
 	mx := metrics.New()
+	var (
+		st    room.Store
+		relay room.Relay // nil: this process is the only node
+	)
+	if cfg.NATS != "" {
+		node, err := openClusterNode(ctx, cfg, mx, logger)
+		if err != nil {
+			return err
+		}
+		// Closed last, once the room has shut down: see clusterNode.close for the order.
+		defer node.close()
+		st, relay = node.store, node.relay
+	} else {
+		stCfg := sqlite.DefaultConfig()
+		stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
+		stCfg.KeepMessages, stCfg.KeepFor, _ = sqlite.ParseKeep(cfg.HistoryKeep) // checked by validate
+		db, err := sqlite.Open(stCfg, logger.WithPrefix("store"))
+		if err != nil {
+			return err
+		}
+		// Closed last: everything said until the room shut down is written before the process exits.
+		defer func() {
+			if err := db.Close(); err != nil {
+				logger.Error("store close", "err", err)
+			}
+		}()
+		st = db
+	}
+
 	rm, err := room.New(room.Config{
 		Metrics:           mx,
 		Store:             st,
+		Relay:             relay,
 		HistoryOnJoin:     off(cfg.History),
 		ParseKey:          sshd.ParseAuthorizedKey,
 		MsgRate:           off(cfg.MsgRate),
@@ -242,7 +265,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	}
 	// Every listener is bound (the kernel queues connections from Listen on), so clients can
 	// connect: systemd may start what waits for chatd. Listeners added above are covered.
-	notifyReady(servers, logger)
+	notifyReady(servers, cfg.Node, logger)
 
 	var serveErr error
 	select {

@@ -158,7 +158,8 @@ type chatd struct {
 	exitCode int
 }
 
-var listeningRE = regexp.MustCompile(`(sshd|tcp): listening addr=(\S+)`)
+// A cluster node names itself before the address.
+var listeningRE = regexp.MustCompile(`(sshd|tcp): listening (?:node=\S+ )?addr=(\S+)`)
 
 // startChatd runs the chatd binary on loopback ports and waits until both servers listen.
 func startChatd(t *testing.T, args ...string) *chatd {

@@ -15,12 +15,16 @@ func notify(logger *log.Logger, state string) {
 	}
 }
 
-// notifyReady says chatd is ready, with the addresses it listens on as the status that
-// systemctl status shows.
-func notifyReady(servers []server, logger *log.Logger) {
+// notifyReady says chatd is ready, with the addresses it listens on (and, for a cluster node,
+// its name) as the status that systemctl status shows.
+func notifyReady(servers []server, node string, logger *log.Logger) {
 	addrs := make([]string, len(servers))
 	for i, s := range servers {
 		addrs[i] = s.name + " " + s.ln.Addr().String()
 	}
-	notify(logger, daemon.SdNotifyReady+"\nSTATUS=listening: "+strings.Join(addrs, ", "))
+	status := "listening: " + strings.Join(addrs, ", ")
+	if node != "" {
+		status = "node " + node + ", " + status
+	}
+	notify(logger, daemon.SdNotifyReady+"\nSTATUS="+status)
 }

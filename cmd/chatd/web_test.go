@@ -15,7 +15,7 @@ import (
 	"chatd/tcp/client"
 )
 
-var webListeningRE = regexp.MustCompile(`web: listening addr=(\S+)`)
+var webListeningRE = regexp.MustCompile(`web: listening (?:node=\S+ )?addr=(\S+)`)
 
 // webAddr waits for chatd's web listener and returns its address.
 func (c *chatd) webAddr(t *testing.T) string {
