@@ -38,6 +38,10 @@ fmt:
 bench:
     go test -run '^$' -bench . -benchmem ./room/
 
+# chatbench against N chatd nodes on a NATS server started for it (and --single, the baseline); e.g. just bench-cluster -n 2 -r 3 --baseline -- -clients 1000 -senders 2 -rate 0.5 -duration 30s -json
+bench-cluster *ARGS:
+    bash cmd/chatbench/cluster.sh {{ARGS}}
+
 # everything CI runs
 ci:
     bash .ci/run
