@@ -125,7 +125,8 @@ func startHAProxy(t *testing.T, bin, config string, lns ...net.Listener) {
 // chatd processes that share a host key, with the real OpenSSH client. Both nodes are reached
 // under the one host key, each sees its clients' own address (not HAProxy's), and a ban by
 // address holds through the proxy on each node while others behind it still get in. The two
-// nodes share no rooms (chatd has no cluster mode yet): the ban is made on each.
+// nodes run without --nats and share no rooms: the ban is made on each. TestClusterRecipe runs
+// the same configuration in front of a cluster.
 func TestHAProxyRecipe(t *testing.T) {
 	bin := haproxyBin()
 	if bin == "" {
