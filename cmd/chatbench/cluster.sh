@@ -121,6 +121,9 @@ greets() (
 	[[ $line == *welcome* ]]
 )
 
+# listening PORT: something accepts connections on 127.0.0.1:PORT.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # fail DIR: a run could not start: stop what it started and remove its data.
 fail() {
 	stopall
@@ -134,6 +137,22 @@ cpuof() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
 onerun() {
 	local i=$1 kind=$2 n=$nodes
 	[ "$kind" = single ] && n=1
+	local p k
+	# A port something else holds would make a stale server look ready.
+	for p in "$port" $((port + 1)); do
+		if [ "$kind" = cluster ] && listening "$p"; then
+			echo "cluster.sh: port $p is in use (another NATS?): give another --port" >&2
+			return 1
+		fi
+	done
+	for k in $(seq "$n"); do
+		for p in 22 23 80 99; do
+			if listening $((port + 100 * k + p)); then
+				echo "cluster.sh: port $((port + 100 * k + p)) is in use: give another --port" >&2
+				return 1
+			fi
+		done
+	done
 	local dir
 	dir=$(mktemp -d /tmp/cb-cluster-data.XXXXXX)
 	local natspid="" natsurl="" cpu0=""
@@ -144,7 +163,7 @@ onerun() {
 		natsurl="nats://127.0.0.1:$port"
 		waitfor "NATS" curl -sf "http://127.0.0.1:$((port + 1))/healthz?js-enabled-only=true" || { fail "$dir"; return 1; }
 	fi
-	local ssh=() tcp=() ws=() node=() k
+	local ssh=() tcp=() ws=() node=()
 	for k in $(seq "$n"); do
 		local b=$((port + 100 * k))
 		local args=(--data-dir "$dir/node$k" --ssh-addr "127.0.0.1:$((b + 22))" --tcp-addr "127.0.0.1:$((b + 23))"
@@ -164,6 +183,7 @@ onerun() {
 	done
 	for k in $(seq "$n"); do
 		waitfor "node $k" greets $((port + 100 * k + 23)) || { fail "$dir"; return 1; }
+		kill -0 "${node[k - 1]}" 2>/dev/null || { echo "cluster.sh: node $k exited" >&2; fail "$dir"; return 1; }
 	done
 	local join
 	join() { local IFS=,; echo "$*"; }
