@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/charmbracelet/log"
 
 	"chatd/store/natsjs/natstest"
 )
@@ -276,4 +279,29 @@ func get(t *testing.T, url string) string {
 		t.Fatalf("GET %s: %s", url, resp.Status)
 	}
 	return string(b)
+}
+
+// TestNotifyReadyNamesTheNode: systemctl status shows which node a cluster's chatd is.
+func TestNotifyReadyNamesTheNode(t *testing.T) {
+	sockPath := filepath.Join(t.TempDir(), "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	notifyReady([]server{{name: "ssh", ln: ln}}, "chat1", log.New(io.Discard))
+	b := make([]byte, 4096)
+	n, err := sock.Read(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(b[:n]), "READY=1\nSTATUS=node chat1, listening: ssh "+ln.Addr().String(); got != want {
+		t.Errorf("notified %q, want %q", got, want)
+	}
 }
