@@ -41,6 +41,8 @@ const adminUsage = `Administration (each takes --data-dir, default ./data, env C
   chatd export [--room ROOM] [--since TIME]
                                      the history as JSON lines, for archives
   chatd check                        check the database and the host keys
+  chatd migrate --from DIR --to nats://HOST:4222[,...]
+                                     copy a single node's database into a cluster (both stopped)
 
 Run "chatd COMMAND -h" for details on a command.
 `
@@ -59,6 +61,8 @@ func runAdmin(ctx context.Context, cmd string, args []string, cfg config, stdout
 		return adminExport(ctx, args, &cfg, stdout, stderr)
 	case "check":
 		return adminCheck(ctx, args, &cfg, stdout, stderr)
+	case "migrate":
+		return adminMigrate(ctx, args, &cfg, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "chatd: unknown command %q\n\n%s", cmd, adminUsage)
 	return 2

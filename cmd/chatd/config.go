@@ -310,6 +310,8 @@ Usage:
   chatd [flags] export [--room ROOM] [--since TIME]
                                     the history as JSON lines
   chatd [flags] check               check the database and the host keys
+  chatd [flags] migrate --from DIR --to nats://HOST:4222[,...]
+                                    copy a single node's database into a cluster
                                     (each command: chatd COMMAND -h)
   chatd --version                   print the version, commit and build date
 

@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		switch rest[0] {
 		case "hostkeys":
 			return runHostkeys(rest[1:], cfg, stdout, stderr)
+		case "migrate": // from a single node's chat.db into the cluster that --nats names
+			return runAdmin(ctx, rest[0], rest[1:], cfg, stdout, stderr)
 		case "backup", "restore", "names", "export", "check":
 			if cfg.NATS != "" {
 				return refuseAdminInCluster(rest[0], stderr)
