@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -321,7 +320,7 @@ func (m *migration) run(ctx context.Context) error {
 			return false
 		})
 		if len(dropped) > 0 {
-			m.notes = append(m.notes, fmt.Sprintf("room %s: the invitations of %s, who are someone else in the cluster, were not copied", r.Name, strings.Join(dropped, ", ")))
+			m.notes = append(m.notes, fmt.Sprintf("room %s: invitations not copied, of names that are someone else in the cluster: %s", r.Name, strings.Join(dropped, ", ")))
 		}
 		res, err := m.im.Room(ctx, r)
 		if err != nil {
@@ -414,7 +413,11 @@ func (m *migration) run(ctx context.Context) error {
 		what := fmt.Sprintf("web token of %s (%s)", t.Name, t.Kind)
 		if !mine[chat.Fold(t.Name)] {
 			// Never a token of someone else's name: it would sign its holder in as them.
-			m.skip(kindTokens, what, "the name is not this database's in the cluster: not copied")
+			why := "its name was not copied: not copied"
+			if m.theirs[chat.Fold(t.Name)] {
+				why = "the name is someone else in the cluster: not copied"
+			}
+			m.skip(kindTokens, what, why)
 			continue
 		}
 		r, err := m.im.WebToken(ctx, t)
@@ -498,12 +501,10 @@ func (m *migration) history(ctx context.Context, r chat.Room) error {
 // report prints what the migration did: a table of counts, the conflicts by name, the notes.
 func (m *migration) report(w io.Writer, took time.Duration) {
 	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "\tCOPIED\tALREADY THERE\tNOT COPIED\t")
+	fmt.Fprintf(w, "%-16s %7s %14s %11s\n", "", "COPIED", "ALREADY THERE", "NOT COPIED")
 	for k, c := range m.counts {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", kindLabels[k], c.copied, c.present, c.skipped)
+		fmt.Fprintf(w, "%-16s %7d %14d %11d\n", kindLabels[k], c.copied, c.present, c.skipped)
 	}
-	tw.Flush()
 	if len(m.conflicts) > 0 {
 		fmt.Fprintf(w, "\nconflicts: left as the cluster has them\n")
 		for _, c := range m.conflicts {

@@ -425,6 +425,7 @@ func TestMigrateConflicts(t *testing.T) {
 				t.Errorf("the report does not say %q:\n%s", want, out)
 			}
 		}
+		t.Logf("chatd migrate:\n%s", out)
 		c := counts(t, out)
 		if c["names"][2] != 1 || c["queued messages"][2] != 1 || c["web tokens"][2] != 1 || c["memberships"][2] != 4 || c["rooms"][2] != 1 {
 			t.Errorf("counts: %v\n%s", c, out)
