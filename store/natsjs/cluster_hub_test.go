@@ -430,6 +430,38 @@ func TestClusterLateStart(t *testing.T) {
 	a.waitView(t, b)
 }
 
+// TestClusterThirdNode: a node that joins two in sync learns both from the snapshots they answer
+// its hello with; the two, which have every delta of each other, skip each other's.
+func TestClusterThirdNode(t *testing.T) {
+	srv := natstest.Start(t)
+	prefix := "t" + nuid.Next()
+	a := newTestNode(t, srv.URL(), prefix, "a", clusterTestConfig())
+	b := newTestNode(t, srv.URL(), prefix, "b", clusterTestConfig())
+	a.start(t)
+	b.start(t)
+	a.announce(online("alice"))
+	b.announce(online("bob"))
+	ab, ba := a.waitView(t, b), b.waitView(t, a)
+	applied := [2]uint64{a.c.Stats().SnapshotsApplied, b.c.Stats().SnapshotsApplied}
+
+	c := newTestNode(t, srv.URL(), prefix, "c", clusterTestConfig())
+	c.start(t)
+	c.waitView(t, a)
+	c.waitView(t, b)
+	a.waitView(t, c)
+	b.waitView(t, c)
+	// Each took c's snapshot, and no other.
+	if got := [2]uint64{a.c.Stats().SnapshotsApplied, b.c.Stats().SnapshotsApplied}; got != [2]uint64{applied[0] + 1, applied[1] + 1} {
+		t.Errorf("a and b applied %v snapshots, want %v plus c's", got, applied)
+	}
+	if v := a.waitView(t, b); v.fulls != ab.fulls {
+		t.Errorf("a took b's snapshot again: %d, was %d", v.fulls, ab.fulls)
+	}
+	if v := b.waitView(t, a); v.fulls != ba.fulls {
+		t.Errorf("b took a's snapshot again: %d, was %d", v.fulls, ba.fulls)
+	}
+}
+
 // TestClusterGapAsksForSnapshot: a delta that does not follow the last one applied (one was
 // lost), or a heartbeat ahead of it, makes the node ask for a snapshot, and what it then has is
 // the sender's presence, without what never was.
