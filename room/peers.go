@@ -163,7 +163,14 @@ func (h *Hub) peerJoinLocked(pr *peer, key, room string, ops *storeOps) {
 	}
 	ch := h.roomLocked(room)
 	if ch == nil {
-		return // deleted meanwhile
+		// Made a moment ago: the node announces who entered it before the store has it, and
+		// its record follows (EventRoom).
+		r, err := chat.ParseRoom(room)
+		if err != nil {
+			return
+		}
+		ch = newChannel(chat.Room{Name: r}, h.tailLen())
+		h.rooms[r] = ch
 	}
 	pr.rooms[room] = true
 	if ch.remote == nil {
@@ -180,7 +187,13 @@ func (h *Hub) peerJoinLocked(pr *peer, key, room string, ops *storeOps) {
 	}
 	s.nodes++
 	if p := h.people[key]; p != nil && p.registered && pr.registered && !p.in(ch) {
-		_, _ = h.enterLocked(p, ch, false, ops)
+		if entered, _ := h.enterLocked(p, ch, false, ops); entered {
+			// The room heard of them already; their sessions here hear it now, as the
+			// session that joined did.
+			ev := newEvent(kindNotice, h.now(), "", "", p.name+" joined "+ch.name+" "+onlineIn(ch.countIn()))
+			ev.room, ev.presence = ch.name, &presence{joined: []string{p.name}}
+			h.deliverToLocked(p, ev)
+		}
 	}
 }
 

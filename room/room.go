@@ -181,6 +181,9 @@ type JoinOptions struct {
 // the rooms they are in. The welcome, the room's history and everyone's join notice are queued
 // before Join returns, so the join notice always precedes anything the member says.
 func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
+	if h.paused.Load() {
+		return nil, ErrPaused
+	}
 	var tok chat.WebToken
 	if opts.WebToken != "" {
 		var err error
@@ -202,9 +205,6 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	}
 	if err != nil {
 		return nil, err
-	}
-	if h.paused.Load() {
-		return nil, ErrPaused
 	}
 	var start string
 	if opts.Room != "" {
