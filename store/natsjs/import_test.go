@@ -429,3 +429,34 @@ func BenchmarkImportHistory(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(h))/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestImportHistoryCluster: on three NATS servers with every stream kept three times (where
+// JetStream checks a line's expectations as its leader proposes it), a room's history is
+// copied in order, and a run stopped part way is completed without a line twice.
+func TestImportHistoryCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a three-server cluster takes seconds")
+	}
+	c := natstest.StartCluster(t, 3)
+	s, logs := openStore(t, "", Config{URLs: c.URLs(), Replicas: 3})
+	im := importer(t, s)
+	ctx := t.Context()
+	day := time.Date(2025, 3, 4, 5, 6, 7, 0, time.Local)
+	h := history("#go", 3000, 1, 1, day)
+	res, err := im.Room(ctx, chat.Room{Name: "#go", Created: day})
+	wantOutcome(t, "room", res, err, Copied)
+	if hr, err := im.History(ctx, "#go", day, h[:1234], nil); err != nil || hr.Copied != 1234 {
+		t.Fatalf("first part: %+v, %v", hr, err)
+	}
+	if hr, err := im.History(ctx, "#go", day, h, nil); err != nil || hr.Copied != len(h)-1234 || hr.Present != 1234 {
+		t.Fatalf("the rest: %+v, %v", hr, err)
+	}
+	got, err := s.Recent("#go", 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameLines(t, "Recent(#go)", got, h)
+	if n := strings.Count(logs.String(), "a line was not stored"); n > 0 {
+		t.Errorf("%d lines refused with nobody else writing:\n%s", n, logs.String())
+	}
+}
