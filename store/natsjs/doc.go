@@ -37,6 +37,8 @@
 //   - chatd_tokens: a name's web tokens (one record: the cap, a take and a revocation are one
 //     compare-and-set), and each hash's name (created, so a hash is stored once).
 //   - chatd_bans (by ID) and chatd_settings (by key).
+//   - chatd_migrated: what "chatd migrate" copied from single-node databases, so that it copies
+//     each record once (import.go); made by the first migration only.
 //
 // IDs of bans, private messages and web tokens are the sequence numbers of stream chatd_ids,
 // which keeps one empty message per kind: unique and increasing across nodes, in one request.
@@ -77,7 +79,8 @@
 // topic set), so that the stream IS the history and its sequence the one order every node
 // delivers in: one ordered consumer per node reads the stream and hands each line to the hub in
 // stream order. The hub then skips Store.Append for relayed lines (KeepsHistory); Append remains
-// for single-writer uses: storetest, and "chatd migrate" copying a SQLite history. A relayed
+// for single-writer uses: storetest. ("chatd migrate" copies a SQLite history with Importer,
+// which publishes each line with its own time, in order, resumably.) A relayed
 // line is the JSON object {"g": generation, "k": kind, "f": from, "t": text}, with "topic" on
 // the notice that sets one: "at" is left out, so its time is the stream's time stamp (the
 // leader's clock), which grows with the order and is the time every node shows. "g" may be 0
