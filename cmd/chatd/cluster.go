@@ -18,11 +18,7 @@ import (
 // Cluster mode: with --nats, this process is one node of a cluster. Its rooms, people, history
 // and bans are in NATS JetStream (store/natsjs), lines between the nodes go through the stream
 // that is the history (the relay), and who is online on each node and what operators change go
-// through the cluster. The data directory keeps only the host keys and the lock.
-
-// maxNodeLen is the longest node name: the node names a NATS connection ("chatd-" + node) and
-// subjects of the cluster, so it stays short and of subject-safe characters.
-const maxNodeLen = 32
+// through the cluster (natsjs.Cluster). The data directory keeps only the host keys and the lock.
 
 // minNATSKeepFor is the shortest --history-keep age store/natsjs accepts: a read waits a moment
 // for a replica to hold a line it was told was stored, and a line must outlive that moment.
@@ -116,8 +112,8 @@ func redactURLs(s string) string {
 // name cleaned to what a node's name may hold.
 func resolveNode(name string, hostname func() (string, error)) (string, error) {
 	if name != "" {
-		if !validNode(name) {
-			return "", fmt.Errorf("--node %q: want 1-%d of A-Z a-z 0-9 _ -", name, maxNodeLen)
+		if err := checkNode(name); err != nil {
+			return "", fmt.Errorf("--node: %w", err)
 		}
 		return name, nil
 	}
@@ -132,25 +128,23 @@ func resolveNode(name string, hostname func() (string, error)) (string, error) {
 	return n, nil
 }
 
-// validNode reports whether s may name a node.
-func validNode(s string) bool {
-	if s == "" || len(s) > maxNodeLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !nodeByte(s[i]) {
-			return false
-		}
-	}
-	return true
+// checkNode reports why s cannot name a node, as the cluster itself decides.
+func checkNode(s string) error {
+	cc := natsjs.DefaultClusterConfig()
+	cc.Node = s
+	return cc.Validate()
 }
+
+// maxNodeLen is the longest node name natsjs.ClusterConfig accepts (TestClusterConfig checks
+// that it still does).
+const maxNodeLen = 64
 
 func nodeByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.'
 }
 
-// cleanNode makes a host name a node's name: each run of other characters (the dots of
-// "chat1.example.org") becomes one '-', and the result is cut to maxNodeLen.
+// cleanNode makes a host name a node's name: each run of other characters becomes one '-',
+// and the result is cut to maxNodeLen.
 func cleanNode(host string) string {
 	var b strings.Builder
 	dash := false
@@ -170,7 +164,7 @@ func cleanNode(host string) string {
 	if len(n) > maxNodeLen {
 		n = n[:maxNodeLen]
 	}
-	return strings.TrimRight(n, "-")
+	return strings.Trim(n, "-.")
 }
 
 // natsConfig is the NATS store's configuration: chatd's settings over the package's defaults.
@@ -188,12 +182,14 @@ func (c *config) natsConfig() natsjs.Config {
 // clusterNode is what makes this process a node of a cluster: the store, the relay and the
 // cluster, all on one NATS connection (the store's).
 type clusterNode struct {
-	store *natsjs.Store
-	relay *natsjs.Relay
-	log   *log.Logger
+	store   *natsjs.Store
+	relay   *natsjs.Relay
+	cluster *natsjs.Cluster
+	log     *log.Logger
 }
 
-// openClusterNode connects to NATS and opens the store and the relay, and reports them to mx.
+// openClusterNode connects to NATS, opens the store, the relay and the cluster (which the room
+// starts), and reports them to mx.
 // NATS must answer now: a node that cannot reach it at start stops (systemd starts it again),
 // rather than serve people it could not keep.
 func openClusterNode(ctx context.Context, cfg config, mx *metrics.Metrics, logger *log.Logger) (*clusterNode, error) {
@@ -209,6 +205,12 @@ func openClusterNode(ctx context.Context, cfg config, mx *metrics.Metrics, logge
 		n.close()
 		return nil, err
 	}
+	ccfg := natsjs.DefaultClusterConfig()
+	ccfg.Node = cfg.Node
+	if n.cluster, err = natsjs.NewCluster(st, ccfg, logger.WithPrefix("cluster")); err != nil {
+		n.close()
+		return nil, err
+	}
 	mx.Node(metrics.NodeSource{
 		Node:      cfg.Node,
 		Connected: n.relay.Connected,
@@ -216,13 +218,29 @@ func openClusterNode(ctx context.Context, cfg config, mx *metrics.Metrics, logge
 			s := n.relay.Stats()
 			return metrics.RelayStats{Published: s.Published, PublishErrors: s.PublishErrors, Delivered: s.Delivered, Dropped: s.Dropped, Lag: s.Lag}
 		},
+		Cluster: func() metrics.ClusterStats {
+			s := n.cluster.Stats()
+			return metrics.ClusterStats{
+				Nodes: s.Nodes, PresenceSent: s.PresenceSent, PresenceReceived: s.PresenceReceived,
+				Snapshots: s.Snapshots, Resyncs: s.Resyncs, SnapshotsApplied: s.SnapshotsApplied, Overflows: s.Overflows,
+				EventsSent: s.EventsSent, EventsReceived: s.EventsReceived, DMsSent: s.DMsSent, DMsReceived: s.DMsReceived,
+				Gone: s.Gone, Lost: s.Lost, Dropped: s.Dropped,
+			}
+		},
 	})
 	return n, nil
 }
 
-// close closes what is open, in order, once the room has shut down: the relay (no line comes
-// in or goes out any more), then the store (the history's last lines are published).
+// close closes what is open, in order, once the room has shut down: the cluster (it says bye,
+// so that the other nodes show this node's people as left at once, not when it falls silent),
+// the relay (no line comes in or goes out any more), then the store (the history's last lines
+// are published; the connection closes).
 func (n *clusterNode) close() {
+	if n.cluster != nil {
+		if err := n.cluster.Close(); err != nil {
+			n.log.Error("cluster close", "err", err)
+		}
+	}
 	if n.relay != nil {
 		if err := n.relay.Close(); err != nil {
 			n.log.Error("relay close", "err", err)

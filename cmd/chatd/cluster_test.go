@@ -64,7 +64,7 @@ func TestClusterConfig(t *testing.T) {
 	})
 	t.Run("node from the host name", func(t *testing.T) {
 		c, err := parse(t, nil, "--nats", "nats://127.0.0.1:4222")
-		if err != nil || !validNode(c.Node) {
+		if err != nil || checkNode(c.Node) != nil {
 			t.Fatalf("node %q: %v", c.Node, err)
 		}
 	})
@@ -84,8 +84,8 @@ func TestClusterConfig(t *testing.T) {
 		{"no host", nil, []string{"--nats", "nats://:4222"}, "no host"},
 		{"spaces instead of commas", nil, []string{"--nats", "nats://a:4222 nats://b:4222"}, "--nats"},
 		{"a password is not repeated", nil, []string{"--nats", "ftp://u:secret@a:4222"}, `"ftp://u:xxxxx@a:4222"`},
-		{"bad node", nil, []string{"--nats", "nats://a:4222", "--node", "chat.example.org"}, `--node "chat.example.org": want 1-32 of A-Z a-z 0-9 _ -`},
-		{"long node", nil, []string{"--nats", "nats://a:4222", "--node", strings.Repeat("n", 33)}, "--node"},
+		{"bad node", nil, []string{"--nats", "nats://a:4222", "--node", "chat one"}, `--node: nats cluster: node name "chat one": want 1-64 of A-Z a-z 0-9`},
+		{"long node", nil, []string{"--nats", "nats://a:4222", "--node", strings.Repeat("n", maxNodeLen+1)}, "--node: nats cluster: node name"},
 		{"no replicas", nil, []string{"--nats", "nats://a:4222", "--nats-replicas", "0"}, "--nats-replicas 0: want 1 to 5"},
 		{"too many replicas", map[string]string{"CHAT_NATS": "nats://a:4222", "CHAT_NATS_REPLICAS": "7"}, nil, "--nats-replicas 7: want 1 to 5"},
 		{"replicas not a number", nil, []string{"--nats", "nats://a:4222", "--nats-replicas", "three"}, "not a whole number"},
@@ -105,18 +105,19 @@ func TestClusterConfig(t *testing.T) {
 	t.Run("resolveNode", func(t *testing.T) {
 		for _, tt := range []struct{ flag, host, want, wantErr string }{
 			{"", "chat1", "chat1", ""},
-			{"", "chat1.example.org", "chat1-example-org", ""},
-			{"", "ip-10-0-0-11.eu-west-1.compute.internal", "ip-10-0-0-11-eu-west-1-compute-i", ""},
-			{"", "..a..b..", "a-b", ""},
+			{"", "chat1.example.org", "chat1.example.org", ""},
+			{"", "ip-10-0-0-11.eu-west-1.compute.internal", "ip-10-0-0-11.eu-west-1.compute.internal", ""},
+			{"", strings.Repeat("a", 70), strings.Repeat("a", maxNodeLen), ""},
+			{"", "-a b-", "a-b", ""},
 			{"", "añb", "a-b", ""},
-			{"", "...", "", "has nothing a node's name can use"},
+			{"", ". -", "", "has nothing a node's name can use"},
 			{"n_1", "whatever", "n_1", ""},
 		} {
 			got, err := resolveNode(tt.flag, host(tt.host, nil))
 			if got != tt.want || (err == nil) != (tt.wantErr == "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("resolveNode(%q) on host %q = %q, %v; want %q, %q", tt.flag, tt.host, got, err, tt.want, tt.wantErr)
 			}
-			if err == nil && !validNode(got) {
+			if err == nil && checkNode(got) != nil {
 				t.Errorf("resolveNode(%q) on host %q = %q, not a valid node name", tt.flag, tt.host, got)
 			}
 		}
@@ -194,6 +195,9 @@ func TestClusterTwoNodes(t *testing.T) {
 		t.Errorf("bob's replay is not marked as history:\n%s", bob.out.Text())
 	}
 
+	// One room across the nodes: alice on A sees bob arrive on B, and B counts her in.
+	alice.out.WaitContains(t, "* bob joined #lobby (2 online)")
+
 	// Live, both ways.
 	alice.send(t, "hello from A")
 	bob.out.WaitLine(t, "alice: hello from A")
@@ -209,6 +213,13 @@ func TestClusterTwoNodes(t *testing.T) {
 		text := carol.out.Text()
 		return strings.Count(text, "alice: hello from A") >= 2 && strings.Count(text, "bob: hello from B") >= 2
 	})
+
+	// Who is online spans the cluster.
+	carol.send(t, "/who")
+	carol.out.WaitContains(t, "* 3 online in #lobby: ")
+	if who := carol.out.Text(); !regexp.MustCompile(`\* 3 online in #lobby: .*alice`).MatchString(who) {
+		t.Errorf("carol's /who on B does not name alice, on A:\n%s", who)
+	}
 
 	// Each node's metrics: its name, NATS up, its own publishes and the lines it delivered.
 	for _, n := range []struct {
@@ -234,6 +245,15 @@ func TestClusterTwoNodes(t *testing.T) {
 		if got := metric(t, n.base, "chatd_relay_delivered_total"); got < 3 {
 			t.Errorf("%s: chatd_relay_delivered_total = %v, want at least 3", n.name, got)
 		}
+		// The cluster: one other node, heard from, and told of this one's people.
+		if got := metric(t, n.base, "chatd_cluster_nodes"); got != 1 {
+			t.Errorf("%s: chatd_cluster_nodes = %v, want 1", n.name, got)
+		}
+		for _, dir := range []string{"sent", "received"} {
+			if got := metric(t, n.base, `chatd_cluster_presence_messages_total{direction="`+dir+`"}`); got < 1 {
+				t.Errorf("%s: chatd_cluster_presence_messages_total{direction=%q} = %v, want some", n.name, dir, got)
+			}
+		}
 		body := get(t, n.base+"/metrics")
 		for _, want := range []string{"chatd_relay_lag ", "chatd_relay_dropped_total 0"} {
 			if !strings.Contains(body, want) {
@@ -255,9 +275,14 @@ func TestClusterTwoNodes(t *testing.T) {
 		}
 	}
 
-	// SIGTERM: the node stops cleanly, and the other goes on.
+	// SIGTERM: the node stops cleanly and says goodbye: its people leave the other node's rooms
+	// at once, and the other node goes on.
 	if code, _ := a.stop(t); code != 0 {
 		t.Errorf("node A exited with %d:\n%s", code, a.logs.Text())
+	}
+	bob.out.WaitContains(t, "* alice left #lobby")
+	if got := metric(t, bMetrics, "chatd_cluster_nodes_gone_total"); got != 1 {
+		t.Errorf("node-b: chatd_cluster_nodes_gone_total = %v, want 1", got)
 	}
 	bob.send(t, "still here")
 	carol.out.WaitLine(t, "bob: still here")

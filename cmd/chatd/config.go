@@ -150,7 +150,7 @@ func (c *config) options() []option {
 		{"nats-creds", "CHAT_NATS_CREDS", "FILE", "with --nats: a NATS credentials file (JWT and NKey seed), for servers that ask for one", (*stringValue)(&c.NATSCreds)},
 		{"nats-ca", "CHAT_NATS_CA", "FILE", "with --nats: PEM file of the CAs that sign the NATS servers' certificates (TLS is then required)", (*stringValue)(&c.NATSCA)},
 		{"nats-replicas", "CHAT_NATS_REPLICAS", "N", "with --nats: NATS servers that keep a copy of every stream and bucket, 1 to 5 (3 on a 3-server NATS cluster)", (*intValue)(&c.NATSReplicas)},
-		{"node", "CHAT_NODE", "NAME", "with --nats: this node's name in logs, metrics and /whois, 1-32 of A-Z a-z 0-9 _ - (default: the host name, cleaned to fit)", (*stringValue)(&c.Node)},
+		{"node", "CHAT_NODE", "NAME", "with --nats: this node's name in logs, metrics and /whois, 1-64 of A-Z a-z 0-9 _ - . (default: the host name, cleaned to fit)", (*stringValue)(&c.Node)},
 		{"metrics-addr", "CHAT_METRICS_ADDR", "ADDR", "serve Prometheus metrics (/metrics) and /healthz here, e.g. 127.0.0.1:9222; empty: off", (*stringValue)(&c.MetricsAddr)},
 		{"pprof", "CHAT_PPROF", "", "with --metrics-addr: also serve Go profiles at /debug/pprof/ (keep that address private)", (*boolValue)(&c.Pprof)},
 		{"log-level", "CHAT_LOG_LEVEL", "LEVEL", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},

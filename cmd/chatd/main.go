@@ -125,8 +125,9 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 	}
 	mx := metrics.New()
 	var (
-		st    room.Store
-		relay room.Relay // nil: this process is the only node
+		st      room.Store
+		relay   room.Relay   // nil: this process is the only node
+		cluster room.Cluster // nil: likewise
 	)
 	if cfg.NATS != "" {
 		node, err := openClusterNode(ctx, cfg, mx, logger)
@@ -135,7 +136,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		}
 		// Closed last, once the room has shut down: see clusterNode.close for the order.
 		defer node.close()
-		st, relay = node.store, node.relay
+		st, relay, cluster = node.store, node.relay, node.cluster
 	} else {
 		stCfg := sqlite.DefaultConfig()
 		stCfg.Path = filepath.Join(cfg.DataDir, "chat.db")
@@ -157,6 +158,7 @@ func serve(ctx context.Context, cfg config, logger *log.Logger) error {
 		Metrics:           mx,
 		Store:             st,
 		Relay:             relay,
+		Cluster:           cluster,
 		HistoryOnJoin:     off(cfg.History),
 		ParseKey:          sshd.ParseAuthorizedKey,
 		MsgRate:           off(cfg.MsgRate),
