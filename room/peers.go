@@ -368,6 +368,9 @@ func (c clusterSide) Connection(up bool) {
 		m.enqueue(ev)
 	}
 	h.mu.Unlock()
+	if up {
+		h.catchUp()
+	}
 }
 
 func (c clusterSide) Event(ev ClusterEvent) {
@@ -441,6 +444,45 @@ func (h *Hub) adoptRoom(r chat.Room) {
 	ch.invited = invited
 }
 
+// catchUp reads again from the store what other nodes may have changed while this one could not
+// hear their events: bans, rooms, the message of the day. (Mutes live in memory only: a node
+// that was away misses those made meanwhile.)
+func (h *Hub) catchUp() {
+	st := h.cfg.Store
+	if st == nil {
+		return
+	}
+	h.reloadBans("", "")
+	if motd, set, err := st.Setting("motd"); err != nil {
+		h.log.Error("store: motd", "err", err)
+	} else if set {
+		h.mod.mu.Lock()
+		h.mod.motd = motd
+		h.mod.mu.Unlock()
+	}
+	rooms, err := st.Rooms()
+	if err != nil {
+		h.log.Error("store: rooms", "err", err)
+		return
+	}
+	stored := make(map[string]bool, len(rooms))
+	for _, r := range rooms {
+		stored[r.Name] = true
+		h.adoptRoom(r)
+	}
+	h.mu.Lock()
+	var gone []string
+	for name := range h.rooms {
+		if !stored[name] && name != h.cfg.DefaultRoom {
+			gone = append(gone, name)
+		}
+	}
+	h.mu.Unlock()
+	for _, name := range gone {
+		_ = h.removeRoom(name, "an operator", false)
+	}
+}
+
 // reloadBans reads the bans again from the store, after another node changed them, and ends
 // the sessions here that an active ban covers.
 func (h *Hub) reloadBans(by, reason string) {
@@ -461,6 +503,9 @@ func (h *Hub) reloadBans(by, reason string) {
 		if b.Active(now) {
 			active = append(active, b)
 		}
+	}
+	if by == "" {
+		by = "an operator"
 	}
 	for _, p := range h.coveredBy(active) {
 		h.expel(p, ReasonBanned, "you were banned by "+by+withReason(reason), p.name+" was banned by "+by+withReason(reason))

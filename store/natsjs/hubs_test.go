@@ -398,3 +398,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestHubsCatchUp: a node cut off from NATS misses the events the others send meanwhile; once
+// back, it reads the bans, rooms and message of the day again and enforces them.
+func TestHubsCatchUp(t *testing.T) {
+	srv := natstest.Start(t)
+	g := startGate(t, srv.URL())
+	prefix := "t" + nuid.Next()
+	a := startHubNode(t, g.url(), prefix, "a", fastCluster())
+	b := startHubNode(t, srv.URL(), prefix, "b", fastCluster())
+	knowsNodes(t, a, b)
+	op, opOut := joinHub(t, b, "op", room.JoinOptions{Key: hubKey(9), Operator: true})
+	op.Handle("/join #doomed")
+	opOut.WaitContains(t, "op joined #doomed")
+	victim, victimOut := joinHub(t, a, "victim", room.JoinOptions{Key: hubKey(5)})
+	victim.Handle("/join #doomed")
+	opOut.WaitContains(t, "victim joined #doomed")
+	victim.Handle("/join #lobby")
+
+	g.cut()
+	victimOut.WaitContains(t, "the chat is paused")
+	op.Handle("/motd set while a was away")
+	opOut.WaitContains(t, "message of the day set")
+	op.Handle("/room delete #doomed")
+	op.Handle("/room delete #doomed confirm")
+	opOut.WaitContains(t, "deleted #doomed")
+	op.Handle("/ban victim")
+	opOut.WaitContains(t, "banned #")
+
+	g.heal()
+	victimOut.WaitContains(t, "the chat is back")
+	victimOut.WaitContains(t, "you were banned")
+	victimOut.WaitClosed(t)
+	other, otherOut := joinHub(t, a, "other", room.JoinOptions{})
+	otherOut.WaitContains(t, "set while a was away")
+	other.Handle("/rooms")
+	otherOut.WaitContains(t, "rooms (the busiest first)")
+	if strings.Contains(otherOut.Text(), "#doomed") {
+		t.Errorf("a still has #doomed after catching up:\n%s", otherOut.Text())
+	}
+}
