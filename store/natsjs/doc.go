@@ -87,4 +87,16 @@
 // (any generation of the room); kinds other than message (1) and action (2), such as notices
 // (3), are skipped by Recent and History. A header, Chatd-Origin, names the relay and the
 // session that said it, for the echo rules; the history has no use for it.
+//
+// # The cluster
+//
+// Cluster (room.Cluster) carries what is not a room's line, on core NATS rather than JetStream:
+// nothing of it needs keeping, and a node that missed some asks again. Subjects
+// chatd.cluster.presence (who is online on each node: numbered deltas, snapshots in parts when a
+// node may have missed some, heartbeats, hello, ask and bye), chatd.cluster.events (what
+// operators change: kicks, bans, mutes, rooms, the message of the day, web sign-outs) and
+// chatd.cluster.dm.<node> (a private message to someone online on that node, as a request). A
+// node not heard from for ClusterConfig.GoneAfter is gone with its people, but never while this
+// node itself is cut off; a node back on NATS reads bans, rooms and the message of the day from
+// the store again, as the events sent meanwhile never reached it.
 package natsjs
