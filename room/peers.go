@@ -17,6 +17,21 @@ var ErrPaused = errors.New("this server cannot reach the rest of the chat right 
 type peers struct {
 	nodes  map[string]map[string]*peer // node -> folded name -> the person there
 	people map[string]*seat            // folded name -> on how many other nodes
+	only   int                         // how many of people are not online here too
+}
+
+// nowLocal and noLongerLocal keep the count of people online elsewhere only, as someone of
+// folded name key comes online here or leaves.
+func (ps *peers) nowLocal(key string) {
+	if ps.people[key] != nil {
+		ps.only--
+	}
+}
+
+func (ps *peers) noLongerLocal(key string) {
+	if ps.people[key] != nil {
+		ps.only++
+	}
 }
 
 // peer is someone online on another node.
@@ -60,16 +75,8 @@ func (h *Hub) localIn(ch *channel, key string) bool {
 // countIn is how many people are in ch, on every node.
 func (ch *channel) countIn() int { return len(ch.people) + ch.remoteOnly }
 
-// onlineCount is how many people are online, on every node.
-func (h *Hub) onlineCountLocked() int {
-	n := len(h.people)
-	for key := range h.peers.people {
-		if h.people[key] == nil {
-			n++
-		}
-	}
-	return n
-}
+// onlineCountLocked is how many people are online, on every node.
+func (h *Hub) onlineCountLocked() int { return len(h.people) + h.peers.only }
 
 // remoteNamesLocked appends the names of the people in ch online only on other nodes.
 func (h *Hub) remoteNamesLocked(ch *channel, names []string) []string {
@@ -124,6 +131,9 @@ func (h *Hub) peerOnlineLocked(node string, c PresenceChange) *peer {
 	if s == nil {
 		s = &seat{name: c.Name}
 		h.peers.people[key] = s
+		if h.people[key] == nil {
+			h.peers.only++
+		}
 	}
 	s.nodes++
 	s.registered = s.registered || c.Registered
@@ -150,6 +160,9 @@ func (h *Hub) peerOfflineLocked(node, key string, ops *storeOps) {
 	if s := h.peers.people[key]; s != nil {
 		if s.nodes--; s.nodes <= 0 {
 			delete(h.peers.people, key)
+			if h.people[key] == nil {
+				h.peers.only--
+			}
 		}
 	}
 }

@@ -241,6 +241,7 @@ func (h *Hub) Join(name string, out Output, opts JoinOptions) (*Member, error) {
 	if first {
 		p = &person{name: display, key: m.key, registered: registered, since: now, remote: remoteIP(opts.Remote)}
 		h.people[m.key] = p
+		h.peers.nowLocal(m.key)
 		h.announce(PresenceOnline, p, "")
 	}
 	h.nextID++
@@ -469,6 +470,7 @@ func (h *Hub) remove(m *Member, reason Reason, notice string) bool {
 	gone := len(p.sessions) == 0
 	if gone {
 		delete(h.people, p.key)
+		h.peers.noLongerLocal(p.key)
 		h.announce(PresenceOffline, p, "")
 		for _, ch := range slices.Clone(p.rooms) {
 			text := notice
