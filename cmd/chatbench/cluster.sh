@@ -15,7 +15,7 @@
 #                     (base, cluster, cluster, base, base, cluster, ...) (default 1)
 #   --baseline        with -r: pair every cluster run with a single-node run
 #   -o DIR            keep each run's report (run-I-KIND.json or .txt), chatbench's stderr, the
-#                     nodes' logs, NATS's CPU and any profile there (default: a new directory
+#                     nodes' logs and metrics at the end, NATS's CPU and any profile there (default: a new directory
 #                     under /tmp, printed at the end)
 #   --port P          base port, below 32768 (default 27000): NATS P, its monitor P+1; node K's
 #                     SSH P+100K+22, TCP P+100K+23, web P+100K+80, metrics and pprof P+100K+99
@@ -209,6 +209,10 @@ onerun() {
 	local rc=0
 	"${cmd[@]}" >"$report" 2> >(tee "$out/run-$i-$kind.err" >&2) || rc=$?
 	[ -n "$profiler" ] && { wait "$profiler" || echo "cluster.sh: no profile for run $i" >&2; }
+	# The nodes' metrics at the end (with --nats: the relay's publish latency, lag and counts).
+	for k in $(seq "$n"); do
+		curl -sf -o "$out/run-$i-$kind-node$k.metrics" "http://127.0.0.1:$((port + 100 * k + 99))/metrics" || true
+	done
 	if [ -n "$natspid" ]; then
 		local cpu1 rss
 		cpu1=$(cpuof "$natspid")
