@@ -155,6 +155,7 @@ func (m *Member) sendDM(name, text string) {
 	h.deliverToLocked(to, dmIn(now, m.name, to.name, text))
 	h.deliverToLocked(m.person, newEvent(kindDMOut, now, m.name, to.name, text))
 	to.lastDM = m.name
+	elsewhere := h.peerNodesLocked(to.key) // their sessions on other nodes get it too
 	away := ""
 	if to.away != "" && !to.awayTold[m.key] {
 		if to.awayTold == nil {
@@ -164,6 +165,9 @@ func (m *Member) sendDM(name, text string) {
 		away = to.name + " is away: " + to.away
 	}
 	h.mu.Unlock()
+	if len(elsewhere) > 0 {
+		h.sendRemoteDM(elsewhere, chat.DM{At: now, From: m.name, FromAddr: senderAddr(m.opts.Remote), To: to.name, Text: text})
+	}
 	if away != "" {
 		m.reply(kindInfo, away)
 	}

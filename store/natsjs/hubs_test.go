@@ -231,7 +231,7 @@ func TestHubsOnePerson(t *testing.T) {
 	a := startHubNode(t, srv.URL(), prefix, "a", fastCluster())
 	b := startHubNode(t, srv.URL(), prefix, "b", fastCluster())
 	knowsNodes(t, a, b)
-	_, watcherOut := joinHub(t, a, "watcher", room.JoinOptions{})
+	watcher, watcherOut := joinHub(t, a, "watcher", room.JoinOptions{})
 	alice1, alice1Out := joinHub(t, a, "alice", room.JoinOptions{Key: hubKey(1)})
 	watcherOut.WaitContains(t, "alice joined #lobby")
 	alice2, alice2Out := joinHub(t, b, "alice", room.JoinOptions{Key: hubKey(1)})
@@ -246,6 +246,11 @@ func TestHubsOnePerson(t *testing.T) {
 	alice1Out.WaitContains(t, "alice joined #both")
 	alice1.Handle("/who #both")
 	alice1Out.WaitContains(t, "1 online in #both: alice")
+
+	// A private message reaches every session, on both nodes.
+	watcher.Handle("/msg alice to both of you")
+	alice1Out.WaitContains(t, "to both of you")
+	alice2Out.WaitContains(t, "to both of you")
 
 	// One session leaving is not the person leaving.
 	alice2.Leave(room.ReasonQuit)
