@@ -151,7 +151,8 @@ func recipeSettings(t *testing.T, block string, set map[string]string) []string 
 // nats.conf, one host key made with chatd hostkeys and copied to every node, two chatd nodes with
 // its /etc/default/chatd settings, and Debian's haproxy with the configuration of "Behind a load
 // balancer" in front. Through HAProxy, OpenSSH users land on both nodes under the one host key,
-// and what is said on one node reaches the other; TCP works through it too.
+// and what is said on one node reaches the other; TCP works through it too; and a ban of an
+// address made on one node holds through the proxy on both.
 func TestClusterRecipe(t *testing.T) {
 	bin := haproxyBin()
 	if bin == "" {
@@ -202,6 +203,13 @@ func TestClusterRecipe(t *testing.T) {
 		})
 		nodes = append(nodes, startChatd(t, append([]string{"--data-dir", dataDir, "--log-level", "debug"}, args...)...))
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, node := range nodes {
+				t.Logf("node %d:\n%s", i+1, node.logs.Text())
+			}
+		}
+	})
 	if len(fingerprints) != 1 {
 		t.Errorf("chatd hostkeys list shows %v on the nodes, want one fingerprint", fingerprints)
 	}
@@ -232,10 +240,10 @@ func TestClusterRecipe(t *testing.T) {
 	}
 	viaHAProxy := func(key string, args ...string) []string { return opensshArgs(sshPort, key, known, args...) }
 
-	// The node a user's session landed on, from the nodes' logs.
-	nodeOf := func(user string) int {
+	// The node a user's session landed on, from the nodes' logs, which name the client's address.
+	nodeFrom := func(user, addr string) int {
 		t.Helper()
-		re := regexp.MustCompile(`join (?:node=\S+ )?user=` + user + ` transport=(ssh|tcp) remote=127\.0\.0\.1:\d+ `)
+		re := regexp.MustCompile(`join (?:node=\S+ )?user=` + user + ` transport=(ssh|tcp) remote=` + regexp.QuoteMeta(addr) + `:\d+ `)
 		at := -1
 		settle(t, user+"'s join from 127.0.0.1 in a node's log", func() bool {
 			for i, node := range nodes {
@@ -247,6 +255,7 @@ func TestClusterRecipe(t *testing.T) {
 		})
 		return at
 	}
+	nodeOf := func(user string) int { t.Helper(); return nodeFrom(user, "127.0.0.1") }
 	alice := startProc(t, "ssh", viaHAProxy(aliceKey, "-T", "alice@127.0.0.1")...)
 	alice.stdout.WaitContains(t, "* alice joined #lobby (")
 	nodeOf("alice")
@@ -277,6 +286,39 @@ func TestClusterRecipe(t *testing.T) {
 	fmt.Fprintf(tc, "hello from carol\n")
 	alice.stdout.WaitLine(t, "carol: hello from carol")
 	bob.stdout.WaitLine(t, "carol: hello from carol")
+
+	// A ban made on one node holds on every node, through the proxy: dave, from 127.0.0.2, is on
+	// one node; an operator on the other bans his address; dave is put out, and whichever node
+	// HAProxy picks refuses 127.0.0.2 from then on.
+	daveKey := clientKey(t)
+	dave := startProc(t, "ssh", viaHAProxy(daveKey, "-b", "127.0.0.2", "-T", "dave@127.0.0.1")...)
+	dave.stdout.WaitContains(t, "* dave joined #lobby (")
+	opNode := nodes[1-nodeFrom("dave", "127.0.0.2")]
+	op := startProc(t, "ssh", opensshArgs(opNode.sshPort(), opKey, "", "-T", "op@127.0.0.1")...)
+	op.stdout.WaitContains(t, "* op joined #lobby")
+	op.send(t, "/ban 127.0.0.2 testing")
+	op.stdout.WaitContains(t, "* banned #1 ")
+	dave.stdout.WaitContains(t, "you were banned by op")
+	dave.wait(t)
+	refusedRE := regexp.MustCompile(`refused (?:node=\S+ )?remote=127\.0\.0\.2:\d+ reason="you are banned from this server`)
+	for i := 0; ; i++ {
+		args := viaHAProxy(daveKey, "-b", "127.0.0.2", "mallory@127.0.0.1", "who")
+		for j, a := range args {
+			if a == "LogLevel=ERROR" {
+				args[j] = "LogLevel=INFO" // ssh prints banners from INFO up
+			}
+		}
+		out, err := exec.Command("ssh", args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "chatd: you are banned from this server") {
+			t.Fatalf("ssh from 127.0.0.2 through HAProxy after the ban: %v\n%s", err, out)
+		}
+		if refusedRE.MatchString(nodes[0].logs.Text()) && refusedRE.MatchString(nodes[1].logs.Text()) {
+			break
+		}
+		if i == 5 {
+			t.Fatalf("after %d tries, the ban was not met on both nodes", i+1)
+		}
+	}
 
 	for i, node := range nodes {
 		if strings.Contains(node.logs.Text(), "proxy: refused") {
