@@ -172,10 +172,18 @@ func TestClusterNeedsNATSAtStart(t *testing.T) {
 	}
 }
 
-// startNode runs chatd as node name of the cluster on the NATS servers at url.
+// startNode runs chatd as node name of the cluster on the NATS servers at url. Its data
+// directory holds no database.
 func startNode(t *testing.T, url, name string, args ...string) (*chatd, string) {
 	t.Helper()
-	return withMetrics(t, append([]string{"--data-dir", t.TempDir(), "--nats", url, "--node", name}, args...)...)
+	dataDir := t.TempDir()
+	srv, base := withMetrics(t, append([]string{"--data-dir", dataDir, "--nats", url, "--node", name}, args...)...)
+	t.Cleanup(func() {
+		if files, _ := filepath.Glob(filepath.Join(dataDir, "chat.db*")); len(files) > 0 {
+			t.Errorf("node %s made %v: a node keeps no database", name, files)
+		}
+	})
+	return srv, base
 }
 
 // TestClusterTwoNodes runs two chatd processes as one cluster on an embedded NATS server: TCP
