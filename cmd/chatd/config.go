@@ -303,6 +303,8 @@ func printUsage(w io.Writer, opts []option, defaults map[string]string) {
 
 Usage:
   chatd [flags]                     run the server (SSH on :2222, TCP on :2323, the web on :8080)
+  chatd --nats URL,... [flags]      run it as one node of a cluster on NATS (README: Cluster);
+                                    backup, restore, names, export and check then refuse
   chatd [flags] hostkeys COMMAND    manage host keys (chatd hostkeys help)
   chatd [flags] backup FILE         copy the database while the server runs; restore FILE puts it back
   chatd [flags] names list|show|release [NAME]
