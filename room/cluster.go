@@ -81,8 +81,9 @@ const (
 	// EventKick: Name is disconnected from every node (By, Text: the reason); Reason says why
 	// (kicked or banned).
 	EventKick ClusterEventKind = iota + 1
-	// EventBans: the bans changed (added or lifted); every node reads them again from the store
-	// and ends the sessions that a new ban covers (By, Text: who banned and why).
+	// EventBans: Bans were added (By, Text: who banned and why), and every node ends the
+	// sessions they cover; or, without Bans, ban ID was lifted. The event carries the bans
+	// rather than sending every node to the store: a replica there may not have them yet.
 	EventBans
 	// EventMute: Name is muted until Until (zero: until unmuted); EventUnmute lifts it.
 	EventMute
@@ -109,6 +110,7 @@ type ClusterEvent struct {
 	RoomName string           `json:"room_name,omitempty"`
 	Room     *chat.Room       `json:"room,omitempty"`
 	Until    time.Time        `json:"until,omitzero"`
+	Bans     []chat.Ban       `json:"bans,omitempty"`
 	ID       int64            `json:"id,omitempty"`
 	Reason   Reason           `json:"reason,omitempty"`
 }

@@ -15,7 +15,7 @@ import (
 var ErrRegistered = errors.New("name is registered")
 
 // ErrUnavailable is returned when the store cannot answer; the user should try again.
-var ErrUnavailable = errors.New("the server cannot check names right now; try again in a moment")
+var ErrUnavailable = errors.New("the server cannot reach its storage right now; try again in a moment")
 
 // ErrTooManyNames is wrapped by the error of a login whose key holds as many names as a key may.
 var ErrTooManyNames = errors.New("this key holds too many names")

@@ -230,7 +230,7 @@ func (h *Hub) applyBans(op *Member, bans []chat.Ban) {
 	}
 
 	// Whoever the bans cover leaves now, on every node.
-	h.send(ClusterEvent{Kind: EventBans, By: op.name, Text: bans[0].Reason})
+	h.send(ClusterEvent{Kind: EventBans, By: op.name, Text: bans[0].Reason, Bans: bans})
 	reason := withReason(bans[0].Reason)
 	for _, p := range h.coveredBy(bans) {
 		h.expel(p, ReasonBanned, "you were banned by "+op.name+reason, p.name+" was banned by "+op.name+reason)
@@ -301,7 +301,7 @@ func (m *Member) cmdUnban(args string) Action {
 		m.reply(kindError, fmt.Sprintf("no ban #%d (/bans lists them)", id))
 		return Continue
 	}
-	h.send(ClusterEvent{Kind: EventBans, By: m.name})
+	h.send(ClusterEvent{Kind: EventBans, By: m.name, ID: id})
 	m.opLog("unban", "ban", id, "kind", string(b.Kind), "value", b.Value)
 	m.reply(kindInfo, "lifted "+describeBan(b, h.cfg.Location))
 	return Continue

@@ -401,7 +401,7 @@ func (c clusterSide) Event(ev ClusterEvent) {
 			h.expel(p, reason, "you were "+verb+" by "+ev.By+withReason(ev.Text), p.name+" was "+verb+" by "+ev.By+withReason(ev.Text))
 		}
 	case EventBans:
-		h.reloadBans(ev.By, ev.Text)
+		h.takeBans(ev)
 	case EventMute:
 		h.mod.mu.Lock()
 		h.mod.mutes[chat.Fold(ev.Name)] = ev.Until
@@ -493,6 +493,27 @@ func (h *Hub) catchUp() {
 	h.mu.Unlock()
 	for _, name := range gone {
 		_ = h.removeRoom(name, "an operator", false)
+	}
+}
+
+// takeBans applies bans another node added or lifted: the new ones end the sessions here they
+// cover.
+func (h *Hub) takeBans(ev ClusterEvent) {
+	h.mod.mu.Lock()
+	if len(ev.Bans) == 0 {
+		h.mod.bans = slices.DeleteFunc(h.mod.bans, func(b chat.Ban) bool { return b.ID == ev.ID })
+	}
+	for _, b := range ev.Bans {
+		if !slices.ContainsFunc(h.mod.bans, func(known chat.Ban) bool { return known.ID == b.ID }) {
+			h.mod.bans = append(h.mod.bans, b)
+		}
+	}
+	h.mod.mu.Unlock()
+	if len(ev.Bans) == 0 {
+		return
+	}
+	for _, p := range h.coveredBy(ev.Bans) {
+		h.expel(p, ReasonBanned, "you were banned by "+ev.By+withReason(ev.Text), p.name+" was banned by "+ev.By+withReason(ev.Text))
 	}
 }
 

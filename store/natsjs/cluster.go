@@ -1197,6 +1197,34 @@ func (c *Cluster) onEvent(m *nats.Msg) {
 	c.hub.Event(ev)
 }
 
+// maxEventBans bounds the bans of one event: a /ban sets at most a name's, a key's and an
+// address's.
+const maxEventBans = 16
+
+// checkBans checks the bans an event carries and makes their texts canonical.
+func checkBans(bans []chat.Ban) string {
+	if len(bans) > maxEventBans {
+		return "event of too many bans"
+	}
+	for i := range bans {
+		b := &bans[i]
+		switch {
+		case b.ID <= 0:
+			return "event of a ban without an ID"
+		case b.Kind != chat.BanName && b.Kind != chat.BanKey && b.Kind != chat.BanIP:
+			return "event of a ban of an unknown kind"
+		case b.Value == "" || len(b.Value) > 256 || chat.Sanitize(b.Value) != b.Value:
+			return "event of a ban of a bad value"
+		case len(b.Reason) > maxEventText:
+			return "event of a ban's reason too long"
+		case b.By != "" && !chat.ValidName(b.By):
+			return "event of a bad name (ban by)"
+		}
+		b.Reason = chat.Sanitize(b.Reason)
+	}
+	return ""
+}
+
 // checkEvent checks an event and makes it canonical (texts sanitised, room names as ParseRoom
 // gives them); "" when it is good, else the fault.
 func checkEvent(ev *room.ClusterEvent) string {
@@ -1224,6 +1252,9 @@ func checkEvent(ev *room.ClusterEvent) string {
 	}
 	if ev.ID < 0 || ev.Reason > room.ReasonFailed {
 		return "event of a bad ID or reason"
+	}
+	if what := checkBans(ev.Bans); what != "" {
+		return what
 	}
 	ok := false
 	switch ev.Kind {

@@ -682,7 +682,7 @@ func TestClusterEvents(t *testing.T) {
 	until := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	sent := []room.ClusterEvent{
 		{Kind: room.EventKick, Name: "mallory", By: "op", Text: "spam\x1b[31m!", Reason: room.ReasonKicked},
-		{Kind: room.EventBans, By: "op", Text: "ban"},
+		{Kind: room.EventBans, By: "op", Text: "ban", Bans: []chat.Ban{{ID: 7, Kind: chat.BanIP, Value: "192.0.2.0/24", Reason: "ban\x07", By: "op"}}},
 		{Kind: room.EventMute, Name: "mallory", Until: until},
 		{Kind: room.EventUnmute, Name: "mallory"},
 		{Kind: room.EventRoom, Room: &chat.Room{Name: "#Go", Owner: "alice", Topic: "gophers\a", Private: true, Invited: []string{"bob"}}},
@@ -697,6 +697,7 @@ func TestClusterEvents(t *testing.T) {
 	b.hub.waitFor(t, "b to get the events", func() bool { return len(b.hub.events) == len(sent) })
 	want := slices.Clone(sent)
 	want[0].Text = "spam!"
+	want[1].Bans = []chat.Ban{{ID: 7, Kind: chat.BanIP, Value: "192.0.2.0/24", Reason: "ban", By: "op"}}
 	want[4].Room = &chat.Room{Name: "#go", Owner: "alice", Topic: "gophers", Private: true, Invited: []string{"bob"}}
 	want[6].RoomName = "#go"
 	b.hub.mu.Lock()
@@ -821,6 +822,10 @@ func TestClusterHostile(t *testing.T) {
 		`{"kind":8,"text":"` + strings.Repeat("x", 17_000) + `"}`,
 		`{"kind":8,"text":"` + strings.Repeat("x", 70_000) + `"}`,
 		`{"kind":1,"name":"bob","reason":200}`,
+		`{"kind":2,"bans":[{"ID":0,"Kind":"name","Value":"bob"}]}`,
+		`{"kind":2,"bans":[{"ID":1,"Kind":"zap","Value":"bob"}]}`,
+		`{"kind":2,"bans":[{"ID":1,"Kind":"ip","Value":"\u001b[31m"}]}`,
+		`{"kind":2,"bans":[` + strings.Repeat(`{"ID":1,"Kind":"name","Value":"bob"},`, 16) + `{"ID":1,"Kind":"name","Value":"bob"}]}`,
 	}
 	for _, m := range events {
 		publishRaw(t, rc, b.c.subjEvents, m)

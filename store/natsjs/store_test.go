@@ -3,8 +3,11 @@ package natsjs
 import (
 	"bytes"
 	"context"
+	"net"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"chatd/store/natsjs/natstest"
 	"chatd/store/storetest"
@@ -62,4 +65,22 @@ func TestConformance(t *testing.T) {
 		s, _ := openStore(t, srv.URL(), Config{})
 		return s
 	})
+}
+
+// TestConnectErrorHidesPasswords: the error of a store that cannot connect names the servers,
+// not the password in their URLs (it reaches the logs).
+func TestConnectErrorHidesPasswords(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: the connection is refused at once
+	_, err = Open(context.Background(), Config{URLs: []string{"nats://chatd:hunter2@" + addr}, Timeout: time.Second}, nil)
+	if err == nil {
+		t.Fatal("Open connected to a closed port")
+	}
+	if strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), addr) {
+		t.Errorf("Open's error = %q: want the address, without the password", err)
+	}
 }
