@@ -381,13 +381,11 @@ func (m *Member) cmdUnmute(args string) Action {
 	_, was := h.mod.mutes[chat.Fold(name)]
 	delete(h.mod.mutes, chat.Fold(name))
 	h.mod.mu.Unlock()
-	if was {
-		h.send(ClusterEvent{Kind: EventUnmute, Name: name, By: m.name})
-	}
 	if !was {
 		m.reply(kindError, chat.QuoteName(name)+" is not muted")
 		return Continue
 	}
+	h.send(ClusterEvent{Kind: EventUnmute, Name: name, By: m.name})
 	m.opLog("unmute", "user", name)
 	m.reply(kindInfo, name+" is no longer muted")
 	if p := h.lookup(name); p != nil {
