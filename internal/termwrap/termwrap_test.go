@@ -238,8 +238,8 @@ func rowWidth(row []byte) int {
 	return col
 }
 
-// stripEscapes removes escape sequences and control characters, which take no columns: Wrap may
-// add the former, and drop the spaces around the latter at a break.
+// stripEscapes removes escape sequences and control characters (C0, DEL and C1), which take no
+// columns: Wrap may add the former, and drop the spaces around the latter at a break.
 func stripEscapes(b []byte) []byte {
 	var out []byte
 	for i := 0; i < len(b); {
@@ -248,6 +248,8 @@ func stripEscapes(b []byte) []byte {
 			i += escapeLen(b[i:])
 		case c < 0x20 && c != '\t' || c == 0x7f:
 			i++
+		case c == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f: // U+0080-U+009F
+			i += 2
 		default:
 			out = append(out, c)
 			i++
