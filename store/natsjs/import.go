@@ -362,18 +362,11 @@ func (im *Importer) Room(ctx context.Context, r chat.Room) (Result, error) {
 // currentRoom reads room's record from the bucket (not the cache: another process may have
 // deleted it).
 func (im *Importer) currentRoom(ctx context.Context, room string) (roomRec, bool, error) {
-	e, err := im.s.roomList.Get(ctx, roomToken(room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return roomRec{}, false, nil
-	}
-	if err != nil {
+	rec, rev, ok, err := im.s.storedRoom(ctx, room)
+	if err != nil || !ok {
 		return roomRec{}, false, err
 	}
-	rec, err := decodeRoom(e.Value(), e.Revision())
-	if err != nil {
-		return roomRec{}, false, err
-	}
-	im.s.cache.put(rec, e.Revision())
+	im.s.cache.put(rec, rev)
 	return rec, true, nil
 }
 

@@ -289,21 +289,30 @@ func (s *Store) room(ctx context.Context, room string) (roomRec, bool, error) {
 	if r, ok := s.cache.get(room); ok {
 		return r, true, nil
 	}
-	e, err := s.roomList.Get(ctx, roomToken(room))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return roomRec{}, false, nil
-	}
-	if err != nil {
-		return roomRec{}, false, err
-	}
-	rec, err := decodeRoom(e.Value(), e.Revision())
-	if err != nil {
+	rec, rev, ok, err := s.storedRoom(ctx, room)
+	if err != nil || !ok {
 		return roomRec{}, false, err
 	}
 	// The cache decides: it may know of a deletion newer than what a replica said.
-	s.cache.put(rec, e.Revision())
-	rec, ok := s.cache.get(room)
+	s.cache.put(rec, rev)
+	rec, ok = s.cache.get(room)
 	return rec, ok, nil
+}
+
+// storedRoom reads room's record from the bucket, with its revision; false when there is none.
+func (s *Store) storedRoom(ctx context.Context, room string) (roomRec, uint64, bool, error) {
+	e, err := s.roomList.Get(ctx, roomToken(room))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return roomRec{}, 0, false, nil
+	}
+	if err != nil {
+		return roomRec{}, 0, false, err
+	}
+	rec, err := decodeRoom(e.Value(), e.Revision())
+	if err != nil {
+		return roomRec{}, 0, false, err
+	}
+	return rec, e.Revision(), true, nil
 }
 
 // SaveRoom creates r, or updates its owner, topic and private flag if it exists; r.Invited is

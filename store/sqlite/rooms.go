@@ -25,12 +25,22 @@ func (s *SQLite) Rooms() ([]chat.Room, error) {
 	if s.isClosed() {
 		return nil, fmt.Errorf("rooms: %w", errClosed)
 	}
-	// One statement, so one snapshot: no room without the invitations it had.
-	rows, err := s.db.Query(`SELECT r.name, r.owner, r.topic, r.private, r.created, i.name
+	rooms, err := readRooms(context.Background(), s.db)
+	if err != nil {
+		return nil, s.fail("rooms", err)
+	}
+	return rooms, nil
+}
+
+// readRooms reads every room with its invitations, in name order, each room's invitations in
+// the order they were made. One statement, so one snapshot: no room without the invitations it
+// had.
+func readRooms(ctx context.Context, db *sql.DB) ([]chat.Room, error) {
+	rows, err := db.QueryContext(ctx, `SELECT r.name, r.owner, r.topic, r.private, r.created, i.name
 		FROM rooms r LEFT JOIN invitations i ON i.room = r.name
 		ORDER BY r.name, i.id`)
 	if err != nil {
-		return nil, s.fail("rooms", err)
+		return nil, err
 	}
 	defer rows.Close()
 	var rooms []chat.Room
@@ -39,7 +49,7 @@ func (s *SQLite) Rooms() ([]chat.Room, error) {
 		var created int64
 		var invited sql.NullString
 		if err := rows.Scan(&r.Name, &r.Owner, &r.Topic, &r.Private, &created, &invited); err != nil {
-			return nil, s.fail("rooms", err)
+			return nil, err
 		}
 		if n := len(rooms); n == 0 || rooms[n-1].Name != r.Name {
 			r.Created = fromMilli(created)
@@ -50,10 +60,7 @@ func (s *SQLite) Rooms() ([]chat.Room, error) {
 			last.Invited = append(last.Invited, invited.String)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("rooms", err)
-	}
-	return rooms, nil
+	return rooms, rows.Err()
 }
 
 // SaveRoom creates r, or updates its owner, topic and private flag if it exists; r.Invited is

@@ -6,7 +6,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -28,31 +27,8 @@ func (a *Admin) Rooms(ctx context.Context) ([]chat.Room, error) {
 	if err := a.needRooms("rooms"); err != nil {
 		return nil, err
 	}
-	rows, err := a.db.QueryContext(ctx, `SELECT r.name, r.owner, r.topic, r.private, r.created, i.name
-		FROM rooms r LEFT JOIN invitations i ON i.room = r.name
-		ORDER BY r.name, i.id`)
+	rooms, err := readRooms(ctx, a.db)
 	if err != nil {
-		return nil, adminFail(a.path, err)
-	}
-	defer rows.Close()
-	var rooms []chat.Room
-	for rows.Next() {
-		var r chat.Room
-		var created int64
-		var invited sql.NullString
-		if err := rows.Scan(&r.Name, &r.Owner, &r.Topic, &r.Private, &created, &invited); err != nil {
-			return nil, adminFail(a.path, err)
-		}
-		if n := len(rooms); n == 0 || rooms[n-1].Name != r.Name {
-			r.Created = fromMilli(created)
-			rooms = append(rooms, r)
-		}
-		if invited.Valid {
-			last := &rooms[len(rooms)-1]
-			last.Invited = append(last.Invited, invited.String)
-		}
-	}
-	if err := rows.Err(); err != nil {
 		return nil, adminFail(a.path, err)
 	}
 	return rooms, nil
