@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"chatd/chat"
+
 	"github.com/nats-io/nats.go"
 )
 
@@ -48,13 +50,8 @@ type Config struct {
 	// MaxInFlight is how many messages may be published and not acknowledged yet. Default 1000.
 	MaxInFlight int
 
-	// Caps, as in package store/sqlite (see storetest's contract for their meaning).
-	MaxQueuedDMs          int // default 100
-	MaxQueuedDMsPerSender int // default 10
-	MaxQueuedDMsPerAddr   int // default 20
-	MaxNamesPerKey        int // default 5
-	MaxKeysPerName        int // default 20
-	MaxWebTokensPerName   int // default 50
+	// StoreLimits are the caps on what people can make the store hold, as store/sqlite's.
+	chat.StoreLimits
 
 	// KeepMessages is how many of its newest messages each room keeps (the stream's limit per
 	// subject); KeepFor is how long a message is kept (the stream's age limit). As in
@@ -77,21 +74,16 @@ const (
 // DefaultConfig returns the defaults; URLs and Conn are left empty.
 func DefaultConfig() Config {
 	return Config{
-		Name:                  "chatd",
-		Replicas:              1,
-		Prefix:                "chatd",
-		Timeout:               5 * time.Second,
-		MaxBacklog:            10_000,
-		MaxInFlight:           1000,
-		MaxQueuedDMs:          100,
-		MaxQueuedDMsPerSender: 10,
-		MaxQueuedDMsPerAddr:   20,
-		MaxNamesPerKey:        5,
-		MaxKeysPerName:        20,
-		MaxWebTokensPerName:   50,
-		KeepMessages:          DefaultKeepMessages,
-		KeepFor:               DefaultKeepFor,
-		Now:                   time.Now,
+		Name:         "chatd",
+		Replicas:     1,
+		Prefix:       "chatd",
+		Timeout:      5 * time.Second,
+		MaxBacklog:   10_000,
+		MaxInFlight:  1000,
+		StoreLimits:  chat.DefaultStoreLimits(),
+		KeepMessages: DefaultKeepMessages,
+		KeepFor:      DefaultKeepFor,
+		Now:          time.Now,
 	}
 }
 
@@ -103,12 +95,7 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.Timeout, d.Timeout)
 	orDefault(&c.MaxBacklog, d.MaxBacklog)
 	orDefault(&c.MaxInFlight, d.MaxInFlight)
-	orDefault(&c.MaxQueuedDMs, d.MaxQueuedDMs)
-	orDefault(&c.MaxQueuedDMsPerSender, d.MaxQueuedDMsPerSender)
-	orDefault(&c.MaxQueuedDMsPerAddr, d.MaxQueuedDMsPerAddr)
-	orDefault(&c.MaxNamesPerKey, d.MaxNamesPerKey)
-	orDefault(&c.MaxKeysPerName, d.MaxKeysPerName)
-	orDefault(&c.MaxWebTokensPerName, d.MaxWebTokensPerName)
+	c.StoreLimits = c.StoreLimits.WithDefaults()
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -135,10 +122,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("nats store: timeout %v is negative", c.Timeout)
 	case c.MaxBacklog < 0 || c.MaxInFlight < 0:
 		return fmt.Errorf("nats store: max backlog (%d) or max in flight (%d) is negative", c.MaxBacklog, c.MaxInFlight)
-	case c.MaxQueuedDMs < 0 || c.MaxQueuedDMsPerSender < 0 || c.MaxQueuedDMsPerAddr < 0:
-		return fmt.Errorf("nats store: a cap on queued DMs is negative (%d, %d, %d)", c.MaxQueuedDMs, c.MaxQueuedDMsPerSender, c.MaxQueuedDMsPerAddr)
-	case c.MaxNamesPerKey < 0 || c.MaxKeysPerName < 0 || c.MaxWebTokensPerName < 0:
-		return fmt.Errorf("nats store: a cap on names, keys or web tokens is negative (%d, %d, %d)", c.MaxNamesPerKey, c.MaxKeysPerName, c.MaxWebTokensPerName)
+	case c.StoreLimits.Validate() != nil:
+		return fmt.Errorf("nats store: %w", c.StoreLimits.Validate())
 	case c.KeepMessages < 0:
 		return fmt.Errorf("nats store: keep messages %d is negative (0 keeps them all)", c.KeepMessages)
 	case c.KeepFor < 0:

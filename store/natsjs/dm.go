@@ -41,16 +41,7 @@ func (s *Store) QueueDM(dm chat.DM) (chat.DM, error) {
 				fromAddr++
 			}
 		}
-		var limit *chat.LimitError
-		switch {
-		case fromSender >= s.cfg.MaxQueuedDMsPerSender:
-			limit = &chat.LimitError{Err: chat.ErrSenderQueueFull, Max: s.cfg.MaxQueuedDMsPerSender}
-		case dm.FromAddr != "" && fromAddr >= s.cfg.MaxQueuedDMsPerAddr:
-			limit = &chat.LimitError{Err: chat.ErrAddrQueueFull, Max: s.cfg.MaxQueuedDMsPerAddr}
-		case len(q.DMs) >= s.cfg.MaxQueuedDMs:
-			limit = &chat.LimitError{Err: chat.ErrQueueFull, Max: s.cfg.MaxQueuedDMs}
-		}
-		if limit != nil {
+		if limit := s.cfg.DMQueueFull(len(q.DMs), fromSender, fromAddr, dm.FromAddr != ""); limit != nil {
 			return keep, fmt.Errorf("for %s: %w", dm.To, limit)
 		}
 		q.DMs = append(q.DMs, rec)

@@ -35,16 +35,7 @@ func (s *SQLite) QueueDM(dm chat.DM) (chat.DM, error) {
 		FROM dms WHERE recipient_key = ?`, sender, dm.FromAddr, key).Scan(&waiting, &fromSender, &fromAddr); err != nil {
 		return chat.DM{}, s.fail("queue dm", err)
 	}
-	var limit *chat.LimitError
-	switch {
-	case fromSender >= s.cfg.MaxQueuedDMsPerSender:
-		limit = &chat.LimitError{Err: chat.ErrSenderQueueFull, Max: s.cfg.MaxQueuedDMsPerSender}
-	case dm.FromAddr != "" && fromAddr >= s.cfg.MaxQueuedDMsPerAddr:
-		limit = &chat.LimitError{Err: chat.ErrAddrQueueFull, Max: s.cfg.MaxQueuedDMsPerAddr}
-	case waiting >= s.cfg.MaxQueuedDMs:
-		limit = &chat.LimitError{Err: chat.ErrQueueFull, Max: s.cfg.MaxQueuedDMs}
-	}
-	if limit != nil {
+	if limit := s.cfg.DMQueueFull(waiting, fromSender, fromAddr, dm.FromAddr != ""); limit != nil {
 		return chat.DM{}, fmt.Errorf("queue dm: for %s: %w", dm.To, limit)
 	}
 	res, err := tx.Exec(`INSERT INTO dms(at, sender, sender_key, sender_addr, recipient_key, recipient, text) VALUES (?, ?, ?, ?, ?, ?, ?)`,

@@ -12,7 +12,7 @@ import (
 // and how each cap behaves as it fills).
 func TestConfiguredCaps(t *testing.T) {
 	clk := newClock()
-	s, _ := openTest(t, Config{Now: clk.Now, MaxNamesPerKey: 2, MaxKeysPerName: 3, MaxQueuedDMs: 6, MaxQueuedDMsPerSender: 2, MaxQueuedDMsPerAddr: 3})
+	s, _ := openTest(t, Config{Now: clk.Now, StoreLimits: chat.StoreLimits{MaxNamesPerKey: 2, MaxKeysPerName: 3, MaxQueuedDMs: 6, MaxQueuedDMsPerSender: 2, MaxQueuedDMsPerAddr: 3}})
 	limit := func(err error, sentinel error, max int) bool {
 		var le *chat.LimitError
 		return errors.Is(err, sentinel) && errors.As(err, &le) && le.Max == max

@@ -178,7 +178,7 @@ func TestMigrationUpgrade(t *testing.T) {
 
 	latest := len(schema())
 	for round := range 2 { // the second open finds nothing to do
-		s, logs := openAt(t, path, Config{MaxQueuedDMsPerSender: 2}, options{})
+		s, logs := openAt(t, path, Config{StoreLimits: chat.StoreLimits{MaxQueuedDMsPerSender: 2}}, options{})
 		var version int
 		if err := s.db.QueryRow(`PRAGMA user_version`).Scan(&version); err != nil || version != latest {
 			t.Fatalf("user_version = %d, %v; want %d", version, err, latest)

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatd/chat"
+
 	"github.com/charmbracelet/log"
 	msqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -47,27 +49,8 @@ type Config struct {
 	FlushInterval time.Duration
 	// MaxBatch is the most messages committed in one transaction. Default 1000.
 	MaxBatch int
-	// MaxQueuedDMs is how many private messages may wait for one recipient. Default 100.
-	MaxQueuedDMs int
-	// MaxQueuedDMsPerSender is how many of them may come from one sender (by name). Default 10:
-	// enough to leave a note and a follow-up or two, so that one sender cannot fill the queue
-	// and lock everyone else out of it.
-	MaxQueuedDMsPerSender int
-	// MaxQueuedDMsPerAddr is how many of them may come from one address, whatever the names.
-	// Default 20: names are free for keyless users, an address is not, so this is the cap that
-	// holds against one machine sending under many names; a household or office sharing an
-	// address still has room.
-	MaxQueuedDMsPerAddr int
-	// MaxNamesPerKey is how many names one key may hold (as an active key). Default 5: a person's
-	// name, a nick or two and a bot, while one key cannot hoard names.
-	MaxNamesPerKey int
-	// MaxKeysPerName is how many keys, active and pending together, a name may have. Default
-	// 20: every machine someone uses with room to spare, while /keys and a ban stay short.
-	MaxKeysPerName int
-	// MaxWebTokensPerName is how many unexpired web tokens a name may hold: browser sessions,
-	// bot tokens and sign-in links together. Default 50: every browser and bot someone has,
-	// while whoever holds a name cannot grow the table without end.
-	MaxWebTokensPerName int
+	// StoreLimits are the caps on what people can make the store hold (chat.StoreLimits).
+	chat.StoreLimits
 	// KeepMessages is how many of its newest messages each room's history keeps; older ones are
 	// deleted in the background. KeepFor is how long a message is kept, in every room. Unlike
 	// the other fields, 0 is no limit, not the default: DefaultConfig has the defaults (see
@@ -96,17 +79,12 @@ const (
 // DefaultConfig returns the defaults; Path is left empty.
 func DefaultConfig() Config {
 	return Config{
-		FlushInterval:         100 * time.Millisecond,
-		MaxBatch:              1000,
-		MaxQueuedDMs:          100,
-		MaxQueuedDMsPerSender: 10,
-		MaxQueuedDMsPerAddr:   20,
-		MaxNamesPerKey:        5,
-		MaxKeysPerName:        20,
-		MaxWebTokensPerName:   50,
-		KeepMessages:          DefaultKeepMessages,
-		KeepFor:               DefaultKeepFor,
-		Now:                   time.Now,
+		FlushInterval: 100 * time.Millisecond,
+		MaxBatch:      1000,
+		StoreLimits:   chat.DefaultStoreLimits(),
+		KeepMessages:  DefaultKeepMessages,
+		KeepFor:       DefaultKeepFor,
+		Now:           time.Now,
 	}
 }
 
@@ -114,12 +92,7 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	orDefault(&c.FlushInterval, d.FlushInterval)
 	orDefault(&c.MaxBatch, d.MaxBatch)
-	orDefault(&c.MaxQueuedDMs, d.MaxQueuedDMs)
-	orDefault(&c.MaxQueuedDMsPerSender, d.MaxQueuedDMsPerSender)
-	orDefault(&c.MaxQueuedDMsPerAddr, d.MaxQueuedDMsPerAddr)
-	orDefault(&c.MaxNamesPerKey, d.MaxNamesPerKey)
-	orDefault(&c.MaxKeysPerName, d.MaxKeysPerName)
-	orDefault(&c.MaxWebTokensPerName, d.MaxWebTokensPerName)
+	c.StoreLimits = c.StoreLimits.WithDefaults()
 	if c.Now == nil {
 		c.Now = d.Now
 	}
@@ -136,16 +109,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("store: flush interval %v out of range (0 for the default, at most %v)", c.FlushInterval, maxFlushInterval)
 	case c.MaxBatch < 0:
 		return fmt.Errorf("store: max batch %d is negative", c.MaxBatch)
-	case c.MaxQueuedDMs < 0:
-		return fmt.Errorf("store: max queued DMs %d is negative", c.MaxQueuedDMs)
-	case c.MaxQueuedDMsPerSender < 0 || c.MaxQueuedDMsPerAddr < 0:
-		return fmt.Errorf("store: max queued DMs per sender (%d) or per address (%d) is negative", c.MaxQueuedDMsPerSender, c.MaxQueuedDMsPerAddr)
-	case c.MaxNamesPerKey < 0:
-		return fmt.Errorf("store: max names per key %d is negative", c.MaxNamesPerKey)
-	case c.MaxKeysPerName < 0:
-		return fmt.Errorf("store: max keys per name %d is negative", c.MaxKeysPerName)
-	case c.MaxWebTokensPerName < 0:
-		return fmt.Errorf("store: max web tokens per name %d is negative", c.MaxWebTokensPerName)
+	case c.StoreLimits.Validate() != nil:
+		return fmt.Errorf("store: %w", c.StoreLimits.Validate())
 	case c.KeepMessages < 0:
 		return fmt.Errorf("store: keep messages %d is negative (0 keeps them all)", c.KeepMessages)
 	case c.KeepFor < 0:

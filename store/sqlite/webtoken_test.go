@@ -103,7 +103,7 @@ func TestTakeWebTokenTwoStores(t *testing.T) {
 
 // TestWebTokenCapConfig: MaxWebTokensPerName sets the cap.
 func TestWebTokenCapConfig(t *testing.T) {
-	s, _ := openTest(t, Config{MaxWebTokensPerName: 2})
+	s, _ := openTest(t, Config{StoreLimits: chat.StoreLimits{MaxWebTokensPerName: 2}})
 	if _, _, err := s.Claim("alice", testKey(1)); err != nil {
 		t.Fatal(err)
 	}
