@@ -164,7 +164,9 @@ func wrapLine(dst, line []byte, width, indent int) []byte {
 			sgr.note(line, i, i+n)
 			i += n
 			continue
-		case w == 0:
+		case w == 0 && kind != tokText:
+			// A control character goes with what is around it. (A zero-width cluster, a
+			// combining mark after a space, is text: a row it starts starts with it.)
 			i += n
 			continue
 		case kind == tokSpace && cont && !filled:
