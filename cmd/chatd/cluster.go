@@ -74,38 +74,20 @@ func (c *config) validateCluster(hostname func() (string, error)) error {
 func checkNATSURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q: %w", redactURL(s), err)
+		return fmt.Errorf("%q: %w", natsjs.RedactURL(s), err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "nats", "tls":
 	default:
-		return fmt.Errorf("%q: want nats://HOST:PORT or tls://HOST:PORT", redactURL(s))
+		return fmt.Errorf("%q: want nats://HOST:PORT or tls://HOST:PORT", natsjs.RedactURL(s))
 	}
 	if u.Hostname() == "" {
-		return fmt.Errorf("%q: no host", redactURL(s))
+		return fmt.Errorf("%q: no host", natsjs.RedactURL(s))
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		return fmt.Errorf("%q: a NATS URL has no path or query (several servers are separated by commas)", redactURL(s))
+		return fmt.Errorf("%q: a NATS URL has no path or query (several servers are separated by commas)", natsjs.RedactURL(s))
 	}
 	return nil
-}
-
-// redactURL hides a password given in a URL (nats://user:secret@host), for messages and logs.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	return u.Redacted()
-}
-
-// redactURLs is redactURL on a comma-separated list.
-func redactURLs(s string) string {
-	urls := natsjs.ParseURLs(s)
-	for i, u := range urls {
-		urls[i] = redactURL(u)
-	}
-	return strings.Join(urls, ",")
 }
 
 // resolveNode returns the node's name: name when given (it must be valid), or else the host
@@ -193,7 +175,7 @@ type clusterNode struct {
 // NATS must answer now: a node that cannot reach it at start stops (systemd starts it again),
 // rather than serve people it could not keep.
 func openClusterNode(ctx context.Context, cfg config, mx *metrics.Metrics, logger *log.Logger) (*clusterNode, error) {
-	logger.Info("cluster mode", "nats", redactURLs(cfg.NATS), "replicas", cfg.NATSReplicas)
+	logger.Info("cluster mode", "nats", natsjs.RedactURLs(natsjs.ParseURLs(cfg.NATS)), "replicas", cfg.NATSReplicas)
 	st, err := natsjs.Open(ctx, cfg.natsConfig(), logger.WithPrefix("store"))
 	if err != nil {
 		return nil, err

@@ -157,7 +157,7 @@ func adminMigrate(ctx context.Context, args []string, cfg *config, stdout, stder
 		state = "the cluster's"
 	}
 	fmt.Fprintf(stdout, "copying %s (%s)\n  into %s: %s, history kept: %s (%s)\n", a.Path(), describeSummary(sum),
-		redactURLs(strings.Join(urls, ",")), plural(sc.Replicas, "replica"), sqlite.FormatKeep(sc.KeepMessages, sc.KeepFor), state)
+		natsjs.RedactURLs(urls), plural(sc.Replicas, "replica"), sqlite.FormatKeep(sc.KeepMessages, sc.KeepFor), state)
 	start := time.Now()
 	m := &migration{a: a, im: im, out: stdout}
 	err = m.run(ctx)
@@ -185,7 +185,7 @@ func connectNATS(urls []string, creds, ca string) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", redactURLs(strings.Join(urls, ",")), err)
+		return nil, fmt.Errorf("connect to %s: %w", natsjs.RedactURLs(urls), err)
 	}
 	return nc, nil
 }

@@ -3,6 +3,7 @@ package natsjs
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -161,6 +162,31 @@ func ParseURLs(s string) []string {
 		}
 	}
 	return urls
+}
+
+// RedactURL is a server's URL as messages and logs may show it: a password in it
+// (nats://user:secret@host) hidden; in a URL that does not parse, everything before its '@'.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		if i := strings.LastIndexByte(s, '@'); i >= 0 {
+			return "..." + s[i:]
+		}
+		return s
+	case u.User == nil:
+		return s
+	}
+	return u.Redacted()
+}
+
+// RedactURLs is RedactURL on a list, joined with commas as operators write it.
+func RedactURLs(urls []string) string {
+	shown := make([]string, len(urls))
+	for i, u := range urls {
+		shown[i] = RedactURL(u)
+	}
+	return strings.Join(shown, ",")
 }
 
 // validPrefix reports whether p can start stream, bucket and subject names.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,25 +153,11 @@ func (s *Store) connect() error {
 	}
 	nc, err := nats.Connect(strings.Join(s.cfg.URLs, ","), opts...)
 	if err != nil {
-		return fmt.Errorf("open nats store: connect to %s: %w", redactedURLs(s.cfg.URLs), err)
+		return fmt.Errorf("open nats store: connect to %s: %w", RedactURLs(s.cfg.URLs), err)
 	}
 	s.nc, s.ownsNC = nc, true
 	s.log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
 	return nil
-}
-
-// redactedURLs are the servers' URLs as logs may show them: without passwords.
-func redactedURLs(urls []string) string {
-	shown := make([]string, len(urls))
-	for i, u := range urls {
-		if parsed, err := url.Parse(u); err == nil {
-			u = parsed.Redacted()
-		} else {
-			u = "(unparsable URL)"
-		}
-		shown[i] = u
-	}
-	return strings.Join(shown, ",")
 }
 
 // setup creates the streams and buckets, or brings their settings up to date.

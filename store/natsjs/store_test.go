@@ -84,3 +84,20 @@ func TestConnectErrorHidesPasswords(t *testing.T) {
 		t.Errorf("Open's error = %q: want the address, without the password", err)
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"nats://n1:4222", "nats://n1:4222"},
+		{"nats://chatd:hunter2@n1:4222", "nats://chatd:xxxxx@n1:4222"},
+		{"tls://chatd@n1:4222", "tls://chatd@n1:4222"},
+		{"nats://chatd:pa%zz@n1:4222", "...@n1:4222"}, // does not parse: the secret goes anyway
+	}
+	for _, tt := range tests {
+		if got := RedactURL(tt.in); got != tt.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := RedactURLs([]string{"nats://a:b@x:1", "nats://y:2"}); got != "nats://a:xxxxx@x:1,nats://y:2" {
+		t.Errorf("RedactURLs = %q", got)
+	}
+}
