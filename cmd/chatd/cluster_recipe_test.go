@@ -300,25 +300,7 @@ func TestClusterRecipe(t *testing.T) {
 	op.stdout.WaitContains(t, "* banned #1 ")
 	dave.stdout.WaitContains(t, "you were banned by op")
 	dave.wait(t)
-	refusedRE := regexp.MustCompile(`refused (?:node=\S+ )?remote=127\.0\.0\.2:\d+ reason="you are banned from this server`)
-	for i := 0; ; i++ {
-		args := viaHAProxy(daveKey, "-b", "127.0.0.2", "mallory@127.0.0.1", "who")
-		for j, a := range args {
-			if a == "LogLevel=ERROR" {
-				args[j] = "LogLevel=INFO" // ssh prints banners from INFO up
-			}
-		}
-		out, err := exec.Command("ssh", args...).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "chatd: you are banned from this server") {
-			t.Fatalf("ssh from 127.0.0.2 through HAProxy after the ban: %v\n%s", err, out)
-		}
-		if refusedRE.MatchString(nodes[0].logs.Text()) && refusedRE.MatchString(nodes[1].logs.Text()) {
-			break
-		}
-		if i == 5 {
-			t.Fatalf("after %d tries, the ban was not met on both nodes", i+1)
-		}
-	}
+	bannedOnBothNodes(t, nodes, viaHAProxy, daveKey)
 
 	for i, node := range nodes {
 		if strings.Contains(node.logs.Text(), "proxy: refused") {

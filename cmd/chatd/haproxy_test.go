@@ -212,25 +212,7 @@ func TestHAProxyRecipe(t *testing.T) {
 
 	// A client from 127.0.0.2 is refused through HAProxy, on whichever node it reaches, and told
 	// why; leastconn takes turns between the two equally loaded nodes.
-	refusedRE := regexp.MustCompile(`refused remote=127\.0\.0\.2:\d+ reason="you are banned from this server`)
-	for i := 0; ; i++ {
-		args := viaHAProxy(bobKey, "-b", "127.0.0.2", "mallory@127.0.0.1", "who")
-		for j, a := range args {
-			if a == "LogLevel=ERROR" {
-				args[j] = "LogLevel=INFO" // ssh prints banners from INFO up
-			}
-		}
-		out, err := exec.Command("ssh", args...).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "chatd: you are banned from this server") {
-			t.Fatalf("ssh from 127.0.0.2 through HAProxy: %v\n%s", err, out)
-		}
-		if refusedRE.MatchString(nodes[0].logs.Text()) && refusedRE.MatchString(nodes[1].logs.Text()) {
-			break
-		}
-		if i == 5 {
-			t.Fatalf("after %d tries, the ban was not met on both nodes", i+1)
-		}
-	}
+	bannedOnBothNodes(t, nodes, viaHAProxy, bobKey)
 	// The ban is the client's address, not HAProxy's: 127.0.0.1 still gets in.
 	if out, err := exec.Command("ssh", viaHAProxy(aliceKey, "alice@127.0.0.1", "who")...).CombinedOutput(); err != nil {
 		t.Errorf("ssh from 127.0.0.1 through HAProxy after the ban: %v\n%s", err, out)
@@ -246,4 +228,30 @@ func TestHAProxyRecipe(t *testing.T) {
 	bob.stdin.Close()
 	alice.wait(t)
 	bob.wait(t)
+}
+
+// bannedOnBothNodes connects from 127.0.0.2 through HAProxy, with ssh as sshArgs makes it, until
+// both nodes have refused that address (leastconn takes turns between two equally loaded nodes),
+// and checks that every attempt is refused with the reason told to the client.
+func bannedOnBothNodes(t *testing.T, nodes []*chatd, sshArgs func(key string, args ...string) []string, key string) {
+	t.Helper()
+	refusedRE := regexp.MustCompile(`refused (?:node=\S+ )?remote=127\.0\.0\.2:\d+ reason="you are banned from this server`)
+	for i := 0; ; i++ {
+		args := sshArgs(key, "-b", "127.0.0.2", "mallory@127.0.0.1", "who")
+		for j, a := range args {
+			if a == "LogLevel=ERROR" {
+				args[j] = "LogLevel=INFO" // ssh prints banners from INFO up
+			}
+		}
+		out, err := exec.Command("ssh", args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "chatd: you are banned from this server") {
+			t.Fatalf("ssh from 127.0.0.2 through HAProxy after the ban: %v\n%s", err, out)
+		}
+		if refusedRE.MatchString(nodes[0].logs.Text()) && refusedRE.MatchString(nodes[1].logs.Text()) {
+			return
+		}
+		if i == 5 {
+			t.Fatalf("after %d tries, the ban was not met on both nodes", i+1)
+		}
+	}
 }
