@@ -13,6 +13,7 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"chatd/internal/roomtest"
+	"chatd/store/natsjs/natstest"
 )
 
 // readmeBlock is the code block of the README whose first line is first (a comment naming what
@@ -50,28 +51,13 @@ func replaceOnce(t *testing.T, what, s, old, new string) string {
 	return strings.Replace(s, old, new, 1)
 }
 
-// freePorts returns n ports nothing listens on now.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-	}
-	return ports
-}
-
 // startNATSRecipe runs the README's nats.conf as three NATS servers in this process, rewritten
 // for loopback (ports of their own, a temporary store), and returns their client URLs once the
 // cluster has a JetStream leader.
 func startNATSRecipe(t *testing.T, conf string) []string {
 	t.Helper()
 	const size = 3
-	clientPorts, routePorts := freePorts(t, size), freePorts(t, size)
+	clientPorts, routePorts := natstest.FreePorts(t, size), natstest.FreePorts(t, size)
 	var servers []*natsserver.Server
 	var urls []string
 	for i := range size {

@@ -106,6 +106,22 @@ func (n *Node) Server() *server.Server {
 	return n.srv
 }
 
+// FreePorts returns n loopback ports nothing listens on now: for configurations that must name
+// their ports before their servers start (cluster routes).
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	return ports
+}
+
 // Cluster is several servers routed into one JetStream cluster.
 type Cluster struct {
 	Nodes []*Node
@@ -116,15 +132,7 @@ type Cluster struct {
 func StartCluster(t testing.TB, size int) *Cluster {
 	t.Helper()
 	// The routes must name the ports before the servers start: take free ones.
-	ports := make([]int, size)
-	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-	}
+	ports := FreePorts(t, size)
 	c := &Cluster{}
 	for i := range size {
 		opts := baseOptions(t, fmt.Sprintf("n%d", i+1))
